@@ -1,0 +1,3 @@
+"""kbchat: a self-hostable multilingual RAG chatbot backend."""
+
+__version__ = "0.1.0"

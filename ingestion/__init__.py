@@ -1,0 +1,1 @@
+"""Turn a folder of documents into chunks in a Chroma collection, incrementally."""
