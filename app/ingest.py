@@ -1,0 +1,68 @@
+"""Wire one ingest (store, manifest, embedder -> FolderSync) under a per-collection lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from filelock import FileLock, Timeout
+
+from app.store import StoreError, make_client, open_collection, update_metadata
+from ingestion.manifest import Manifest
+from ingestion.sync import FolderSync, PassageEmbedder, Progress, SyncReport
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
+    from app.settings import Settings
+
+
+def ingest_folder(
+    settings: Settings,
+    root: Path,
+    collection_name: str | None = None,
+    *,
+    embedder: PassageEmbedder | None = None,
+    client: ClientAPI | None = None,
+    reembed: bool = False,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Sync `root` into the collection; refuses a collection embedded another way unless reembed."""
+    name = collection_name or settings.collection
+    if embedder is None:
+        from app.embeddings.e5 import build_embeddings
+
+        embedder = build_embeddings(settings)
+    client = client or make_client(settings)
+    chunk_meta = {
+        "kbchat_chunk_tokens": settings.chunk.tokens,
+        "kbchat_chunk_overlap": settings.chunk.overlap,
+    }
+    lock_path = settings.data_dir / "locks" / f"{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_path, timeout=0):
+            if reembed and name in {c.name for c in client.list_collections()}:
+                client.delete_collection(name)
+            collection = open_collection(client, name, embedder.spec, chunk_meta, create=True)
+            source_dir = str(root.resolve())
+            if (collection.metadata or {}).get("kbchat_source_dir") != source_dir:
+                update_metadata(collection, kbchat_source_dir=source_dir)
+            manifest = Manifest(settings.manifests_dir / f"{name}.sqlite")
+            try:
+                sync = FolderSync(
+                    collection,
+                    manifest,
+                    embedder,
+                    chunk_tokens=settings.chunk.tokens,
+                    chunk_overlap=settings.chunk.overlap,
+                    max_bytes=int(settings.ingest.max_file_mb * 2**20),
+                    batch_chunks=settings.ingest.embed_batch_chunks,
+                    write_batch=min(1000, client.get_max_batch_size()),
+                    progress=progress,
+                )
+                return sync.run(root, name)
+            finally:
+                manifest.close()
+    except Timeout as exc:
+        raise StoreError(f"another ingest into {name!r} is running (lock {lock_path})") from exc

@@ -1,0 +1,118 @@
+"""Chroma access: embedded by default, a Chroma server when KBCHAT_CHROMA_HOST is set.
+
+Each knowledge base is one collection in cosine space whose metadata records how its vectors
+were made; opening it with another embedding configuration is refused, because vectors from two
+models or prefix schemes are not comparable.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.settings import validate_collection_name
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from app.embeddings.e5 import EmbeddingSpec
+    from app.settings import Settings
+
+_EMBEDDING_KEYS = ("kbchat_model", "kbchat_weights", "kbchat_prefix", "kbchat_dim")
+_CHUNK_KEYS = ("kbchat_chunk_tokens", "kbchat_chunk_overlap")
+
+
+class StoreError(RuntimeError):
+    """A store problem the user can act on; the message says how."""
+
+
+class EmbeddingMismatchError(StoreError):
+    """The collection was embedded differently from the current settings."""
+
+
+def make_client(settings: Settings) -> ClientAPI:
+    import chromadb
+    from chromadb.config import Settings as ChromaClientSettings
+
+    client_settings = ChromaClientSettings(anonymized_telemetry=False)
+    if settings.chroma.host:
+        try:
+            return chromadb.HttpClient(
+                host=settings.chroma.host,
+                port=settings.chroma.port,
+                ssl=settings.chroma.ssl,
+                settings=client_settings,
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"cannot reach the Chroma server at {settings.chroma.host}:{settings.chroma.port}"
+                f" ({exc}); start it with `chroma run --path DIR --port {settings.chroma.port}` "
+                "or unset KBCHAT_CHROMA_HOST to use the embedded store"
+            ) from exc
+    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=client_settings)
+
+
+def collection_names(client: ClientAPI) -> list[str]:
+    return sorted(c if isinstance(c, str) else c.name for c in client.list_collections())
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    return (
+        f"model {meta.get('kbchat_model')} (weights {meta.get('kbchat_weights')}), "
+        f"prefix scheme {meta.get('kbchat_prefix')}, {meta.get('kbchat_dim')} dimensions, "
+        f"chunks of {meta.get('kbchat_chunk_tokens')} tokens with "
+        f"{meta.get('kbchat_chunk_overlap')} overlap"
+    )
+
+
+def check_compatible(
+    name: str, stored: dict[str, Any], wanted: dict[str, Any], *, chunking: bool
+) -> None:
+    keys = _EMBEDDING_KEYS + (_CHUNK_KEYS if chunking else ())
+    diff = [k for k in keys if k in wanted and stored.get(k) != wanted[k]]
+    if not diff:
+        return
+    raise EmbeddingMismatchError(
+        f"collection {name!r} was embedded with {_describe(stored)}; the current settings use "
+        f"{_describe({**stored, **wanted})}. Vectors made differently cannot be mixed. Either "
+        f"set KBCHAT_EMBEDDING_MODEL={stored.get('kbchat_model')} (and the chunk settings) back,"
+        f" or re-embed it: `kbchat ingest PATH --collection {name} --reembed`."
+    )
+
+
+def open_collection(
+    client: ClientAPI,
+    name: str,
+    spec: EmbeddingSpec,
+    chunk_meta: dict[str, int] | None = None,
+    *,
+    create: bool = False,
+) -> Collection:
+    """Get (or create) a collection, refusing one embedded with another configuration.
+
+    `chunk_meta` is given by ingestion: a change of chunking is refused there too, since
+    unchanged files would keep their old chunks. Searching only needs the vectors to match.
+    """
+    validate_collection_name(name)
+    wanted: dict[str, Any] = {**spec.as_metadata(), **(chunk_meta or {})}
+    existing = collection_names(client)
+    if name not in existing:
+        if not create:
+            listed = ", ".join(existing) or "none yet"
+            raise StoreError(
+                f"no knowledge base named {name!r} (existing: {listed}); "
+                f"create it with `kbchat ingest PATH --collection {name}`"
+            )
+        return client.create_collection(
+            name, metadata={"hnsw:space": "cosine", **wanted}, embedding_function=None
+        )
+    collection = client.get_collection(name, embedding_function=None)
+    check_compatible(name, dict(collection.metadata or {}), wanted, chunking=chunk_meta is not None)
+    return collection
+
+
+def update_metadata(collection: Collection, **values: str | int) -> None:
+    """Chroma refuses to see hnsw:* keys again in modify(); the space itself is kept."""
+    current = {k: v for k, v in (collection.metadata or {}).items() if not k.startswith("hnsw:")}
+    collection.modify(metadata={**current, **values})
