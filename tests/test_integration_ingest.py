@@ -26,7 +26,8 @@ DOCS = {
     "es/cocina.html": "<html><head><title>Paella valenciana</title></head><body><h1>Paella</h1>"
     "<p>La paella es un plato de arroz de Valencia. Se cocina con azafrán, pollo, conejo y "
     "judías verdes en una sartén ancha.</p></body></html>",
-    "zh/tea.txt": "龙井茶是中国著名的绿茶，产于浙江省杭州市西湖附近。它以色绿、香郁、味甘、形美著称。",
+    "zh/tea.txt": "龙井茶是中国著名的绿茶，产于浙江省杭州市西湖附近。"
+    "它以色绿、香郁、味甘、形美著称。",
     "ja/shinkansen.md": "# 新幹線\n\n新幹線は日本の高速鉄道で、1964年に東京と新大阪の間で"
     "開業した。最高速度は時速320キロメートルに達する。",
     "ar/desert.md": "# الصحراء الكبرى\n\nالصحراء الكبرى هي أكبر صحراء حارة في العالم، وتقع في شمال "
