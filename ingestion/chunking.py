@@ -7,6 +7,7 @@ split at headings first, then paragraphs, lines and sentences.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ingestion.loaders import LoadedDocument
 
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
+# No "" (character) separator: LangChain would measure every character alone and overcount
+# scripts without spaces (Thai, long CJK runs); such text is cut by token windows instead.
 _SENTENCE_SEPARATORS = [
     "\n\n",
     "\n",
@@ -40,7 +43,6 @@ _SENTENCE_SEPARATORS = [
     "，",
     "、",
     " ",
-    "",
 ]
 
 
@@ -75,11 +77,10 @@ class TokenChunker:
         self.chunk_tokens = min(chunk_tokens, room)
         self.overlap = min(overlap, self.chunk_tokens // 2)
         self._markdown = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=False)
-        self._md_splitter = self._splitter(
-            RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN)[:-2]
-            + _SENTENCE_SEPARATORS
-        )
-        self._plain_splitter = self._splitter(_SENTENCE_SEPARATORS)
+        sentences = [re.escape(s) for s in _SENTENCE_SEPARATORS]
+        markdown = RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN)
+        self._md_splitter = self._splitter(markdown[1:5] + sentences)  # fences, rules
+        self._plain_splitter = self._splitter(sentences)
 
     def _splitter(self, separators: list[str]) -> RecursiveCharacterTextSplitter:
         return RecursiveCharacterTextSplitter(
@@ -88,6 +89,7 @@ class TokenChunker:
             chunk_overlap=self.overlap,
             length_function=self.count,
             keep_separator="end",
+            is_separator_regex=True,
             strip_whitespace=True,
         )
 
@@ -119,17 +121,27 @@ class TokenChunker:
         for piece in splitter.split_text(text):
             if not piece.strip():
                 continue
-            if self.model_tokens(piece) <= self.max_tokens:
+            if (
+                self.count(piece) <= self.chunk_tokens
+                and self.model_tokens(piece) <= self.max_tokens
+            ):
                 out.append(piece)
-            else:  # token counts of merged pieces can exceed the sum of their parts: cut again
+            else:  # no separator left to split on, or a merge that tokenised longer: cut by tokens
                 out += self._hard_split(piece)
+        if len(out) > 1 and all(line.startswith("#") for line in out[0].splitlines() if line):
+            joined = (
+                f"{out[0]}\n\n{out[1]}"  # a heading alone is a useless chunk: keep it with text
+            )
+            if self.model_tokens(joined) <= self.max_tokens:
+                out[:2] = [joined]
         return out
 
     def _hard_split(self, text: str) -> list[str]:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
-        step = max(self.chunk_tokens - 8, 8)
+        size = max(self.chunk_tokens - 4, 8)  # a cut substring can re-tokenise a little longer
+        step = max(size - self.overlap, 8)
         parts = []
-        for start in range(0, len(ids.ids), step):
-            span = ids.offsets[start : start + step]
+        for start in range(0, max(len(ids.ids) - self.overlap, 1), step):
+            span = ids.offsets[start : start + size]
             parts.append(text[span[0][0] : span[-1][1]].strip())
         return [p for p in parts if p]
