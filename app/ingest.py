@@ -7,9 +7,15 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
-from app.store import StoreError, make_client, open_collection, update_metadata
+from app.store import (
+    StoreError,
+    collection_names,
+    make_client,
+    open_collection,
+    update_metadata,
+)
 from ingestion.manifest import Manifest
-from ingestion.sync import FolderSync, PassageEmbedder, Progress, SyncReport
+from ingestion.sync import FolderSync, PassageEmbedder, Progress, SyncReport, plan_sync
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -35,35 +41,40 @@ def ingest_folder(
         from app.embeddings.e5 import build_embeddings
 
         embedder = build_embeddings(settings)
-    client = client or make_client(settings)
     chunk_meta = {
         "kbchat_chunk_tokens": settings.chunk.tokens,
         "kbchat_chunk_overlap": settings.chunk.overlap,
     }
+    max_bytes = int(settings.ingest.max_file_mb * 2**20)
     lock_path = settings.data_dir / "locks" / f"{name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock_path, timeout=0):
-            if reembed and name in {c.name for c in client.list_collections()}:
-                client.delete_collection(name)
-            collection = open_collection(client, name, embedder.spec, chunk_meta, create=True)
-            source_dir = str(root.resolve())
-            if (collection.metadata or {}).get("kbchat_source_dir") != source_dir:
-                update_metadata(collection, kbchat_source_dir=source_dir)
             manifest = Manifest(settings.manifests_dir / f"{name}.sqlite")
             try:
+                early = plan_sync(root, name, manifest.entries(), max_bytes)
+                if (early.needs_model or reembed) and hasattr(embedder, "preload"):
+                    embedder.preload()  # loads while Chroma starts up below
+                client = client or make_client(settings)
+                if reembed and name in collection_names(client):
+                    client.delete_collection(name)
+                collection = open_collection(client, name, embedder.spec, chunk_meta, create=True)
+                source_dir = str(root.resolve())
+                if (collection.metadata or {}).get("kbchat_source_dir") != source_dir:
+                    update_metadata(collection, kbchat_source_dir=source_dir)
                 sync = FolderSync(
                     collection,
                     manifest,
                     embedder,
                     chunk_tokens=settings.chunk.tokens,
                     chunk_overlap=settings.chunk.overlap,
-                    max_bytes=int(settings.ingest.max_file_mb * 2**20),
+                    max_bytes=max_bytes,
                     batch_chunks=settings.ingest.embed_batch_chunks,
                     write_batch=min(1000, client.get_max_batch_size()),
                     progress=progress,
                 )
-                return sync.run(root, name)
+                plan = early if sync.bind() else sync.plan(root, name)
+                return sync.apply(plan)
             finally:
                 manifest.close()
     except Timeout as exc:

@@ -28,7 +28,12 @@ class EmbeddingSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where to run the model; auto picks cuda, then mps, then cpu."
     )
-    batch_size: int = Field(32, ge=1, le=4096, description="Texts per encode batch.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Texts per encode batch; unset: 8 on CPU (fastest there), 64 on a GPU.",
+    )
     hub_timeout: float = Field(
         2.0, gt=0, description="Seconds to wait for the model hub before treating it as offline."
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,6 +71,7 @@ class SyncReport:
     chunks_written: int = 0
     chunks_removed: int = 0
     embedded: int = 0
+    model_loaded: bool = False
     seconds: float = 0.0
 
     @property
@@ -81,6 +83,21 @@ class SyncReport:
 
 
 @dataclass
+class SyncPlan:
+    """What a sync will do: files to (re)embed and sources to drop."""
+
+    report: SyncReport
+    started: float
+    entries: dict[str, Entry]
+    todo: list[tuple[Path, str, str, str]] = field(default_factory=list)  # path, source, hash, kind
+    gone: list[str] = field(default_factory=list)
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(self.todo)
+
+
+@dataclass
 class _Pending:
     source: str
     file_hash: str
@@ -88,6 +105,7 @@ class _Pending:
     language: str
     chunks: list[Chunk]
     kind: str  # "added" or "updated"
+    known: bool = True
 
 
 def chunk_id(source: str, file_hash: str, index: int) -> str:
@@ -146,6 +164,40 @@ def entries_from_store(collection: Collection) -> list[Entry]:
     return out
 
 
+def plan_sync(
+    root: Path, collection_name: str, entries: dict[str, Entry], max_bytes: int
+) -> SyncPlan:
+    """Scan and hash the folder and compare with the manifest; needs neither model nor store."""
+    started = time.perf_counter()
+    root = root.resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder")
+    report = SyncReport(collection_name, str(root))
+    files, report.skipped = scan_folder(root)
+    plan = SyncPlan(report, started, entries)
+    present: set[str] = set()
+    for path in files:
+        source = _rel(path, root)
+        present.add(source)
+        try:
+            if path.stat().st_size > max_bytes:
+                limit = max_bytes / 2**20
+                report.failed.append(FileProblem(source, f"larger than {limit:g} MB"))
+                continue
+            file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            report.failed.append(FileProblem(source, f"cannot read: {exc.strerror or exc}"))
+            continue
+        entry = entries.get(source)
+        if entry and entry.state == "done" and entry.hash == file_hash:
+            report.unchanged += 1
+            continue
+        kind = "updated" if entry and entry.state == "done" else "added"
+        plan.todo.append((path, source, file_hash, kind))
+    plan.gone = sorted(set(entries) - present)
+    return plan
+
+
 class FolderSync:
     """One sync run of one folder into one collection (constructor-injected parts)."""
 
@@ -186,51 +238,43 @@ class FolderSync:
         return self._chunker
 
     def run(self, root: Path, collection_name: str) -> SyncReport:
-        started = time.perf_counter()
-        root = root.resolve()
-        if not root.is_dir():
-            raise NotADirectoryError(f"{root} is not a folder")
-        report = SyncReport(collection_name, str(root))
-        if self.manifest.collection_id() != self.collection.id.hex:
-            self.manifest.bind(self.collection.id.hex, entries_from_store(self.collection))
-        entries = self.manifest.entries()
-        files, report.skipped = scan_folder(root)
-        todo: list[tuple[Path, str, str, str]] = []
-        present: set[str] = set()
-        for path in files:
-            source = _rel(path, root)
-            present.add(source)
-            try:
-                size = path.stat().st_size
-                if size > self.max_bytes:
-                    limit = self.max_bytes / 2**20
-                    report.failed.append(FileProblem(source, f"larger than {limit:g} MB"))
-                    continue
-                file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
-            except OSError as exc:
-                report.failed.append(FileProblem(source, f"cannot read: {exc.strerror or exc}"))
-                continue
-            entry = entries.get(source)
-            if entry and entry.state == "done" and entry.hash == file_hash:
-                report.unchanged += 1
-                continue
-            kind = "updated" if entry and entry.state == "done" else "added"
-            todo.append((path, source, file_hash, kind))
-        for source in sorted(set(entries) - present):
+        """Plan against the manifest (rebuilt from the store if it is not this collection's), then
+        apply. Callers that want to preload the model can call `plan` and `apply` themselves."""
+        self.bind()
+        return self.apply(self.plan(root, collection_name))
+
+    def bind(self) -> bool:
+        """Make the manifest describe this collection; False if it had to be rebuilt."""
+        if self.manifest.collection_id() == self.collection.id.hex:
+            return True
+        self.manifest.bind(self.collection.id.hex, entries_from_store(self.collection))
+        return False
+
+    def plan(self, root: Path, collection_name: str) -> SyncPlan:
+        return plan_sync(root, collection_name, self.manifest.entries(), self.max_bytes)
+
+    def apply(self, plan: SyncPlan) -> SyncReport:
+        report = plan.report
+        for source in plan.gone:
             report.chunks_removed += self._delete({"source": source})
             self.manifest.remove(source)
             report.removed.append(source)
-        self._process(todo, report)
-        report.seconds = time.perf_counter() - started
+        self._process(plan.todo, plan.entries, report)
+        report.seconds = time.perf_counter() - plan.started
         return report
 
-    def _process(self, todo: list[tuple[Path, str, str, str]], report: SyncReport) -> None:
+    def _process(
+        self,
+        todo: list[tuple[Path, str, str, str]],
+        entries: dict[str, Entry],
+        report: SyncReport,
+    ) -> None:
         batch: list[_Pending] = []
-        for done, (path, source, file_hash, kind) in enumerate(todo, 1):
-            item = self._prepare(path, source, file_hash, kind, report)
-            if item is not None:
-                self.manifest.mark_pending(source, file_hash)
-                batch.append(item)
+        for done, item in enumerate(self._parse_ahead(todo, report), 1):
+            if item is not None and (chunked := self._chunk(item, report)) is not None:
+                self.manifest.mark_pending(chunked.source, chunked.file_hash)
+                chunked.known = chunked.source in entries  # a new file has no older chunks
+                batch.append(chunked)
                 if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
                     self._flush(batch, report)
                     batch = []
@@ -238,12 +282,24 @@ class FolderSync:
                 self.progress(done, len(todo))
         self._flush(batch, report)
 
-    def _prepare(
+    def _parse_ahead(
+        self, todo: list[tuple[Path, str, str, str]], report: SyncReport
+    ) -> Iterator[_Pending | None]:
+        """Parse (and detect languages) ahead, up to a bound, while a preloading model loads."""
+        ahead: deque[_Pending | None] = deque()
+        for path, source, file_hash, kind in todo:
+            ahead.append(self._parse(path, source, file_hash, kind, report))
+            if len(ahead) < 256 and not getattr(self.embedder, "loaded", True):
+                continue
+            while ahead:
+                yield ahead.popleft()
+        yield from ahead
+
+    def _parse(
         self, path: Path, source: str, file_hash: str, kind: str, report: SyncReport
     ) -> _Pending | None:
         try:
             doc = load_file(path, self.max_bytes)
-            chunks = self.chunker.split(doc)
         except SkippedFile as exc:
             report.skipped.append(FileProblem(source, exc.reason))
             return None
@@ -253,55 +309,62 @@ class FolderSync:
         except Exception as exc:  # a parser bug on one file must not stop the whole ingest
             report.failed.append(FileProblem(source, f"unexpected error: {exc!r}"))
             return None
-        if not chunks:
-            report.failed.append(FileProblem(source, "no extractable text"))
-            return None
         language = detect_language("\n".join(s.text for s in doc.sections))
-        return _Pending(source, file_hash, doc, language, chunks, kind)
+        return _Pending(source, file_hash, doc, language, [], kind)
+
+    def _chunk(self, item: _Pending, report: SyncReport) -> _Pending | None:
+        try:
+            item.chunks = self.chunker.split(item.doc)
+        except Exception as exc:  # e.g. a tokenizer error on strange input: report, go on
+            report.failed.append(FileProblem(item.source, f"unexpected error: {exc!r}"))
+            return None
+        if not item.chunks:
+            report.failed.append(FileProblem(item.source, "no extractable text"))
+            return None
+        return item
 
     def _flush(self, batch: list[_Pending], report: SyncReport) -> None:
+        """Embed a batch in one pass, write it, then retire old versions file by file."""
         if not batch:
             return
         texts = [c.text for p in batch for c in p.chunks]
         vectors = self.embedder.encode_passages(texts)
         report.embedded += len(texts)
-        row = 0
-        for item in batch:
-            n = len(item.chunks)
-            self._write(item, vectors[row : row + n])
-            row += n
-            report.chunks_removed += self._delete(
-                {"$and": [{"source": item.source}, {"file_hash": {"$ne": item.file_hash}}]}
-            )
-            self.manifest.mark_done(item.source, item.file_hash, n)
-            report.chunks_written += n
-            getattr(report, item.kind).append(item.source)
-
-    def _write(self, item: _Pending, vectors: np.ndarray) -> None:
-        metas: list[Mapping[str, Any]] = []
-        for c in item.chunks:
-            meta: dict[str, Any] = {
-                "source": item.source,
-                "title": item.doc.title,
-                "language": item.language,
-                "file_hash": item.file_hash,
-                "chunk_index": c.index,
-                "chunk_count": len(item.chunks),
-                "tokens": c.tokens,
-                "section": c.section,
-            }
-            if c.page is not None:
-                meta["page"] = c.page
-            metas.append(meta)
-        ids = [chunk_id(item.source, item.file_hash, c.index) for c in item.chunks]
+        report.model_loaded = True
+        ids = [chunk_id(p.source, p.file_hash, c.index) for p in batch for c in p.chunks]
+        metas = [self._metadata(p, c) for p in batch for c in p.chunks]
         for start in range(0, len(ids), self.write_batch):
             end = start + self.write_batch
             self.collection.upsert(
                 ids=ids[start:end],
                 embeddings=vectors[start:end],
-                documents=[c.text for c in item.chunks[start:end]],
+                documents=texts[start:end],
                 metadatas=metas[start:end],
             )
+        for item in batch:
+            if item.known:  # an earlier version, or a killed earlier attempt, may have chunks
+                report.chunks_removed += self._delete(
+                    {"$and": [{"source": item.source}, {"file_hash": {"$ne": item.file_hash}}]}
+                )
+            self.manifest.mark_done(item.source, item.file_hash, len(item.chunks))
+            report.chunks_written += len(item.chunks)
+            getattr(report, item.kind).append(item.source)
+
+    @staticmethod
+    def _metadata(item: _Pending, chunk: Chunk) -> Mapping[str, Any]:
+        meta: dict[str, Any] = {
+            "source": item.source,
+            "title": item.doc.title,
+            "language": item.language,
+            "file_hash": item.file_hash,
+            "chunk_index": chunk.index,
+            "chunk_count": len(item.chunks),
+            "tokens": chunk.tokens,
+            "section": chunk.section,
+        }
+        if chunk.page is not None:
+            meta["page"] = chunk.page
+        return meta
 
     def _delete(self, where: dict[str, Any]) -> int:
         ids = self.collection.get(where=where, include=[])["ids"]

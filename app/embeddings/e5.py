@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -50,15 +51,27 @@ class E5Embeddings(Embeddings):
         profile: PrefixProfile,
         *,
         device: str = "auto",
-        batch_size: int = 32,
+        batch_size: int | None = None,
     ) -> None:
         self.resolved = model
         self.profile = profile
         self.device = None if device == "auto" else device
         self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
 
-    @cached_property
+    @property
     def model(self) -> Any:
+        with self._lock:  # a preload thread may be loading it right now
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(str(self.resolved.path), device=self.device, local_files_only=True)
@@ -66,16 +79,15 @@ class E5Embeddings(Embeddings):
             st.max_seq_length = self.max_tokens
         return st
 
-    @cached_property
+    def preload(self) -> None:
+        """Load the model in the background while the caller does other start-up work."""
+        threading.Thread(target=lambda: self.model, name="e5-preload", daemon=True).start()
+
+    @property
     def tokenizer(self) -> Tokenizer:
-        """The pipeline sentence-transformers will feed the model, without torch or weights.
-
-        transformers rebuilds XLM-R's pipeline (whitespace handled as SentencePiece does), so
-        the raw tokenizer.json alone could count a token more or less than the model sees.
-        """
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(self.resolved.path)).backend_tokenizer
+        """Exactly the pipeline the model is fed (transformers rebuilds XLM-R's whitespace
+        handling as SentencePiece does, so the raw tokenizer.json could count differently)."""
+        return self.model.tokenizer.backend_tokenizer
 
     @property
     def max_tokens(self) -> int:
@@ -91,9 +103,11 @@ class E5Embeddings(Embeddings):
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.spec.dimension), np.float32)
-        vectors = self.model.encode(
+        model = self.model
+        batch_size = self.batch_size or (8 if str(model.device) == "cpu" else 64)
+        vectors = model.encode(
             texts,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
