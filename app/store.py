@@ -57,6 +57,16 @@ def collection_names(client: ClientAPI) -> list[str]:
     return sorted(c if isinstance(c, str) else c.name for c in client.list_collections())
 
 
+_SETTING_FOR = {  # stored key -> (what, the setting that controls it)
+    "kbchat_model": ("model", "KBCHAT_EMBEDDING_MODEL"),
+    "kbchat_weights": ("weights", "KBCHAT_EMBEDDING_MODEL (the same model files)"),
+    "kbchat_prefix": ("prefix scheme", "KBCHAT_EMBEDDING_PREFIX_SCHEME"),
+    "kbchat_dim": ("dimension", "KBCHAT_EMBEDDING_MODEL"),
+    "kbchat_chunk_tokens": ("chunk tokens", "KBCHAT_CHUNK_TOKENS"),
+    "kbchat_chunk_overlap": ("chunk overlap", "KBCHAT_CHUNK_OVERLAP"),
+}
+
+
 def _describe(meta: dict[str, Any]) -> str:
     return (
         f"model {meta.get('kbchat_model')} (weights {meta.get('kbchat_weights')}), "
@@ -73,11 +83,17 @@ def check_compatible(
     diff = [k for k in keys if k in wanted and stored.get(k) != wanted[k]]
     if not diff:
         return
+    changes = "; ".join(f"{_SETTING_FOR[k][0]} {stored.get(k)} -> {wanted[k]}" for k in diff)
+    restore = ", ".join(
+        dict.fromkeys(
+            f"{_SETTING_FOR[k][1]}={stored.get(k)}" if k != "kbchat_weights" else _SETTING_FOR[k][1]
+            for k in diff
+        )
+    )
     raise EmbeddingMismatchError(
-        f"collection {name!r} was embedded with {_describe(stored)}; the current settings use "
-        f"{_describe({**stored, **wanted})}. Vectors made differently cannot be mixed. Either "
-        f"set KBCHAT_EMBEDDING_MODEL={stored.get('kbchat_model')} (and the chunk settings) back,"
-        f" or re-embed it: `kbchat ingest PATH --collection {name} --reembed`."
+        f"collection {name!r} was embedded with {_describe(stored)}; the current settings "
+        f"differ ({changes}). Vectors made differently cannot be mixed. Either go back to "
+        f"{restore}, or re-embed it: `kbchat ingest PATH --collection {name} --reembed`."
     )
 
 

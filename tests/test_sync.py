@@ -626,7 +626,7 @@ def test_other_weights_or_prefix_are_refused(
     from app.embeddings.e5 import EmbeddingSpec
 
     no_prefix.spec = EmbeddingSpec("fake/e5", "fake", "none", 32, 512)
-    with pytest.raises(EmbeddingMismatchError, match="prefix scheme none"):
+    with pytest.raises(EmbeddingMismatchError, match="prefix scheme e5 -> none"):
         ingest_folder(settings, root, NAME, embedder=no_prefix, client=client)
 
 
