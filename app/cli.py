@@ -137,6 +137,125 @@ def search(
         out.print(f"   {h.text[:400]}", highlight=False, markup=False)
 
 
+def _chain(collection: str | None) -> Any:
+    from app.chat.factory import build_chat_chain
+
+    return build_chat_chain(_settings(), collection)
+
+
+def _print_sources(result: Any) -> None:
+    if not result.sources:
+        return
+    out.print()
+    for s in result.sources:
+        mark = "*" if s.number in result.cited else " "
+        page = f" p.{s.page}" if s.page else ""
+        out.print(
+            f"{mark}[{s.number}] {s.source}{page}  [{s.language}]  score {s.score:.4f}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="A question, in any language.")],
+    collection: CollectionOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer one question from the knowledge base, with numbered sources."""
+    from app.chat.types import Done, Token
+
+    with _user_errors():
+        chain = _chain(collection)
+        if as_json:
+            print(json.dumps(chain.invoke(question).to_dict(), ensure_ascii=False, indent=2))
+            return
+        for event in chain.stream(question):
+            if isinstance(event, Token):
+                out.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
+            elif isinstance(event, Done):
+                out.print()
+                _print_sources(event.result)
+
+
+@app.command()
+def chat(collection: CollectionOpt = None) -> None:
+    """Chat in the terminal: streamed answers, history kept. /reset forgets, /quit leaves."""
+    from app.chat.types import Done, Token, Turn
+
+    with _user_errors():
+        chain = _chain(collection)
+    history: list[Turn] = []
+    out.print(f"kbchat ({chain.mode} mode). /reset forgets the conversation, /quit leaves.")
+    while True:
+        try:
+            question = input("\nyou> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            out.print()
+            return
+        if question in {"/quit", "/exit"}:
+            return
+        if question == "/reset":
+            history.clear()
+            continue
+        if not question:
+            continue
+        out.print("kbchat> ", end="")
+        answer = ""
+        for event in chain.stream(question, history):
+            if isinstance(event, Token):
+                out.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
+            elif isinstance(event, Done):
+                answer = event.result.answer
+                out.print()
+                _print_sources(event.result)
+        history += [Turn("user", question), Turn("assistant", answer)]
+
+
+@app.command("eval")
+def evaluate(
+    queries: Annotated[Path, typer.Argument(help="JSONL: question, source or paragraph_id, lang")],
+    collection: CollectionOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Ranking depth.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure retrieval (no LLM): recall@1/5/10, MRR and nDCG, overall and per language."""
+    from app.embeddings.e5 import build_embeddings
+    from app.evaluation import EvalInputError, evaluate, read_queries
+    from app.store import make_client, open_collection
+
+    settings = _settings()
+    with _user_errors():
+        try:
+            rows = read_queries(queries)
+        except (EvalInputError, OSError) as exc:
+            _fail(str(exc))
+        embedder = build_embeddings(settings)
+        store = open_collection(
+            make_client(settings), collection or settings.collection, embedder.spec
+        )
+        result = evaluate(embedder, store, rows, k=k)
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    names = list(result.overall)
+    table = Table(title=f"retrieval on {result.queries} queries (k={result.k})")
+    table.add_column("language")
+    table.add_column("queries", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    counts = {q.lang: 0 for q in rows}
+    for q in rows:
+        counts[q.lang] += 1
+    for lang, metrics in result.by_language.items():
+        table.add_row(lang, str(counts[lang]), *(f"{metrics[n]:.3f}" for n in names))
+    table.add_row(
+        "all", str(result.queries), *(f"{result.overall[n]:.3f}" for n in names), style="bold"
+    )
+    out.print(table)
+
+
 @app.command()
 def collections(as_json: JsonOpt = False) -> None:
     """List the knowledge bases and how each was embedded."""

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -47,9 +47,11 @@ class ChromaSettings(BaseModel):
 
 class ChunkSettings(BaseModel):
     tokens: int = Field(
-        350, ge=16, description="Max tokens of a chunk (capped so prefix + chunk fit the model)."
+        512,
+        ge=16,
+        description="Max tokens of a chunk; capped so prefix + chunk fit the model's window.",
     )
-    overlap: int = Field(50, ge=0, description="Tokens shared by neighbouring chunks.")
+    overlap: int = Field(64, ge=0, description="Tokens shared by neighbouring chunks.")
 
 
 class IngestSettings(BaseModel):
@@ -57,6 +59,27 @@ class IngestSettings(BaseModel):
     embed_batch_chunks: int = Field(
         512, ge=1, description="Chunks gathered across files before one embedding pass."
     )
+
+
+class LLMSettings(BaseModel):
+    model: str = Field("gpt-4o-mini", description="Chat model name at the OpenAI-compatible API.")
+    temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    timeout: float = Field(60.0, gt=0, description="Seconds before one LLM request times out.")
+    max_tokens: int = Field(1024, ge=16, description="Longest answer, in tokens.")
+    max_retries: int = Field(
+        2, ge=0, le=10, description="Retries (with backoff) on timeouts, 429 and 5xx."
+    )
+
+
+class RetrievalSettings(BaseModel):
+    k: int = Field(5, ge=1, le=50, description="Passages given to the LLM.")
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Cosine cut-off; unset: the calibrated default of the model (see docs).",
+    )
+    history_turns: int = Field(6, ge=0, le=50, description="Earlier turns the chain considers.")
 
 
 class Settings(BaseSettings):
@@ -70,6 +93,7 @@ class Settings(BaseSettings):
         env_nested_max_split=1,
         env_ignore_empty=True,
         extra="ignore",
+        populate_by_name=True,
     )
 
     data_dir: Path = Field(Path("./data"), description="Everything kbchat writes lives here.")
@@ -79,6 +103,22 @@ class Settings(BaseSettings):
     chroma: ChromaSettings = ChromaSettings()
     chunk: ChunkSettings = ChunkSettings()
     ingest: IngestSettings = IngestSettings()
+    llm: LLMSettings = LLMSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    # The openai client's own variable names, so existing setups just work.
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias="OPENAI_API_KEY", description="Key for the LLM API."
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias="OPENAI_BASE_URL",
+        description="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp); unset: OpenAI.",
+    )
+
+    @property
+    def llm_configured(self) -> bool:
+        """No key and no endpoint means the extractive mode, not an error."""
+        return bool(self.openai_api_key or self.openai_base_url)
 
     @field_validator("collection")
     @classmethod

@@ -29,8 +29,8 @@ def test_defaults() -> None:
     assert s.embedding.model == DEFAULT_MODEL == "intfloat/multilingual-e5-small"
     assert s.chroma.host is None
     assert s.chroma.port == 8000
-    assert s.chunk.tokens == 350
-    assert s.chunk.overlap == 50
+    assert s.chunk.tokens == 512
+    assert s.chunk.overlap == 64
     assert s.collection == "default"
     assert s.data_dir == Path("data")
 
@@ -52,7 +52,7 @@ def test_env_maps_to_nested_fields(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert s.embedding.batch_size == 7
     assert s.ingest.embed_batch_chunks == 64
     # untouched siblings keep their defaults
-    assert s.chunk.overlap == 50
+    assert s.chunk.overlap == 64
     assert s.embedding.prefix_scheme == "auto"
     assert s.chroma_dir == tmp_path / "kbdata" / "chroma"
     assert s.models_dir == tmp_path / "kbdata" / "models"
@@ -115,11 +115,14 @@ def test_manifests_dir_is_sanitised(tmp_path: Path) -> None:
 
 
 def settings_env_names() -> list[str]:
-    """KBCHAT_<FIELD> for top-level fields, KBCHAT_<GROUP>_<FIELD> for nested groups."""
+    """KBCHAT_<FIELD> for top-level fields, KBCHAT_<GROUP>_<FIELD> for nested groups, and the
+    alias itself for fields read under another name (OPENAI_API_KEY, OPENAI_BASE_URL)."""
     names = []
     for name, info in Settings.model_fields.items():
         kind = info.annotation
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
+        if isinstance(info.validation_alias, str):
+            names.append(info.validation_alias)
+        elif isinstance(kind, type) and issubclass(kind, BaseModel):
             names += [f"KBCHAT_{name}_{sub}".upper() for sub in kind.model_fields]
         else:
             names.append(f"KBCHAT_{name}".upper())
@@ -139,7 +142,9 @@ def test_env_example_lists_every_setting() -> None:
     example = REPO / ".env.example"
     assert example.is_file(), f"{example} is missing; it must list: {settings_env_names()}"
     listed = set(
-        re.findall(r"^[ \t]*#?[ \t]*(KBCHAT_[A-Z0-9_]+)=", example.read_text(), re.MULTILINE)
+        re.findall(
+            r"^[ \t]*#?[ \t]*((?:KBCHAT|OPENAI)_[A-Z0-9_]+)=", example.read_text(), re.MULTILINE
+        )
     )
     missing = [n for n in settings_env_names() if n not in listed]
     assert not missing, f".env.example lacks these settings: {missing}"

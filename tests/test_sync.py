@@ -231,8 +231,8 @@ def test_collection_metadata(
     assert meta["kbchat_prefix"] == "e5"
     assert meta["kbchat_dim"] == 32
     assert meta["kbchat_max_tokens"] == 512
-    assert meta["kbchat_chunk_tokens"] == settings.chunk.tokens == 350
-    assert meta["kbchat_chunk_overlap"] == settings.chunk.overlap == 50
+    assert meta["kbchat_chunk_tokens"] == settings.chunk.tokens == 512
+    assert meta["kbchat_chunk_overlap"] == settings.chunk.overlap == 64
     assert meta["kbchat_source_dir"] == str(root.resolve())
     assert col.configuration["hnsw"]["space"] == "cosine"
 
@@ -642,7 +642,7 @@ def test_other_chunking_is_refused(
         with pytest.raises(EmbeddingMismatchError) as info:
             ingest_folder(changed, root, NAME, embedder=fake, client=client)
         assert "--reembed" in str(info.value)
-    assert "chunks of 350 tokens" in str(info.value)
+    assert "chunks of 512 tokens" in str(info.value)
     assert fake.calls == calls
     # searching only needs the vectors to match: other chunk settings are fine there
     changed = load_settings(data_dir=tmp_path / "data", chunk={"tokens": 200})

@@ -1,0 +1,1 @@
+"""The chat chain: condense, retrieve across languages, answer with citations (or quote)."""

@@ -1,0 +1,54 @@
+"""Build the chat chain from settings; every part can be handed in instead (tests, the server)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.chat.chain import ChatChain
+from app.chat.prompts import load_prompts
+from app.chat.retriever import Retriever, default_min_score
+from app.store import make_client, open_collection
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from langchain_core.language_models import BaseChatModel
+
+    from app.embeddings.e5 import E5Embeddings
+    from app.settings import Settings
+
+_FROM_SETTINGS: Any = object()
+
+
+def build_chat_chain(
+    settings: Settings,
+    collection_name: str | None = None,
+    *,
+    embedder: E5Embeddings | None = None,
+    client: ClientAPI | None = None,
+    llm: BaseChatModel | None = _FROM_SETTINGS,
+) -> ChatChain:
+    from langchain_chroma import Chroma
+
+    if embedder is None:
+        from app.embeddings.e5 import build_embeddings
+
+        embedder = build_embeddings(settings)
+    if llm is _FROM_SETTINGS:
+        from app.chat.llm import build_chat_model
+
+        llm = build_chat_model(settings)
+    prompts = load_prompts(settings.prompts_dir)
+    client = client or make_client(settings)
+    name = collection_name or settings.collection
+    open_collection(client, name, embedder.spec)  # refuses vectors made another way
+    store = Chroma(
+        client=client,
+        collection_name=name,
+        embedding_function=embedder,
+        create_collection_if_not_exists=False,
+    )
+    min_score = settings.retrieval.min_score
+    if min_score is None:
+        min_score = default_min_score(embedder.spec.model_id)
+    retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score)
+    return ChatChain(retriever, prompts, llm, history_turns=settings.retrieval.history_turns)

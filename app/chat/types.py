@@ -1,0 +1,55 @@
+"""What the chain takes and gives back; plain data shared by the CLI, API and widget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["generative", "extractive"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Source:
+    number: int  # the [n] the answer cites
+    source: str  # path relative to the knowledge-base folder
+    title: str
+    language: str
+    score: float  # cosine similarity
+    text: str
+    page: int | None = None
+    section: str = ""
+
+
+@dataclass
+class ChatResult:
+    answer: str
+    sources: list[Source]
+    language: str  # detected language of the question
+    mode: Mode
+    grounded: bool  # whether any passage passed the relevance cut-off
+    retrieval_query: str = ""
+    error: str | None = None  # set when the LLM failed and the answer is the fallback
+    cited: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One streamed piece of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a stream: the whole structured result."""
+
+    result: ChatResult

@@ -1,0 +1,144 @@
+"""Retrieval evaluation on the user's own questions: recall@k, MRR and nDCG, per query language.
+
+The model card's advice is to benchmark on your own domain before choosing a model; this runs
+the same path as the chat chain (the profile's query form, the collection's index) without any
+LLM. A document counts once: its chunks are collapsed to its best-ranked one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from chromadb.api.models.Collection import Collection
+
+    from app.embeddings.e5 import E5Embeddings
+
+CUTS = (1, 5, 10)
+
+
+class EvalInputError(ValueError):
+    """A queries file line the evaluation cannot use; the message names the line."""
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    question: str
+    lang: str
+    source: str | None = None
+    paragraph_id: str | None = None
+
+    def matches(self, source: str) -> bool:
+        if self.source is not None:
+            return source == self.source
+        return PurePosixPath(source).stem == self.paragraph_id
+
+
+@dataclass
+class EvalReport:
+    k: int
+    queries: int
+    overall: dict[str, float]
+    by_language: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "queries": self.queries,
+            "overall": self.overall,
+            "by_language": self.by_language,
+        }
+
+
+def read_queries(path: Path) -> list[EvalQuery]:
+    out = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise EvalInputError(f"{path}:{number}: not JSON ({exc})") from exc
+            question = row.get("question")
+            source, paragraph = row.get("source"), row.get("paragraph_id")
+            if not isinstance(question, str) or not question.strip():
+                raise EvalInputError(f"{path}:{number}: needs a non-empty 'question'")
+            if source is None and paragraph is None:
+                raise EvalInputError(f"{path}:{number}: needs 'source' or 'paragraph_id'")
+            out.append(
+                EvalQuery(
+                    question,
+                    str(row.get("lang") or "all"),
+                    str(source) if source is not None else None,
+                    str(paragraph) if paragraph is not None else None,
+                )
+            )
+    if not out:
+        raise EvalInputError(f"{path}: no queries")
+    return out
+
+
+def first_relevant_rank(query: EvalQuery, ranked_sources: list[str]) -> int | None:
+    for rank, source in enumerate(ranked_sources, 1):
+        if query.matches(source):
+            return rank
+    return None
+
+
+def score_ranks(ranks: list[int | None], k: int) -> dict[str, float]:
+    """Binary relevance, one relevant document per query."""
+    n = len(ranks)
+    metrics = {
+        f"recall@{c}": sum(1 for r in ranks if r is not None and r <= c) / n for c in CUTS if c <= k
+    }
+    metrics[f"mrr@{k}"] = sum(1 / r for r in ranks if r is not None and r <= k) / n
+    metrics[f"ndcg@{k}"] = sum(1 / math.log2(r + 1) for r in ranks if r is not None and r <= k) / n
+    return {name: round(value, 4) for name, value in metrics.items()}
+
+
+def report(queries: list[EvalQuery], ranks: list[int | None], k: int) -> EvalReport:
+    groups: dict[str, list[int | None]] = defaultdict(list)
+    for q, r in zip(queries, ranks, strict=True):
+        groups[q.lang].append(r)
+    return EvalReport(
+        k,
+        len(queries),
+        score_ranks(ranks, k),
+        {lang: score_ranks(rs, k) for lang, rs in sorted(groups.items())},
+    )
+
+
+def dedupe_sources(metadatas: list[Any], k: int) -> list[str]:
+    seen: dict[str, None] = {}
+    for meta in metadatas:
+        seen.setdefault(str(meta["source"]), None)
+        if len(seen) == k:
+            break
+    return list(seen)
+
+
+def evaluate(
+    embedder: E5Embeddings,
+    collection: Collection,
+    queries: list[EvalQuery],
+    *,
+    k: int = 10,
+    batch: int = 256,
+) -> EvalReport:
+    """Rank documents for every query through the collection's index, then score the ranks."""
+    depth = min(max(4 * k, 20), max(collection.count(), 1))
+    ranks: list[int | None] = []
+    for start in range(0, len(queries), batch):
+        part = queries[start : start + batch]
+        vectors: np.ndarray = embedder.encode([embedder.profile.query(q.question) for q in part])
+        found = collection.query(query_embeddings=vectors, n_results=depth, include=["metadatas"])
+        for q, metas in zip(part, found["metadatas"] or [], strict=True):
+            ranks.append(first_relevant_rank(q, dedupe_sources(metas, k)))
+    return report(queries, ranks, k)
