@@ -27,6 +27,8 @@ _TO_ISO639_1: dict[str, str] = {
     "uzs": "uz",  # Southern Uzbek
     "gug": "gn",  # Paraguayan Guarani
     "fuv": "ff",  # Nigerian Fulfulde
+    "no": "nb",  # Norwegian: the written standard most texts use
+    "nn": "nb",
     "zxx": UNDETERMINED,  # "no linguistic content"
 }
 
@@ -48,13 +50,37 @@ def _sample(text: str) -> str:
     return text[:HEAD_CHARS] + "\n" + text[start : start + MIDDLE_CHARS]
 
 
-def detect_language(text: str) -> str:
-    """Return an ISO 639-1 code such as "en" or "zh", or "und" when unsure."""
+def detect_language(text: str, candidates: frozenset[str] | None = None) -> str:
+    """Return an ISO 639-1 code such as "en" or "zh", or "und" when unsure.
+
+    With `candidates`, only those languages compete (variants folded in): a short question
+    is then not split between German, Frisian and Luxembourgish.
+    """
     sample = _sample(text)
-    if sum(1 for ch in sample if ch.isalpha()) < MIN_LETTERS:
+    if _letters(sample) < MIN_LETTERS:
         return UNDETERMINED
+    if candidates is not None:
+        return _among(sample, candidates)
     lang, prob = _identifier().classify(sample)
     if lang == UNDETERMINED or float(prob) < MIN_PROBABILITY:
         return UNDETERMINED
     code = str(lang)
     return _TO_ISO639_1.get(code, code)
+
+
+def _letters(text: str) -> int:
+    """Letters, with a CJK/kana/hangul character worth two: it carries a word's information."""
+    return sum((2 if ord(ch) >= 0x2E80 else 1) for ch in text if ch.isalpha())
+
+
+def _among(sample: str, candidates: frozenset[str]) -> str:
+    totals: dict[str, float] = {}
+    for lang, prob in _identifier().rank(sample):
+        code = _TO_ISO639_1.get(str(lang), str(lang))
+        if code in candidates:
+            totals[code] = totals.get(code, 0.0) + float(prob)
+    mass = sum(totals.values())
+    if not totals or mass <= 0:
+        return UNDETERMINED
+    best = max(totals, key=totals.__getitem__)
+    return best if totals[best] / mass >= MIN_PROBABILITY else UNDETERMINED

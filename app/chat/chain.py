@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -35,25 +36,30 @@ _CITATION = re.compile(r"\[(\d{1,3})\]")
 EXCERPT_CHARS = 700
 
 
-def question_language(question: str, history: Sequence[Turn]) -> str:
+def question_language(
+    question: str, history: Sequence[Turn], candidates: frozenset[str] | None = None
+) -> str:
     """The question's language; a too-short question inherits the conversation's."""
-    language = detect_language(question)
+    language = detect_language(question, candidates)
     if language == "und":
         for turn in reversed(history):
-            if turn.role == "user" and (earlier := detect_language(turn.content)) != "und":
-                return earlier
+            if turn.role == "user":
+                earlier = detect_language(turn.content, candidates)
+                if earlier != "und":
+                    return earlier
     return language
 
 
 def format_context(sources: Sequence[Source]) -> str:
-    """Passages as numbered, delimited data; a passage cannot close its own tag."""
+    """Passages as numbered, delimited data; a passage (text or metadata) cannot close its tag."""
     blocks = []
     for s in sources:
         text = re.sub(r"</?\s*sources?\b", "[tag removed]", s.text, flags=re.IGNORECASE)
         page = f' page="{s.page}"' if s.page else ""
+        file, title, language = (html.escape(v) for v in (s.source, s.title, s.language))
         blocks.append(
-            f'<source id="{s.number}" file="{s.source}" title="{s.title}" '
-            f'language="{s.language}"{page}>\n{text}\n</source>'
+            f'<source id="{s.number}" file="{file}" title="{title}" '
+            f'language="{language}"{page}>\n{text}\n</source>'
         )
     return "\n".join(blocks)
 
@@ -106,7 +112,7 @@ class ChatChain:
     def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[Token | Done]:
         """Tokens as they arrive, then one Done with the structured result."""
         history = list(history)[-2 * self.history_turns :] if self.history_turns else []
-        language = question_language(question, history)
+        language = question_language(question, history, self.prompts.languages)
         query = self.standalone_question(question, history)
         sources = self.retriever.retrieve(query)
         result = ChatResult("", sources, language, "extractive", bool(sources), query)

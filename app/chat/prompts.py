@@ -37,6 +37,11 @@ class PromptSet:
     condense: str
     messages: dict[str, dict[str, str]]  # language code -> key -> text
 
+    @property
+    def languages(self) -> frozenset[str]:
+        """The languages kbchat has its own texts for: the ones question detection picks from."""
+        return frozenset(self.messages)
+
     def message(self, language: str, key: str) -> str:
         return self._entry(language)[key]
 
@@ -45,7 +50,7 @@ class PromptSet:
         return self.messages.get(code, self.messages["en"])
 
     def language_name(self, language: str) -> str:
-        """'German (Deutsch)' for the prompt; unknown codes fall back to the code itself."""
+        """'German (Deutsch)' for the prompt; unknown codes get a neutral description."""
         entry = self.messages.get(_ALIASES.get(language, language))
         if entry is None:
             return "the language of the question"
@@ -57,7 +62,8 @@ class PromptSet:
 
 
 def _fields(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    # name is None for plain text, "" for a positional "{}" (which must not slip through)
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
 
 
 def _read(folder: Path, name: str) -> str:
