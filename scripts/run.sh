@@ -13,3 +13,6 @@ echo '$ kbchat search "¿Cuántos años de garantía tiene la batería?" --k 3'
 echo
 echo '$ kbchat search "Wann wurde das Unternehmen gegründet?" --k 2'
 "$kb" search "Wann wurde das Unternehmen gegründet?" --k 2
+echo
+echo '$ kbchat ask "¿Cuántos años de garantía tiene la batería?"'
+"$kb" ask "¿Cuántos años de garantía tiene la batería?"
