@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.store import make_client, open_collection
+from app.store import langchain_store, make_client
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -37,21 +37,12 @@ def search(
     embedder: E5Embeddings | None = None,
     client: ClientAPI | None = None,
 ) -> list[Hit]:
-    from langchain_chroma import Chroma
-
     if embedder is None:
         from app.embeddings.e5 import build_embeddings
 
         embedder = build_embeddings(settings)
     client = client or make_client(settings)
-    name = collection_name or settings.collection
-    open_collection(client, name, embedder.spec)  # refuses vectors made another way
-    store = Chroma(
-        client=client,
-        collection_name=name,
-        embedding_function=embedder,
-        create_collection_if_not_exists=False,
-    )
+    store = langchain_store(client, collection_name or settings.collection, embedder)
     results = store.similarity_search_with_score(query, k=k)
     hits = []
     for doc, distance in results:

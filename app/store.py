@@ -14,6 +14,7 @@ from app.settings import validate_collection_name
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
+    from langchain_chroma import Chroma
 
     from app.embeddings.e5 import EmbeddingSpec
     from app.settings import Settings
@@ -126,6 +127,19 @@ def open_collection(
     collection = client.get_collection(name, embedding_function=None)
     check_compatible(name, dict(collection.metadata or {}), wanted, chunking=chunk_meta is not None)
     return collection
+
+
+def langchain_store(client: ClientAPI, name: str, embedder: Any) -> Chroma:
+    """The collection as a LangChain vector store that embeds queries in the profile's form."""
+    from langchain_chroma import Chroma
+
+    open_collection(client, name, embedder.spec)  # refuses vectors made another way
+    return Chroma(
+        client=client,
+        collection_name=name,
+        embedding_function=embedder,
+        create_collection_if_not_exists=False,
+    )
 
 
 def update_metadata(collection: Collection, **values: str | int) -> None:

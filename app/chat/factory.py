@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from app.chat.chain import ChatChain
 from app.chat.prompts import load_prompts
 from app.chat.retriever import Retriever, default_min_score
-from app.store import make_client, open_collection
+from app.store import langchain_store, make_client
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -27,8 +27,6 @@ def build_chat_chain(
     client: ClientAPI | None = None,
     llm: BaseChatModel | None = _FROM_SETTINGS,
 ) -> ChatChain:
-    from langchain_chroma import Chroma
-
     if embedder is None:
         from app.embeddings.e5 import build_embeddings
 
@@ -39,14 +37,7 @@ def build_chat_chain(
         llm = build_chat_model(settings)
     prompts = load_prompts(settings.prompts_dir)
     client = client or make_client(settings)
-    name = collection_name or settings.collection
-    open_collection(client, name, embedder.spec)  # refuses vectors made another way
-    store = Chroma(
-        client=client,
-        collection_name=name,
-        embedding_function=embedder,
-        create_collection_if_not_exists=False,
-    )
+    store = langchain_store(client, collection_name or settings.collection, embedder)
     min_score = settings.retrieval.min_score
     if min_score is None:
         min_score = default_min_score(embedder.spec.model_id)
