@@ -116,6 +116,11 @@ class TokenChunker:
         ]
 
     def _fit(self, text: str, markdown: bool) -> list[str]:
+        whole = text.strip()
+        if not whole:
+            return []
+        if self.count(whole) <= self.chunk_tokens and self.model_tokens(whole) <= self.max_tokens:
+            return [whole]  # fits as it is: the common case, no splitting to do
         splitter = self._md_splitter if markdown else self._plain_splitter
         out: list[str] = []
         for piece in splitter.split_text(text):
