@@ -65,11 +65,14 @@ class Cli:
             text=True,
         )
 
-    def run(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, stdin: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "app.cli", *args],
             env={**self.env, **env},
             cwd=REPO,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=300,

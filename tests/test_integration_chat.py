@@ -198,3 +198,30 @@ def test_eval_cli_on_a_queries_file(kb: Path, cli: Any, tmp_path: Path) -> None:
     assert set(report["by_language"]) == {"es", "de", "en"}
     table = cli.run("eval", str(queries), "-c", "chat", KBCHAT_DATA_DIR=str(kb)).stdout
     assert re.search(r"all\s+.*3", table)
+
+
+def test_chat_cli_keeps_history(kb: Path, cli: Any, stub: OpenAIStub) -> None:
+    def reply(request: dict[str, Any]) -> str:
+        text = " ".join(str(m.get("content")) for m in request["messages"])
+        if "Standalone question" in text:
+            return "When did the Wuppertal Suspension Railway open?"
+        return "Answer [1]."
+
+    stub.reply = reply
+    env = {
+        "KBCHAT_DATA_DIR": str(kb),
+        "OPENAI_BASE_URL": stub.base_url,
+        "KBCHAT_LLM_MODEL": "stub-model",
+    }
+    proc = cli.run(
+        "chat",
+        "-c",
+        "chat",
+        stdin="What is the Wuppertal Suspension Railway?\nand when did it open?\n/quit\n",
+        **env,
+    )
+    assert proc.stdout.count("Answer [1].") == 2
+    assert proc.stdout.count("en/monorail.md") >= 2
+    assert len(stub.requests) == 3  # answer; then condense (with the history) and answer
+    assert "What is the Wuppertal Suspension Railway?" in stub.all_prompt_text(1)
+    assert "Traceback" not in proc.stderr
