@@ -279,6 +279,28 @@ def collections(as_json: JsonOpt = False) -> None:
         )
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (KBCHAT_SERVER_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (KBCHAT_SERVER_PORT).")] = None,
+) -> None:
+    """Serve the web UI, the HTTP API (+ OpenAI-compatible) and the widget in one process."""
+    import uvicorn
+
+    from app.server.app import create_app
+
+    settings = _settings()
+    host = host or settings.server.host
+    port = port or settings.server.port
+    with _user_errors():
+        application = create_app(settings)
+    base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
+    out.print(f"kbchat UI:        {base}/", highlight=False)
+    out.print(f"API docs:         {base}/docs", highlight=False)
+    out.print(f"widget demo page: {base}/widget/demo", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 def _model_info() -> dict[str, Any]:
     from app.embeddings.profiles import make_profile
     from app.embeddings.resolve import resolve_model

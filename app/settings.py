@@ -82,6 +82,25 @@ class RetrievalSettings(BaseModel):
     history_turns: int = Field(6, ge=0, le=50, description="Earlier turns the chain considers.")
 
 
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `kbchat serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `kbchat serve` listens on.")
+    rate_limit: str = Field(
+        "30/minute", description="Chat requests allowed per widget key, and per client IP."
+    )
+    max_message_chars: int = Field(4000, ge=1, description="Longest chat message accepted.")
+    max_body_kb: int = Field(256, ge=1, description="Largest JSON request body accepted (KiB).")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest upload request accepted (MB).")
+
+
+class WidgetKey(BaseModel):
+    """A public key for the website widget: one collection, the sites allowed to use it."""
+
+    key: str = Field(min_length=8)
+    collection: str
+    origins: list[str]
+
+
 class Settings(BaseSettings):
     """Everything configurable; every field is listed in `.env.example`."""
 
@@ -105,6 +124,17 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     llm: LLMSettings = LLMSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    server: ServerSettings = ServerSettings()
+    admin_api_key: SecretStr | None = Field(
+        None, description="Guards ingestion and deletion; unset: admin routes are refused."
+    )
+    widget_keys: list[WidgetKey] = Field(
+        default_factory=list,
+        description='JSON list of {"key", "collection", "origins"} for the website widget.',
+    )
+    database_url: str | None = Field(
+        None, description="Conversations database; unset: SQLite in the data dir."
+    )
     # The openai client's own variable names, so existing setups just work.
     openai_api_key: SecretStr | None = Field(
         None, validation_alias="OPENAI_API_KEY", description="Key for the LLM API."
@@ -132,6 +162,15 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'kbchat.sqlite3'}"
+
+    @property
+    def collections_dir(self) -> Path:
+        """Where uploaded documents live, one folder per collection."""
+        return self.data_dir / "collections"
 
     @property
     def manifests_dir(self) -> Path:

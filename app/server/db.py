@@ -1,0 +1,156 @@
+"""Conversations, the sources shown with each answer, and feedback, in SQL (SQLite by default).
+
+SQLAlchemy keeps one code path for SQLite on one machine and Postgres behind several replicas
+(KBCHAT_DATABASE_URL). Nothing is kept in process memory, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, Text, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from app.chat.types import ChatResult, Turn
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ChatSession(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    collection: Mapped[str] = mapped_column(String(512))
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    sources: Mapped[str] = mapped_column(Text, default="[]")  # JSON: the sources shown
+    language: Mapped[str] = mapped_column(String(16), default="")
+    mode: Mapped[str] = mapped_column(String(16), default="")
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    rating: Mapped[str] = mapped_column(String(8))  # "up" or "down"
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class UnknownSession(LookupError):
+    pass
+
+
+class ConversationStore:
+    """Every read and write of conversations goes through here."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url, pool_pre_ping=True)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def open_session(self, session_id: str | None, collection: str) -> str:
+        """Continue a known session or start one; an unknown id starts a new session."""
+        with self._session.begin() as db:
+            if session_id and db.get(ChatSession, session_id) is not None:
+                return session_id
+            new_id = uuid.uuid4().hex
+            db.add(ChatSession(id=new_id, collection=collection))
+            return new_id
+
+    def history(self, session_id: str) -> list[Turn]:
+        with self._session() as db:
+            rows = db.scalars(
+                select(Message).where(Message.session_id == session_id).order_by(Message.id)
+            )
+            return [Turn("user" if m.role == "user" else "assistant", m.content) for m in rows]
+
+    def add_exchange(self, session_id: str, question: str, result: ChatResult) -> int:
+        """Store the question and the answer with its sources; returns the answer's id."""
+        with self._session.begin() as db:
+            db.add(
+                Message(
+                    session_id=session_id, role="user", content=question, language=result.language
+                )
+            )
+            answer = Message(
+                session_id=session_id,
+                role="assistant",
+                content=result.answer,
+                sources=json.dumps([asdict(s) for s in result.sources], ensure_ascii=False),
+                language=result.language,
+                mode=result.mode,
+            )
+            db.add(answer)
+            db.flush()
+            return answer.id
+
+    def conversation(self, session_id: str) -> dict[str, Any]:
+        with self._session() as db:
+            session = db.get(ChatSession, session_id)
+            if session is None:
+                raise UnknownSession(session_id)
+            rows = db.scalars(
+                select(Message).where(Message.session_id == session_id).order_by(Message.id)
+            )
+            messages = []
+            for m in rows:
+                ratings = [
+                    f.rating
+                    for f in db.scalars(
+                        select(Feedback).where(Feedback.message_id == m.id).order_by(Feedback.id)
+                    )
+                ]
+                messages.append(
+                    {
+                        "id": m.id,
+                        "role": m.role,
+                        "content": m.content,
+                        "sources": json.loads(m.sources),
+                        "language": m.language,
+                        "mode": m.mode,
+                        "created": m.created.isoformat(),
+                        "feedback": ratings[-1] if ratings else None,
+                    }
+                )
+            return {
+                "session_id": session.id,
+                "collection": session.collection,
+                "created": session.created.isoformat(),
+                "messages": messages,
+            }
+
+    def add_feedback(self, message_id: int, rating: str, comment: str = "") -> int:
+        with self._session.begin() as db:
+            message = db.get(Message, message_id)
+            if message is None or message.role != "assistant":
+                raise LookupError(f"no answer with id {message_id}")
+            feedback = Feedback(message_id=message_id, rating=rating, comment=comment)
+            db.add(feedback)
+            db.flush()
+            return feedback.id
+
+    def feedback_for(self, message_id: int) -> list[dict[str, Any]]:
+        with self._session() as db:
+            rows = db.scalars(select(Feedback).where(Feedback.message_id == message_id))
+            return [{"rating": f.rating, "comment": f.comment} for f in rows]

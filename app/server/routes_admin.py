@@ -1,0 +1,72 @@
+"""Knowledge-base administration: list collections (public), upload, re-sync and delete (admin).
+
+Ingestion runs in this process with the shared embedder and store, so the chat sees the new
+index at once (an embedded Chroma does not see writes made by other processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, UploadFile
+
+from app.server.access import AdminCaller, ChatCaller
+from app.server.services import BadRequest, NotFound, Services
+from app.store import StoreError
+
+
+def admin_router() -> APIRouter:
+    router = APIRouter(prefix="/api/collections", tags=["collections"])
+
+    @router.get("")
+    def collections(request: Request, caller: ChatCaller) -> list[dict[str, Any]]:
+        """Knowledge bases with their chunk counts (folders only for the admin)."""
+        services: Services = request.app.state.services
+        rows = services.collections()
+        if caller.widget:
+            rows = [r for r in rows if r["name"] == caller.widget.collection]
+        if not caller.admin:
+            rows = [{k: v for k, v in r.items() if k != "folder"} for r in rows]
+        return rows
+
+    @router.post("/{name}/documents")
+    def upload(
+        request: Request, name: str, files: list[UploadFile], _: AdminCaller
+    ) -> dict[str, Any]:
+        """Add or replace documents, then sync the collection (admin)."""
+        services: Services = request.app.state.services
+        saved = []
+        with _user_errors():
+            for f in files:
+                data = f.file.read()
+                saved.append(services.save_upload(name, f.filename or "", data).name)
+            report = services.sync(name)
+        return {"saved": saved, "report": report.to_dict()}
+
+    @router.post("/{name}/sync")
+    def sync(request: Request, name: str, _: AdminCaller) -> dict[str, Any]:
+        """Re-sync the collection with its folder (admin)."""
+        services: Services = request.app.state.services
+        with _user_errors():
+            return services.sync(name).to_dict()
+
+    @router.delete("/{name}/documents/{document:path}")
+    def delete(request: Request, name: str, document: str, _: AdminCaller) -> dict[str, Any]:
+        """Delete one document's file and its chunks (admin)."""
+        services: Services = request.app.state.services
+        with _user_errors():
+            return services.delete_document(name, document).to_dict()
+
+    return router
+
+
+class _user_errors:
+    """Map the services' errors onto HTTP status codes with their messages."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, NotFound):
+            raise HTTPException(404, str(exc)) from exc
+        if isinstance(exc, (BadRequest, StoreError, ValueError)):
+            raise HTTPException(400 if isinstance(exc, BadRequest) else 409, str(exc)) from exc

@@ -1,0 +1,137 @@
+"""Chat for the widget and for developers: /api/chat (JSON or Server-Sent Events), sessions,
+feedback. Every answer comes from the one chain; exchanges are stored as they complete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from slowapi import Limiter
+
+from app.chat.types import Token
+from app.server.access import ChatCaller, rate_key_by_widget
+from app.server.db import UnknownSession
+from app.server.services import Completed, NotFound, Services
+
+
+class ChatRequest(BaseModel):
+    message: str = Field(min_length=1, description="The user's message, in any language.")
+    session_id: str | None = Field(None, max_length=64, description="Continue this conversation.")
+    collection: str | None = Field(None, description="Knowledge base; default from settings.")
+    stream: bool = Field(False, description="Server-Sent Events: token, sources, done.")
+
+
+class FeedbackRequest(BaseModel):
+    message_id: int
+    rating: Literal["up", "down"]
+    comment: str = Field("", max_length=2000)
+
+
+def result_body(done: Completed) -> dict[str, Any]:
+    r = done.result
+    return {
+        "session_id": done.session_id,
+        "message_id": done.message_id,
+        "answer": r.answer,
+        "sources": [asdict(s) for s in r.sources],
+        "cited": r.cited,
+        "language": r.language,
+        "mode": r.mode,
+        "grounded": r.grounded,
+        "error": r.error,
+    }
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def chat_router(limiter: Limiter, rate: str) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["chat"])
+
+    @router.post("/chat")
+    @limiter.limit(rate, key_func=rate_key_by_widget)
+    @limiter.limit(rate)
+    def chat(request: Request, body: ChatRequest, caller: ChatCaller) -> Any:
+        """Answer one message. `stream: true` gives `token` events, then `sources`, then
+        `done` with the session id."""
+        services: Services = request.app.state.services
+        limit = services.settings.server.max_message_chars
+        if len(body.message) > limit:
+            raise HTTPException(422, f"message is longer than {limit} characters")
+        collection = caller.collection(body.collection, services.settings.collection)
+        try:
+            services.chain(collection)  # unknown collection: 404 before any streaming
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        events = services.chat(body.message, session_id=body.session_id, collection=collection)
+        if not body.stream:
+            for event in events:
+                if isinstance(event, Completed):
+                    return result_body(event)
+        return StreamingResponse(
+            _sse_events(events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/sessions/{session_id}")
+    def session(request: Request, session_id: str, caller: ChatCaller) -> dict[str, Any]:
+        """The conversation so far: messages, the sources shown, feedback given."""
+        services: Services = request.app.state.services
+        try:
+            conversation = services.conversations.conversation(session_id)
+        except UnknownSession as exc:
+            raise HTTPException(404, "no such session") from exc
+        if caller.widget and conversation["collection"] != caller.widget.collection:
+            raise HTTPException(404, "no such session")
+        return conversation
+
+    @router.post("/feedback")
+    @limiter.limit(rate)
+    def feedback(request: Request, body: FeedbackRequest, caller: ChatCaller) -> dict[str, Any]:
+        """Thumbs up or down, and an optional comment, on one answer."""
+        services: Services = request.app.state.services
+        try:
+            feedback_id = services.conversations.add_feedback(
+                body.message_id, body.rating, body.comment
+            )
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return {"ok": True, "id": feedback_id}
+
+    return router
+
+
+def _sse_events(events: Iterator[Token | Completed]) -> Iterator[str]:
+    try:
+        for event in events:
+            if isinstance(event, Token):
+                yield sse("token", {"text": event.text})
+            else:
+                body = result_body(event)
+                yield sse("sources", {"sources": body["sources"], "cited": body["cited"]})
+                yield sse(
+                    "done",
+                    {
+                        k: body[k]
+                        for k in (
+                            "session_id",
+                            "message_id",
+                            "language",
+                            "mode",
+                            "grounded",
+                            "error",
+                        )
+                    },
+                )
+    except Exception:  # never a stack trace in the stream; the log has it
+        import logging
+
+        logging.getLogger(__name__).exception("chat stream failed")
+        yield sse("error", {"message": "internal error"})

@@ -1,0 +1,148 @@
+"""An OpenAI-compatible face: any OpenAI client or chat front end can talk to a knowledge base.
+The model name selects the collection; the sources travel in an extra `sources` field."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from slowapi import Limiter
+
+from app.chat.types import ChatResult, Done, Token, Turn
+from app.server.access import ChatCaller, rate_key_by_widget
+from app.server.services import NotFound, Services
+
+
+class Message(BaseModel):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class CompletionRequest(BaseModel):
+    model: str
+    messages: list[Message]
+    stream: bool = False
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+    return content or ""
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def openai_router(limiter: Limiter, rate: str) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+    @router.get("/models")
+    def models(request: Request, caller: ChatCaller) -> dict[str, Any]:
+        """Each knowledge base is a model."""
+        services: Services = request.app.state.services
+        names = [c["name"] for c in services.collections()]
+        if caller.widget:
+            names = [n for n in names if n == caller.widget.collection]
+        return {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "kbchat"} for n in names
+            ],
+        }
+
+    @router.post("/chat/completions")
+    @limiter.limit(rate, key_func=rate_key_by_widget)
+    @limiter.limit(rate)
+    def completions(request: Request, body: CompletionRequest, caller: ChatCaller) -> Any:
+        services: Services = request.app.state.services
+        collection = caller.collection(body.model, services.settings.collection)
+        turns = [
+            Turn("user" if m.role == "user" else "assistant", _text(m.content))
+            for m in body.messages
+            if m.role in {"user", "assistant"}
+        ]
+        if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
+            return _error(
+                400, "the last message must be a non-empty user message", "invalid_request_error"
+            )
+        limit = services.settings.server.max_message_chars
+        if len(turns[-1].content) > limit:
+            return _error(
+                422, f"message is longer than {limit} characters", "invalid_request_error"
+            )
+        try:
+            chain = services.chain(collection)
+        except NotFound as exc:
+            return _error(404, str(exc), "not_found_error")
+        events = chain.stream(turns[-1].content, turns[:-1])
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not body.stream:
+            for event in events:
+                if isinstance(event, Done):
+                    return _completion(ident, created, collection, event.result)
+        return StreamingResponse(
+            _chunks(ident, created, collection, events), media_type="text/event-stream"
+        )
+
+    return router
+
+
+def _extra(result: ChatResult) -> dict[str, Any]:
+    return {
+        "sources": [asdict(s) for s in result.sources],
+        "kbchat": {
+            "language": result.language,
+            "mode": result.mode,
+            "grounded": result.grounded,
+            "cited": result.cited,
+            "error": result.error,
+        },
+    }
+
+
+def _completion(ident: str, created: int, model: str, result: ChatResult) -> dict[str, Any]:
+    words = len(result.answer.split())
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": result.answer},
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words},
+        **_extra(result),
+    }
+
+
+def _chunks(ident: str, created: int, model: str, events: Iterator[Token | Done]) -> Iterator[str]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        body = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    for event in events:
+        if isinstance(event, Token):
+            yield chunk({"content": event.text})
+        else:
+            yield chunk({}, "stop", **_extra(event.result))
+    yield "data: [DONE]\n\n"

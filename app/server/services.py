@@ -1,0 +1,194 @@
+"""What the API routes, the widget and the Gradio UI share: one embedder, one store, one chain per
+collection, the conversation database, and the admin operations. Built once per process."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.chat.types import ChatResult, Done, Token
+from app.server.db import ConversationStore
+from app.store import collection_names
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from langchain_core.language_models import BaseChatModel
+
+    from app.chat.chain import ChatChain
+    from app.embeddings.e5 import E5Embeddings
+    from app.settings import Settings
+    from ingestion.sync import SyncReport
+
+_SAFE_NAME = re.compile(r"^[^/\\\x00]{1,255}$")
+
+
+class NotFound(LookupError):
+    """A collection, session or document that does not exist."""
+
+
+class BadRequest(ValueError):
+    """Input the server refuses; the message says why."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The end of a chat turn: the result, stored under this session and message id."""
+
+    result: ChatResult
+    session_id: str
+    message_id: int
+
+
+class Services:
+    """Constructed by the app factory; every part can be injected (tests, benchmarks)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: E5Embeddings,
+        client: ClientAPI,
+        llm: BaseChatModel | None,
+        conversations: ConversationStore,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.client = client
+        self.llm = llm
+        self.conversations = conversations
+        self._chains: dict[str, ChatChain] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ chat
+    def chain(self, collection: str) -> ChatChain:
+        from app.chat.factory import build_chat_chain
+
+        with self._lock:
+            if collection not in self._chains:
+                if collection not in collection_names(self.client):
+                    raise NotFound(f"no knowledge base named {collection!r}")
+                self._chains[collection] = build_chat_chain(
+                    self.settings,
+                    collection,
+                    embedder=self.embedder,
+                    client=self.client,
+                    llm=self.llm,
+                )
+            return self._chains[collection]
+
+    def chat(
+        self, message: str, *, session_id: str | None = None, collection: str | None = None
+    ) -> Iterator[Token | Completed]:
+        """Stream one turn; the exchange is stored once the answer is complete."""
+        name = collection or self.settings.collection
+        chain = self.chain(name)
+        session = self.conversations.open_session(session_id, name)
+        history = self.conversations.history(session)
+        for event in chain.stream(message, history):
+            if isinstance(event, Done):
+                message_id = self.conversations.add_exchange(session, message, event.result)
+                yield Completed(event.result, session, message_id)
+            else:
+                yield event
+
+    def ask(
+        self, message: str, *, session_id: str | None = None, collection: str | None = None
+    ) -> Completed:
+        for event in self.chat(message, session_id=session_id, collection=collection):
+            if isinstance(event, Completed):
+                return event
+        raise AssertionError("chat stream ended without a result")  # pragma: no cover
+
+    # ----------------------------------------------------------- collections
+    def collections(self) -> list[dict[str, Any]]:
+        rows = []
+        for c in sorted(self.client.list_collections(), key=lambda c: c.name):
+            meta = c.metadata or {}
+            rows.append(
+                {
+                    "name": c.name,
+                    "chunks": c.count(),
+                    "model": meta.get("kbchat_model"),
+                    "folder": meta.get("kbchat_source_dir"),
+                }
+            )
+        return rows
+
+    def folder(self, collection: str) -> Path:
+        """The collection's documents folder: where it was ingested from, else a managed one."""
+        from app.settings import validate_collection_name
+
+        validate_collection_name(collection)
+        if collection in collection_names(self.client):
+            meta = self.client.get_collection(collection).metadata or {}
+            if meta.get("kbchat_source_dir"):
+                return Path(str(meta["kbchat_source_dir"]))
+        return self.settings.collections_dir / collection
+
+    def sync(
+        self, collection: str, progress: Callable[[int, int], None] | None = None
+    ) -> SyncReport:
+        from app.ingest import ingest_folder
+
+        folder = self.folder(collection)
+        folder.mkdir(parents=True, exist_ok=True)
+        report = ingest_folder(
+            self.settings,
+            folder,
+            collection,
+            embedder=self.embedder,
+            client=self.client,
+            progress=progress,
+        )
+        with self._lock:
+            self._chains.pop(collection, None)  # a new collection, or new metadata
+        return report
+
+    def save_upload(self, collection: str, filename: str, data: bytes) -> Path:
+        """Write one uploaded file into the collection's folder, never outside it."""
+        folder = self.folder(collection).resolve()
+        target = safe_child(folder, filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return target
+
+    def delete_document(self, collection: str, document: str) -> SyncReport:
+        folder = self.folder(collection).resolve()
+        target = safe_child(folder, document, allow_subfolders=True)
+        if not target.is_file():
+            raise NotFound(f"no document {document!r} in {collection!r}")
+        target.unlink()
+        return self.sync(collection)
+
+    def ready(self) -> dict[str, Any]:
+        """Model loaded and store reachable: what a load balancer should wait for."""
+        checks: dict[str, Any] = {"model": bool(getattr(self.embedder, "loaded", True))}
+        try:
+            self.client.heartbeat()
+            checks["store"] = True
+        except Exception as exc:
+            checks["store"] = False
+            checks["store_error"] = str(exc)
+        checks["ready"] = checks["model"] and checks["store"]
+        return checks
+
+
+def safe_child(folder: Path, name: str, *, allow_subfolders: bool = False) -> Path:
+    """Resolve `name` inside `folder`; refuse anything that would land elsewhere or be hidden."""
+    parts = Path(name.replace("\\", "/")).parts
+    if (
+        not name
+        or not _SAFE_NAME.match(name.replace("/", "_") if allow_subfolders else name)
+        or Path(name).is_absolute()
+        or any(p in {"..", "."} or p.startswith(".") for p in parts)
+        or (not allow_subfolders and len(parts) != 1)
+    ):
+        raise BadRequest(f"invalid file name {name!r}")
+    target = (folder / Path(*parts)).resolve()
+    if not target.is_relative_to(folder):
+        raise BadRequest(f"invalid file name {name!r}")
+    return target

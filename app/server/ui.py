@@ -1,0 +1,362 @@
+"""The Gradio web UI: a chat tab (streaming answers, sources, feedback) and an admin tab (upload
+documents, re-sync a folder), mounted by the app factory at "/".
+
+Importing this module imports gradio (handlers need `gr.LikeData` resolvable as a type hint) but
+does nothing else; `services` is first touched when a page loads (the collection list), not
+when the UI is built.
+
+Text that comes from documents or the model is never rendered as HTML: sources go to a
+Dataframe of plain-text cells, and the Chatbot keeps HTML sanitisation on with custom tags off.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import gradio as gr
+
+from app.chat.types import Source, Token
+from app.server.services import BadRequest, Completed, NotFound
+
+if TYPE_CHECKING:
+    from app.server.services import Services
+
+log = logging.getLogger(__name__)
+
+SOURCE_HEADERS = ["#", "file", "language", "score", "passage"]
+ADMIN_DISABLED = "Admin is disabled until KBCHAT_ADMIN_API_KEY is set on the server."
+ADMIN_LOCKED = "Unlock the admin tab first."
+GENERIC_ERROR = "Something went wrong; the error was logged on the server."
+
+Message = dict[str, Any]
+Vote = Literal["up", "down"]
+
+
+def source_rows(sources: list[Source]) -> list[list[Any]]:
+    """One plain-text row per source: #, file (with page or section), language, score, passage."""
+    rows: list[list[Any]] = []
+    for s in sources:
+        where = s.source
+        if s.page is not None:
+            where += f" (p. {s.page})"
+        elif s.section:
+            where += f" ({s.section})"
+        rows.append([s.number, where, s.language, f"{s.score:.3f}", s.text])
+    return rows
+
+
+def check_admin_key(configured: Any, given: str | None) -> tuple[bool, str]:
+    """(unlocked, message) for a key typed into the admin tab; constant-time comparison."""
+    if configured is None:
+        return False, ADMIN_DISABLED
+    expected = configured.get_secret_value()
+    if not expected:
+        return False, ADMIN_DISABLED
+    if given and secrets.compare_digest(given.encode(), expected.encode()):
+        return True, "Admin unlocked."
+    return False, "Wrong admin key."
+
+
+def _user_error(exc: Exception) -> str:
+    """A short message for the user; anything unexpected is logged, never shown."""
+    if isinstance(exc, NotFound | BadRequest | ValueError | LookupError):
+        return str(exc) or type(exc).__name__
+    log.exception("UI handler failed")
+    return GENERIC_ERROR
+
+
+def build_ui(services: Services) -> gr.Blocks:
+    settings = services.settings
+
+    def collection_names() -> list[str]:
+        return [str(c["name"]) for c in services.collections()]
+
+    def pick_collection(names: list[str], current: str | None) -> str | None:
+        for candidate in (current, settings.collection):
+            if candidate and candidate in names:
+                return candidate
+        return names[0] if names else settings.collection
+
+    # ------------------------------------------------------------------ chat handlers
+    def refresh_collections(current: str | None) -> Any:
+        try:
+            names = collection_names()
+        except Exception as exc:
+            gr.Warning(f"Could not list collections: {_user_error(exc)}")
+            return gr.skip()
+        return gr.Dropdown(choices=names, value=pick_collection(names, current))
+
+    def respond(
+        message: str,
+        history: list[Message] | None,
+        session_id: str | None,
+        collection: str | None,
+        message_ids: dict[int, int] | None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Outputs: input box, chatbot, sources, session id, last message id, message ids."""
+        text = (message or "").strip()
+        if not text:
+            yield (gr.skip(),) * 6
+            return
+        chat: list[Message] = [*(history or []), {"role": "user", "content": text}]
+        chat.append({"role": "assistant", "content": ""})
+        ids = dict(message_ids or {})
+        answer = ""
+        yield "", chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            for event in services.chat(text, session_id=session_id, collection=collection or None):
+                if isinstance(event, Token):
+                    answer += event.text
+                    chat[-1] = {"role": "assistant", "content": answer}
+                    yield gr.skip(), chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                elif isinstance(event, Completed):
+                    result = event.result
+                    chat[-1] = {"role": "assistant", "content": result.answer or answer}
+                    ids[len(chat) - 1] = event.message_id
+                    rows = source_rows(result.sources)
+                    yield gr.skip(), chat, rows, event.session_id, event.message_id, ids
+        except Exception as exc:
+            reply = f"{answer}\n\n" if answer else ""
+            chat[-1] = {"role": "assistant", "content": f"{reply}⚠️ {_user_error(exc)}"}
+            yield gr.skip(), chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    def new_conversation() -> tuple[Any, ...]:
+        """Outputs: chatbot, sources, session id, last message id, message ids, status."""
+        return [], [], None, None, {}, ""
+
+    def rate(message_id: int | None, vote: Vote) -> str:
+        if message_id is None:
+            return "No answer to rate yet."
+        try:
+            services.conversations.add_feedback(message_id, vote)
+        except Exception as exc:
+            msg = _user_error(exc)
+            gr.Warning(msg)
+            return f"Feedback not saved: {msg}"
+        done = "Thanks for the feedback" + (" 👍" if vote == "up" else " 👎")
+        gr.Info(done)
+        return done
+
+    def rate_up(message_id: int | None) -> str:
+        return rate(message_id, "up")
+
+    def rate_down(message_id: int | None) -> str:
+        return rate(message_id, "down")
+
+    def on_like(message_ids: dict[int, int] | None, data: gr.LikeData) -> Any:
+        if data.liked is True or data.liked is False:
+            index = data.index if isinstance(data.index, int) else data.index[0]
+            message_id = (message_ids or {}).get(index)
+            if message_id is None:
+                return "This answer cannot be rated."
+            return rate(message_id, "up" if data.liked else "down")
+        return gr.skip()  # an undone like: nothing to store
+
+    # ----------------------------------------------------------------- admin handlers
+    def unlock(key: str | None) -> tuple[Any, ...]:
+        """Outputs: unlocked flag, admin panel, key box, status."""
+        ok, msg = check_admin_key(settings.admin_api_key, key)
+        if not ok and settings.admin_api_key is not None:
+            time.sleep(1.0)  # slow down guessing
+        return ok, gr.Group(visible=ok), "", msg
+
+    def upload_and_sync(
+        unlocked: bool,
+        collection: str | None,
+        files: list[str] | None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, ...]:
+        """Outputs: report, status, chat collection dropdown."""
+        if not unlocked:
+            return gr.skip(), ADMIN_LOCKED, gr.skip()
+        name = (collection or "").strip()
+        if not files:
+            return gr.skip(), "Choose one or more files to upload first.", gr.skip()
+        try:
+            if not name:
+                raise BadRequest("Enter a collection name.")
+            for i, path in enumerate(files):
+                progress((i, len(files)), desc="Saving uploads", unit="files")
+                original = Path(path).name
+                services.save_upload(name, original, Path(path).read_bytes())
+            return _sync(name, progress, f"Uploaded {len(files)} file(s) and synced {name!r}.")
+        except Exception as exc:
+            msg = _user_error(exc)
+            gr.Warning(msg)
+            return gr.skip(), f"Upload failed: {msg}", gr.skip()
+
+    def resync(
+        unlocked: bool, collection: str | None, progress: gr.Progress = gr.Progress()
+    ) -> tuple[Any, ...]:
+        """Outputs: report, status, chat collection dropdown."""
+        if not unlocked:
+            return gr.skip(), ADMIN_LOCKED, gr.skip()
+        name = (collection or "").strip()
+        try:
+            if not name:
+                raise BadRequest("Enter a collection name.")
+            return _sync(name, progress, f"Synced {name!r}.")
+        except Exception as exc:
+            msg = _user_error(exc)
+            gr.Warning(msg)
+            return gr.skip(), f"Sync failed: {msg}", gr.skip()
+
+    def _sync(name: str, progress: gr.Progress, done: str) -> tuple[Any, ...]:
+        def report_progress(files_done: int, total: int) -> None:
+            progress((files_done, total), desc="Embedding files", unit="files")
+
+        report = services.sync(name, progress=report_progress)
+        try:
+            dropdown: Any = gr.Dropdown(choices=collection_names())
+        except Exception:
+            log.exception("could not list collections after a sync")
+            dropdown = gr.skip()
+        return report.to_dict(), done, dropdown
+
+    # -------------------------------------------------------------------------- layout
+    with gr.Blocks(title="kbchat") as blocks:
+        session_state = gr.State(None)
+        last_message = gr.State(None)
+        message_ids = gr.State({})
+        admin_unlocked = gr.State(False)
+
+        gr.Markdown("# kbchat")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"), gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        collection = gr.Dropdown(
+                            choices=[settings.collection],
+                            value=settings.collection,
+                            label="Knowledge base",
+                            allow_custom_value=True,
+                            elem_id="kbchat-collection",
+                            scale=4,
+                        )
+                        refresh = gr.Button(
+                            "↻ Refresh", elem_id="kbchat-refresh", scale=1, size="sm"
+                        )
+                    chatbot = gr.Chatbot(
+                        label="Conversation",
+                        elem_id="kbchat-chatbot",
+                        height=520,
+                        sanitize_html=True,
+                        allow_tags=False,
+                        render_markdown=True,
+                        feedback_options=("Like", "Dislike"),
+                        buttons=["copy"],
+                    )
+                    with gr.Row():
+                        box = gr.Textbox(
+                            placeholder="Ask a question…",
+                            show_label=False,
+                            lines=1,
+                            max_lines=6,
+                            elem_id="kbchat-input",
+                            scale=5,
+                        )
+                        send = gr.Button("Send", variant="primary", elem_id="kbchat-send", scale=1)
+                    with gr.Row():
+                        up = gr.Button("👍 Helpful", elem_id="kbchat-feedback-up", size="sm")
+                        down = gr.Button(
+                            "👎 Not helpful", elem_id="kbchat-feedback-down", size="sm"
+                        )
+                        new = gr.Button("New conversation", elem_id="kbchat-new", size="sm")
+                    feedback_status = gr.Markdown("", elem_id="kbchat-feedback-status")
+                with gr.Column(scale=2):
+                    sources = gr.Dataframe(
+                        value=[],
+                        headers=SOURCE_HEADERS,
+                        datatype=["number", "str", "str", "str", "str"],
+                        type="array",
+                        label="Sources of the last answer",
+                        interactive=False,
+                        wrap=True,
+                        max_height=640,
+                        column_widths=["8%", "24%", "12%", "12%", "44%"],
+                        elem_id="kbchat-sources",
+                    )
+
+            with gr.Tab("Admin", id="admin"):
+                with gr.Row():
+                    admin_key = gr.Textbox(
+                        label="Admin key",
+                        type="password",
+                        elem_id="kbchat-admin-key",
+                        scale=4,
+                    )
+                    unlock_btn = gr.Button("Unlock", elem_id="kbchat-admin-unlock", scale=1)
+                admin_status = gr.Markdown("", elem_id="kbchat-admin-status")
+                with gr.Group(visible=False, elem_id="kbchat-admin-panel") as admin_panel:
+                    admin_collection = gr.Textbox(
+                        label="Collection",
+                        value=settings.collection,
+                        elem_id="kbchat-admin-collection",
+                    )
+                    uploads = gr.File(
+                        file_count="multiple",
+                        type="filepath",
+                        label="Documents",
+                        elem_id="kbchat-admin-files",
+                    )
+                    with gr.Row():
+                        upload_btn = gr.Button(
+                            "Upload and sync", variant="primary", elem_id="kbchat-admin-upload"
+                        )
+                        resync_btn = gr.Button("Re-sync folder", elem_id="kbchat-admin-resync")
+                    report = gr.JSON(label="Ingest report", elem_id="kbchat-admin-report")
+
+        # ------------------------------------------------------------------- wiring
+        blocks.load(refresh_collections, collection, collection, api_visibility="private")
+        refresh.click(refresh_collections, collection, collection, api_visibility="private")
+
+        gr.on(
+            [box.submit, send.click],
+            respond,
+            [box, chatbot, session_state, collection, message_ids],
+            [box, chatbot, sources, session_state, last_message, message_ids],
+            api_name="chat",
+            api_visibility="undocumented",
+            concurrency_limit=16,
+            concurrency_id="kbchat-chat",
+            show_progress="minimal",
+        )
+        new.click(
+            new_conversation,
+            None,
+            [chatbot, sources, session_state, last_message, message_ids, feedback_status],
+            api_visibility="private",
+        )
+        up.click(rate_up, last_message, feedback_status, api_visibility="undocumented")
+        down.click(rate_down, last_message, feedback_status, api_visibility="undocumented")
+        chatbot.like(on_like, message_ids, feedback_status, api_visibility="private")
+
+        gr.on(
+            [unlock_btn.click, admin_key.submit],
+            unlock,
+            admin_key,
+            [admin_unlocked, admin_panel, admin_key, admin_status],
+            api_name="unlock",
+            api_visibility="undocumented",
+        )
+        sync_outputs = [report, admin_status, collection]
+        upload_btn.click(
+            upload_and_sync,
+            [admin_unlocked, admin_collection, uploads],
+            sync_outputs,
+            api_visibility="undocumented",
+            concurrency_id="kbchat-sync",
+        )
+        resync_btn.click(
+            resync,
+            [admin_unlocked, admin_collection],
+            sync_outputs,
+            api_visibility="undocumented",
+            concurrency_id="kbchat-sync",
+        )
+    return blocks
