@@ -1,4 +1,4 @@
-"""Every HTTP route, with the real E5 model, a real Chroma and the loopback OpenAI-compatible LLM."""
+"""Every HTTP route, with the real E5 model, a real Chroma and the loopback LLM server."""
 
 from __future__ import annotations
 
@@ -299,7 +299,7 @@ def test_health_ready_and_openai_compatible_api(
         chunks = list(stream)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "It opened in 1901 [1]."
-        last = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"][0]
+        last = next(c for c in chunks if c.choices and c.choices[0].finish_reason == "stop")
         assert (last.model_extra or {})["sources"][0]["source"] == "volcano.md"
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(

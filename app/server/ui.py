@@ -163,7 +163,7 @@ def build_ui(services: Services) -> gr.Blocks:
         ok, msg = check_admin_key(settings.admin_api_key, key)
         if not ok and settings.admin_api_key is not None:
             time.sleep(1.0)  # slow down guessing
-        return ok, gr.Group(visible=ok), "", msg
+        return ok, gr.update(visible=ok), "", msg
 
     def upload_and_sync(
         unlocked: bool,
