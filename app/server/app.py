@@ -122,7 +122,12 @@ def create_app(
 
         from app.server.ui import build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(services), path="/")
+        app = gr.mount_gradio_app(
+            app,
+            build_ui(services),
+            path="/",
+            max_file_size=int(settings.server.max_upload_mb * 2**20),
+        )
     return app
 
 

@@ -6,11 +6,13 @@ does nothing else; `services` is first touched when a page loads (the collection
 when the UI is built.
 
 Text that comes from documents or the model is never rendered as HTML: sources go to a
-Dataframe of plain-text cells, and the Chatbot keeps HTML sanitisation on with custom tags off.
+Dataframe of plain-text cells; chat messages are HTML-escaped before they reach the Chatbot,
+which also keeps its own HTML sanitisation on and custom tags off.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 import time
@@ -48,6 +50,12 @@ def source_rows(sources: list[Source]) -> list[list[Any]]:
             where += f" ({s.section})"
         rows.append([s.number, where, s.language, f"{s.score:.3f}", s.text])
     return rows
+
+
+def as_text(text: str) -> str:
+    """Escape HTML so the Chatbot shows tags from the model or a document as text, never markup;
+    Markdown (lists, emphasis, the [n] citations) still renders."""
+    return html.escape(text, quote=False)
 
 
 def check_admin_key(configured: Any, given: str | None) -> tuple[bool, str]:
@@ -103,7 +111,7 @@ def build_ui(services: Services) -> gr.Blocks:
         if not text:
             yield (gr.skip(),) * 6
             return
-        chat: list[Message] = [*(history or []), {"role": "user", "content": text}]
+        chat: list[Message] = [*(history or []), {"role": "user", "content": as_text(text)}]
         chat.append({"role": "assistant", "content": ""})
         ids = dict(message_ids or {})
         answer = ""
@@ -112,17 +120,17 @@ def build_ui(services: Services) -> gr.Blocks:
             for event in services.chat(text, session_id=session_id, collection=collection or None):
                 if isinstance(event, Token):
                     answer += event.text
-                    chat[-1] = {"role": "assistant", "content": answer}
+                    chat[-1] = {"role": "assistant", "content": as_text(answer)}
                     yield gr.skip(), chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 elif isinstance(event, Completed):
                     result = event.result
-                    chat[-1] = {"role": "assistant", "content": result.answer or answer}
+                    chat[-1] = {"role": "assistant", "content": as_text(result.answer or answer)}
                     ids[len(chat) - 1] = event.message_id
                     rows = source_rows(result.sources)
                     yield gr.skip(), chat, rows, event.session_id, event.message_id, ids
         except Exception as exc:
             reply = f"{answer}\n\n" if answer else ""
-            chat[-1] = {"role": "assistant", "content": f"{reply}⚠️ {_user_error(exc)}"}
+            chat[-1] = {"role": "assistant", "content": as_text(f"{reply}⚠ {_user_error(exc)}")}
             yield gr.skip(), chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
     def new_conversation() -> tuple[Any, ...]:
@@ -138,7 +146,11 @@ def build_ui(services: Services) -> gr.Blocks:
             msg = _user_error(exc)
             gr.Warning(msg)
             return f"Feedback not saved: {msg}"
-        done = "Thanks for the feedback" + (" 👍" if vote == "up" else " 👎")
+        done = (
+            "Thanks for the feedback (helpful)."
+            if vote == "up"
+            else "Thanks for the feedback (not helpful)."
+        )
         gr.Info(done)
         return done
 
@@ -262,10 +274,8 @@ def build_ui(services: Services) -> gr.Blocks:
                         )
                         send = gr.Button("Send", variant="primary", elem_id="kbchat-send", scale=1)
                     with gr.Row():
-                        up = gr.Button("👍 Helpful", elem_id="kbchat-feedback-up", size="sm")
-                        down = gr.Button(
-                            "👎 Not helpful", elem_id="kbchat-feedback-down", size="sm"
-                        )
+                        up = gr.Button("Helpful", elem_id="kbchat-feedback-up", size="sm")
+                        down = gr.Button("Not helpful", elem_id="kbchat-feedback-down", size="sm")
                         new = gr.Button("New conversation", elem_id="kbchat-new", size="sm")
                     feedback_status = gr.Markdown("", elem_id="kbchat-feedback-status")
                 with gr.Column(scale=2):
@@ -278,7 +288,7 @@ def build_ui(services: Services) -> gr.Blocks:
                         interactive=False,
                         wrap=True,
                         max_height=640,
-                        column_widths=["8%", "24%", "12%", "12%", "44%"],
+                        column_widths=["36px", "120px", "76px", "64px", "200px"],
                         elem_id="kbchat-sources",
                     )
 
@@ -292,7 +302,10 @@ def build_ui(services: Services) -> gr.Blocks:
                     )
                     unlock_btn = gr.Button("Unlock", elem_id="kbchat-admin-unlock", scale=1)
                 admin_status = gr.Markdown("", elem_id="kbchat-admin-status")
-                with gr.Group(visible=False, elem_id="kbchat-admin-panel") as admin_panel:
+                with (
+                    gr.Column(visible=False, elem_id="kbchat-admin-panel") as admin_panel,
+                    gr.Group(),
+                ):
                     admin_collection = gr.Textbox(
                         label="Collection",
                         value=settings.collection,
@@ -327,6 +340,12 @@ def build_ui(services: Services) -> gr.Blocks:
             show_progress="minimal",
         )
         new.click(
+            new_conversation,
+            None,
+            [chatbot, sources, session_state, last_message, message_ids, feedback_status],
+            api_visibility="private",
+        )
+        chatbot.clear(
             new_conversation,
             None,
             [chatbot, sources, session_state, last_message, message_ids, feedback_status],
