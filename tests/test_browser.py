@@ -1,0 +1,162 @@
+"""A real headless Chromium (Debian's) against `kbchat serve`'s app: the widget on its demo page,
+its safety with hostile text, and the Gradio UI. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.live_server import live_server
+from tests.openai_stub import OpenAIStub
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
+HOSTILE = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+
+DOCS = {
+    "monorail.md": "# Wuppertal Suspension Railway\n\nThe Wuppertal Suspension Railway is a "
+    "suspended monorail in Wuppertal, Germany. It opened in 1901 and runs above the river Wupper.",
+    "evil.md": f"# Tricky page\n\nThe secret ingredient of the tricky page is {HOSTILE} cinnamon.",
+}
+
+
+def reply(request: dict[str, Any]) -> str:
+    text = "\n".join(str(m.get("content")) for m in request["messages"])
+    if "tricky" in text.lower() and "Question:" in text:
+        return f"The tricky page says {HOSTILE} [1]."
+    return "La Schwebebahn se inauguró en 1901 [1]."
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[str]:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from app.ingest import ingest_folder
+    from app.server.app import create_app
+    from app.settings import load_settings
+
+    base = tmp_path_factory.mktemp("browser")
+    (base / "docs").mkdir()
+    for name, text in DOCS.items():
+        (base / "docs" / name).write_text(text, encoding="utf-8")
+    with OpenAIStub(reply=reply) as stub:
+        settings = load_settings(
+            data_dir=base / "data",
+            openai_base_url=stub.base_url,
+            llm={"model": "stub-model", "max_retries": 0},
+        )
+        ingest_folder(settings, base / "docs", settings.collection, embedder=e5)
+        with live_server(create_app(settings, embedder=e5)) as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(locale="es-ES", viewport={"width": 1200, "height": 850})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def ask_widget(page: Any, question: str) -> Any:
+    page.locator(".kbchat-input").fill(question)
+    page.locator(".kbchat-input").press("Enter")
+    answer = page.locator(".kbchat-msg-assistant").last
+    answer.locator(".kbchat-source").first.wait_for(timeout=60_000)
+    return answer
+
+
+def test_widget_answers_across_languages_and_keeps_the_conversation(
+    base_url: str, page: Any
+) -> None:
+    page.goto(f"{base_url}/widget/demo")
+    page.locator(".kbchat-bubble").click()  # Playwright's CSS pierces the open shadow root
+    panel = page.locator(".kbchat-panel")
+    assert panel.get_attribute("lang") == "es"
+    assert page.evaluate("document.activeElement.id") == "kbchat-widget-host"  # focus inside
+    answer = ask_widget(page, "¿Cuándo se inauguró el monorraíl suspendido de Wuppertal?")
+    assert "1901" in answer.locator(".kbchat-text").inner_text()
+    assert "monorail.md" in answer.locator(".kbchat-sources").inner_text()  # English source
+    assert answer.locator(".kbchat-feedback button").count() == 2
+    answer.locator(".kbchat-feedback button").first.click()
+    page.locator(".kbchat-thanks").first.wait_for()
+    shot(page, "widget-answer.png")
+    # the host page's hostile CSS did not reach inside: the send button is still displayed
+    assert page.locator(".kbchat-send").is_visible()
+
+    page.reload()
+    page.locator(".kbchat-bubble").click()
+    restored = page.locator(".kbchat-msg")
+    restored.nth(1).wait_for(timeout=30_000)
+    assert "1901" in restored.nth(1).inner_text()
+    page.keyboard.press("Escape")
+    assert not panel.is_visible()
+
+
+def test_widget_shows_hostile_html_as_text(base_url: str, page: Any) -> None:
+    page.goto(f"{base_url}/widget/demo")
+    page.locator(".kbchat-bubble").click()
+    answer = ask_widget(page, "What is the secret ingredient of the tricky page?")
+    text = answer.locator(".kbchat-text").inner_text()
+    assert "<img src=x onerror=" in text and "<script>" in text
+    assert page.evaluate("window.__xss") is None
+    count = "document.getElementById('kbchat-widget-host').shadowRoot.querySelectorAll(sel).length"
+    assert page.evaluate(f"(sel) => {count}", "img, script:not([src])") == 0
+    shot(page, "widget-hostile.png")
+
+
+def test_arabic_visitor_gets_right_to_left(browser: Any, base_url: str) -> None:
+    context = browser.new_context(locale="ar-EG")
+    page = context.new_page()
+    page.goto(f"{base_url}/widget/demo")
+    page.locator(".kbchat-bubble").click()
+    assert page.locator(".kbchat-panel").get_attribute("dir") == "rtl"
+    shot(page, "widget-arabic.png")
+    context.close()
+
+
+def test_gradio_ui_chat_with_sources(base_url: str, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/")
+    page.locator("#kbchat-input textarea").fill("When did the Wuppertal monorail open?")
+    page.locator("#kbchat-send").click()
+    chatbot = page.locator("#kbchat-chatbot")
+    chatbot.get_by_text(re.compile("1901")).first.wait_for(timeout=60_000)
+    expect(page.locator("#kbchat-sources")).to_contain_text("monorail.md", timeout=30_000)
+    assert page.evaluate("window.__xss") is None
+    shot(page, "gradio-ui.png")
