@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -114,8 +115,10 @@ class ChatChain:
         history = list(history)[-2 * self.history_turns :] if self.history_turns else []
         language = question_language(question, history, self.prompts.languages)
         query = self.standalone_question(question, history)
+        started = time.perf_counter()
         sources = self.retriever.retrieve(query)
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
+        result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._answer is None:
             result.answer = self._extractive(language, sources, "no_llm")
             yield Token(result.answer)

@@ -36,6 +36,7 @@ class ChatResult:
     retrieval_query: str = ""
     error: str | None = None  # set when the LLM failed and the answer is the fallback
     cited: list[int] = field(default_factory=list)
+    retrieval_ms: float = 0.0  # embedding the query and searching the store
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -44,6 +44,7 @@ def result_body(done: Completed) -> dict[str, Any]:
         "mode": r.mode,
         "grounded": r.grounded,
         "error": r.error,
+        "retrieval_ms": r.retrieval_ms,
     }
 
 
@@ -127,6 +128,7 @@ def _sse_events(events: Iterator[Token | Completed]) -> Iterator[str]:
                             "mode",
                             "grounded",
                             "error",
+                            "retrieval_ms",
                         )
                     },
                 )
