@@ -160,3 +160,18 @@ def test_gradio_ui_chat_with_sources(base_url: str, page: Any) -> None:
     expect(page.locator("#kbchat-sources")).to_contain_text("monorail.md", timeout=30_000)
     assert page.evaluate("window.__xss") is None
     shot(page, "gradio-ui.png")
+
+    # a hostile answer and a hostile passage are shown as text, nothing runs
+    page.locator("#kbchat-input textarea").fill("What does the tricky page say?")
+    page.locator("#kbchat-send").click()
+    chatbot.get_by_text(re.compile("tricky page says")).first.wait_for(timeout=60_000)
+    expect(page.locator("#kbchat-sources")).to_contain_text("evil.md", timeout=30_000)
+    assert "<img src=x" in chatbot.inner_text()
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#kbchat-chatbot img[src='x']").count() == 0
+    shot(page, "gradio-hostile.png")
+
+    import httpx
+
+    assert httpx.get(f"{base_url}/docs").status_code == 200  # the UI at / leaves the API alone
+    assert httpx.get(f"{base_url}/api/health").json() == {"status": "ok"}
