@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["MODES", "OpenAIStub"]
+__all__ = ["MODES", "OpenAIStub", "condensing"]
 
 MODES = ("ok", "500", "429", "hang", "down")
 
@@ -381,3 +381,19 @@ class OpenAIStub:
             "object": "list",
             "data": [{"id": "stub-model", "object": "model", "created": 0, "owned_by": "stub"}],
         }
+
+
+def condensing(answer: str, standalone: str | None = None) -> Callable[[dict[str, Any]], str]:
+    """A reply for kbchat's chain: condense requests (recognised by their prompt) get
+    `standalone`, or the follow-up itself when None; answer requests get `answer`."""
+
+    def reply(request: dict[str, Any]) -> str:
+        text = "\n".join(_message_text(m.get("content")) for m in request.get("messages", []))
+        if "Standalone question" not in text:
+            return answer
+        if standalone is not None:
+            return standalone
+        found = re.search(r"Follow-up question: (.*)", text)
+        return found.group(1) if found else ""
+
+    return reply

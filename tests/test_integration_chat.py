@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.chat.types import Done, Token
-from tests.openai_stub import OpenAIStub
+from tests.openai_stub import OpenAIStub, condensing
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +90,9 @@ def test_spanish_question_gets_the_english_passage_and_cited_sources(
 def test_follow_up_is_condensed_for_retrieval(kb: Path, e5: Any, stub: OpenAIStub) -> None:
     from app.chat.types import Turn
 
-    def reply(request: dict[str, Any]) -> str:
-        text = " ".join(str(m.get("content")) for m in request["messages"])
-        if "Standalone question" in text:
-            return "When did the Wuppertal Suspension Railway open?"
-        return "It opened in 1901 [1]."
-
-    stub.reply = reply
+    stub.reply = condensing(
+        "It opened in 1901 [1].", "When did the Wuppertal Suspension Railway open?"
+    )
     chain = chain_for(kb, e5, **llm_settings(stub))
     history = [
         Turn("user", "What is the Wuppertal Suspension Railway?"),
@@ -201,13 +197,7 @@ def test_eval_cli_on_a_queries_file(kb: Path, cli: Any, tmp_path: Path) -> None:
 
 
 def test_chat_cli_keeps_history(kb: Path, cli: Any, stub: OpenAIStub) -> None:
-    def reply(request: dict[str, Any]) -> str:
-        text = " ".join(str(m.get("content")) for m in request["messages"])
-        if "Standalone question" in text:
-            return "When did the Wuppertal Suspension Railway open?"
-        return "Answer [1]."
-
-    stub.reply = reply
+    stub.reply = condensing("Answer [1].", "When did the Wuppertal Suspension Railway open?")
     env = {
         "KBCHAT_DATA_DIR": str(kb),
         "OPENAI_BASE_URL": stub.base_url,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.live_server import live_server
-from tests.openai_stub import OpenAIStub
+from tests.openai_stub import OpenAIStub, condensing
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +39,9 @@ def kb_dir(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Path:
     return base / "data"
 
 
-def reply(request: dict[str, Any]) -> str:
-    """Condense requests get the follow-up back as the standalone question; answers are fixed."""
-    text = "\n".join(str(m.get("content")) for m in request["messages"])
-    if "Standalone question" in text:
-        found = re.search(r"Follow-up question: (.*)", text)
-        return found.group(1) if found else ""
-    return "It opened in 1901 [1]."
-
-
 @pytest.fixture
 def stub() -> Iterator[OpenAIStub]:
-    with OpenAIStub(reply=reply) as server:
+    with OpenAIStub(reply=condensing("It opened in 1901 [1].")) as server:
         yield server
 
 
