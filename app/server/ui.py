@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -52,10 +53,14 @@ def source_rows(sources: list[Source]) -> list[list[Any]]:
     return rows
 
 
+_MD_IMAGE = re.compile(r"!\[")
+
+
 def as_text(text: str) -> str:
     """Escape HTML so the Chatbot shows tags from the model or a document as text, never markup;
-    Markdown (lists, emphasis, the [n] citations) still renders."""
-    return html.escape(text, quote=False)
+    Markdown (lists, emphasis, the [n] citations) still renders, but not images, which would
+    make the browser fetch whatever address a model or document names."""
+    return _MD_IMAGE.sub(r"\\![", html.escape(text, quote=False))
 
 
 def check_admin_key(configured: Any, given: str | None) -> tuple[bool, str]:
