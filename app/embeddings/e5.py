@@ -16,6 +16,7 @@ from app.embeddings.resolve import ResolvedModel, resolve_model
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+    from app.embeddings.batcher import QueryBatcher
     from app.settings import Settings
 
 
@@ -58,6 +59,7 @@ class E5Embeddings(Embeddings):
         self.device = None if device == "auto" else device
         self.batch_size = batch_size
         self._model: Any = None
+        self._batcher: QueryBatcher | None = None
         self._lock = threading.Lock()
 
     @property
@@ -121,7 +123,15 @@ class E5Embeddings(Embeddings):
         return self.encode_passages(list(texts)).tolist()
 
     def embed_query(self, text: str) -> list[float]:
+        if self._batcher is not None:
+            return self._batcher.embed(self.profile.query(text)).tolist()
         return self.encode([self.profile.query(text)])[0].tolist()
+
+    def batch_concurrent_queries(self, max_batch: int = 32, wait_ms: float = 2.0) -> None:
+        """For servers: queries arriving together are embedded in one forward pass."""
+        from app.embeddings.batcher import QueryBatcher
+
+        self._batcher = QueryBatcher(self.encode, max_batch=max_batch, wait_ms=wait_ms)
 
 
 def build_embeddings(settings: Settings) -> E5Embeddings:

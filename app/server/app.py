@@ -75,6 +75,8 @@ def create_app(
         from app.chat.llm import build_chat_model
 
         llm = build_chat_model(settings)
+    if hasattr(embedder, "batch_concurrent_queries"):
+        embedder.batch_concurrent_queries()
     services = Services(
         settings,
         embedder=embedder,
