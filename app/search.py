@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.chat.retriever import Retriever
 from app.store import langchain_store, make_client
 
 if TYPE_CHECKING:
@@ -43,20 +44,7 @@ def search(
         embedder = build_embeddings(settings)
     client = client or make_client(settings)
     store = langchain_store(client, collection_name or settings.collection, embedder)
-    results = store.similarity_search_with_score(query, k=k)
-    hits = []
-    for doc, distance in results:
-        meta = doc.metadata
-        page = meta.get("page")
-        hits.append(
-            Hit(
-                source=str(meta.get("source", "")),
-                title=str(meta.get("title", "")),
-                language=str(meta.get("language", "und")),
-                score=round(1.0 - float(distance), 4),
-                text=doc.page_content,
-                chunk_index=int(meta.get("chunk_index", 0)),
-                page=int(page) if page is not None else None,
-            )
-        )
-    return hits
+    return [
+        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page)
+        for s in Retriever(store, k=k, min_score=None).retrieve(query)
+    ]

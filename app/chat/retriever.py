@@ -51,6 +51,7 @@ class Retriever:
                     text=doc.page_content,
                     page=int(page) if page is not None else None,
                     section=str(meta.get("section", "")),
+                    chunk_index=int(meta.get("chunk_index", 0)),
                 )
             )
         return sources

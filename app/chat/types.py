@@ -24,6 +24,7 @@ class Source:
     text: str
     page: int | None = None
     section: str = ""
+    chunk_index: int = 0
 
 
 @dataclass
