@@ -172,6 +172,16 @@ def _has_markdown_headings(text: str) -> bool:
     return _MD_HEADING_RE.search(text) is not None
 
 
+def _converted(body: str, title: str, stem: str, encoding: str | None) -> LoadedDocument:
+    """A document whose headings were rewritten as '#' lines (html, docx): markdown if any."""
+    return LoadedDocument(
+        title=title[:MAX_TITLE_CHARS] or stem,
+        sections=[Section(body)],
+        markup="markdown" if _has_markdown_headings(body) else "plain",
+        encoding=encoding,
+    )
+
+
 def _load_plain(text: str, encoding: str, stem: str) -> LoadedDocument:
     return LoadedDocument(
         title=_first_line_title(text, stem),
@@ -299,13 +309,7 @@ def html_to_text(html: str) -> tuple[str, str]:
 
 def _load_html(text: str, encoding: str, stem: str) -> LoadedDocument:
     body, title = html_to_text(text)
-    markup = "markdown" if _has_markdown_headings(body) else "plain"
-    return LoadedDocument(
-        title=title[:MAX_TITLE_CHARS] or stem,
-        sections=[Section(body)],
-        markup=markup,
-        encoding=encoding,
-    )
+    return _converted(body, title, stem, encoding)
 
 
 # --------------------------------------------------------------------------- pdf
@@ -432,13 +436,7 @@ def _load_docx(path: Path, stem: str) -> LoadedDocument:
                 title = text.lstrip("#").strip()
                 break
     body = _normalise("\n\n".join(text for _, text in blocks))
-    markup = "markdown" if _has_markdown_headings(body) else "plain"
-    return LoadedDocument(
-        title=title[:MAX_TITLE_CHARS] or stem,
-        sections=[Section(body)],
-        markup=markup,
-        encoding=None,
-    )
+    return _converted(body, title, stem, None)
 
 
 # --------------------------------------------------------------------------- entry
