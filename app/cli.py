@@ -302,13 +302,10 @@ def serve(
 
 
 def _model_info() -> dict[str, Any]:
-    from app.embeddings.profiles import make_profile
-    from app.embeddings.resolve import resolve_model
+    from app.embeddings.e5 import build_embeddings
 
-    settings = _settings()
-    emb = settings.embedding
-    resolved = resolve_model(emb.model, settings.models_dir, emb.hub_timeout)
-    profile = make_profile(resolved.model_id, settings.prompts_dir, emb.prefix_scheme)
+    embedder = build_embeddings(_settings())  # resolves the model; loads no weights
+    resolved, profile = embedder.resolved, embedder.profile
     return {
         "model_id": resolved.model_id,
         "path": str(resolved.path),
