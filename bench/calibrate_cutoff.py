@@ -4,9 +4,9 @@ E5 cosine scores crowd into ~0.7-1.0, so a cut-off is only meaningful per model.
 the paragraphs of the first half of the articles only; questions about those are answerable,
 questions about the other half have no answer in the index. For every question (12 languages)
 take the best passage score. The cut-off is the highest threshold that still keeps the gold
-passage of at least KEEP (default 98%) of the answerable questions whose gold passage is in the
+passage of at least KEEP (default 99%) of the answerable questions whose gold passage is in the
 top k; the script also reports how many unanswerable questions it then turns away.
-Usage: .venv/bin/python bench/calibrate_cutoff.py [--corpus en] [--keep 0.98]
+Usage: .venv/bin/python bench/calibrate_cutoff.py [--corpus en] [--keep 0.99]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=XQUAD)
     parser.add_argument("--corpus", default="en")
-    parser.add_argument("--keep", type=float, default=0.98)
+    parser.add_argument("--keep", type=float, default=0.99)
     parser.add_argument("--k", type=int, default=5)
     args = parser.parse_args()
 
