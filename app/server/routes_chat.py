@@ -4,6 +4,7 @@ feedback. Every answer comes from the one chain; exchanges are stored as they co
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any, Literal
@@ -17,6 +18,8 @@ from app.chat.types import Token
 from app.server.access import ChatCaller, rate_key_by_widget
 from app.server.db import UnknownSession
 from app.server.services import Completed, NotFound, Services
+
+log = logging.getLogger(__name__)
 
 
 class ChatRequest(BaseModel):
@@ -133,7 +136,5 @@ def _sse_events(events: Iterator[Token | Completed]) -> Iterator[str]:
                     },
                 )
     except Exception:  # never a stack trace in the stream; the log has it
-        import logging
-
-        logging.getLogger(__name__).exception("chat stream failed")
+        log.exception("chat stream failed")
         yield sse("error", {"message": "internal error"})
