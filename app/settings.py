@@ -67,7 +67,16 @@ class LLMSettings(BaseModel):
     timeout: float = Field(60.0, gt=0, description="Seconds before one LLM request times out.")
     max_tokens: int = Field(1024, ge=16, description="Longest answer, in tokens.")
     max_retries: int = Field(
-        2, ge=0, le=10, description="Retries (with backoff) on timeouts, 429 and 5xx."
+        2,
+        ge=0,
+        le=10,
+        description="Retries (with backoff) on timeouts, 429 and 5xx, before the first token.",
+    )
+    deadline: float = Field(
+        90.0,
+        gt=0,
+        description="Seconds a user waits at most for one answer, queue and retries included; "
+        "then the localised fallback (error llm_timeout).",
     )
 
 
@@ -91,6 +100,15 @@ class ServerSettings(BaseModel):
     max_message_chars: int = Field(4000, ge=1, description="Longest chat message accepted.")
     max_body_kb: int = Field(256, ge=1, description="Largest JSON request body accepted (KiB).")
     max_upload_mb: float = Field(50.0, gt=0, description="Largest upload request accepted (MB).")
+    max_concurrent_chats: int = Field(
+        8, ge=1, description="API chats (/api/chat, /v1) talking to the LLM at the same time."
+    )
+    max_queued_chats: int = Field(
+        32, ge=0, description="API chats waiting for a slot; beyond this: 503 with Retry-After."
+    )
+    sse_keepalive: float = Field(
+        10.0, gt=0, description="Seconds between `: keep-alive` comments on a silent SSE stream."
+    )
 
 
 class WidgetKey(BaseModel):

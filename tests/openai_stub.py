@@ -16,9 +16,12 @@ Fault injection goes through `mode`:
 * ``"500"``  - HTTP 500 with an OpenAI-style ``server_error`` body;
 * ``"429"``  - HTTP 429, ``Retry-After: 0``, ``rate_limit_exceeded`` body;
 * ``"hang"`` - wait `hang_seconds` before answering normally (stop() interrupts the wait);
-* ``"down"`` - stop listening, so clients get "connection refused" (permanent).
+* ``"down"`` - stop listening, so clients get "connection refused" (permanent);
+* ``"cut"``  - a stream sends `cut_after` content pieces, then the socket closes: no
+  ``finish_reason``, no ``[DONE]``, the body simply ends (a proxy or server that died midway).
+  Non-streaming requests get a truncated JSON body.
 
-With `fail_times` set, ``"500"`` / ``"429"`` / ``"hang"`` apply only to the first N chat requests
+With `fail_times` set, ``"500"`` / ``"429"`` / ``"hang"`` / ``"cut"`` apply only to the first N chat requests
 (counted from the start, all modes included); later ones are answered normally (retry tests).
 Every chat request is recorded in `requests` / `headers` before any fault is applied.
 """
@@ -37,7 +40,7 @@ from typing import Any
 
 __all__ = ["MODES", "OpenAIStub", "condensing"]
 
-MODES = ("ok", "500", "429", "hang", "down")
+MODES = ("ok", "500", "429", "hang", "down", "cut")
 
 _DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -154,7 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a broken reply function shows up as a server error
             self._send_json(500, _error_body(f"stub reply failed: {exc!r}", "server_error"))
             return
-        if body.get("stream"):
+        if fault == "cut":
+            self._cut(body, text)
+        elif body.get("stream"):
             self._stream(body, text)
         else:
             self._send_json(200, stub._completion(body, text))
@@ -180,6 +185,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+    def _cut(self, body: dict[str, Any], text: str) -> None:
+        """Send the start of the answer, then close: the body ends where the connection does."""
+        stub = self.server.stub
+        self.send_response(200)
+        self.close_connection = True
+        if body.get("stream"):
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")  # no length, not chunked: EOF ends the body
+            self.end_headers()
+            for chunk in stub._chunks(body, text)[: 1 + stub.cut_after]:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+        else:
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(json.dumps(stub._completion(body, text)).encode()[:40])
+        self.wfile.flush()
+
+
 class OpenAIStub:
     """An OpenAI-compatible chat server on ``127.0.0.1`` (random free port), for tests.
 
@@ -192,6 +217,7 @@ class OpenAIStub:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.hang_seconds: float = 30.0
+        self.cut_after: int = 3  # content pieces a "cut" stream sends before closing
         self.fail_times: int | None = None
         self.base_url: str = ""
         self._mode = "ok"

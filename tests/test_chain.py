@@ -5,6 +5,7 @@ No torch, no model, no network: every case runs in milliseconds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,13 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.exceptions import (
+    ModelAPIError,
+    ModelAuthenticationError,
+    ModelConnectionError,
+    ModelRateLimitError,
+    ModelTimeoutError,
+)
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk
 from langchain_core.outputs import ChatResult as LCChatResult
@@ -47,12 +54,14 @@ class FakeRetriever(Retriever):
 
 
 Reply = str | BaseException | list[str | BaseException]
+CUT = "<cut>"  # in a scripted reply: the stream ends here, without a finish reason
 
 
 class RecordingChatModel(BaseChatModel):
     """Records the messages of each call; replies in order with text, a raise, or a script.
 
-    A reply that is a list is streamed piece by piece; an exception in it is raised at that point.
+    A reply that is a list is streamed piece by piece; an exception in it is raised at that point,
+    and CUT ends the stream without the finish reason a real provider sends last.
     """
 
     replies: list[Any] = Field(default_factory=list)
@@ -95,12 +104,16 @@ class RecordingChatModel(BaseChatModel):
         for i, piece in enumerate(pieces):
             if isinstance(piece, BaseException):
                 raise piece
+            if piece == CUT:
+                return
             text = piece if not isinstance(reply, str) or i == 0 else " " + piece
             yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+        done = AIMessageChunk(content="", response_metadata={"finish_reason": "stop"})
+        yield ChatGenerationChunk(message=done)
 
 
-def generic(*texts: str) -> GenericFakeChatModel:
-    return GenericFakeChatModel(messages=iter([AIMessage(t) for t in texts]))
+def generic(*texts: str) -> RecordingChatModel:
+    return RecordingChatModel(replies=list(texts))
 
 
 def source(number: int, text: str, **kw: Any) -> Source:
@@ -288,13 +301,23 @@ def test_no_sources_answers_without_calling_the_llm(prompts: PromptSet) -> None:
 # --------------------------------------------------------------------------- LLM faults
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("boom"), ConnectionError("refused")])
-def test_llm_failure_falls_back_to_passages(prompts: PromptSet, exc: Exception) -> None:
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (RuntimeError("boom"), "llm_error"),
+        (ModelConnectionError("refused http://10.0.0.1"), "llm_unavailable"),
+        (ModelAPIError("upstream body"), "llm_unavailable"),
+        (ModelTimeoutError("read timed out"), "llm_timeout"),
+        (ModelRateLimitError("slow down"), "llm_rate_limited"),
+    ],
+)
+def test_llm_failure_falls_back_to_passages(prompts: PromptSet, exc: Exception, code: str) -> None:
     llm = RecordingChatModel(replies=[exc])
     chain = ChatChain(FakeRetriever(SOURCES), prompts, llm)
     tokens, result = run(chain, DE_QUESTION)  # nothing raises
     assert len(llm.calls) == 1
-    assert result.error == f"{type(exc).__name__}: {exc}"
+    assert result.error == code  # a stable code; the exception's text stays in the log
+    assert str(exc) not in result.answer and type(exc).__name__ not in result.answer
     assert result.answer.startswith(prompts.message("de", "llm_error"))
     assert "[1] Die Garantie der Batterie gilt acht Jahre." in result.answer
     assert "[2]" in result.answer
@@ -312,8 +335,81 @@ def test_llm_failure_mid_stream_keeps_the_tokens(prompts: PromptSet) -> None:
     assert tokens[2].startswith("\n\n" + prompts.message("de", "llm_error"))
     assert result.answer == "".join(tokens)
     assert result.answer.startswith("Die Garantie gilt [1]\n\n")
-    assert result.error == "RuntimeError: boom"
+    assert result.error == "llm_incomplete" and result.finish_reason == "length"
     assert result.cited == [1, 2]
+
+
+def test_stream_without_finish_reason_is_incomplete(prompts: PromptSet) -> None:
+    """A cut connection ends the stream quietly; without a finish reason it is not an answer."""
+    llm = RecordingChatModel(replies=[["Die Garantie", " gilt", CUT]])
+    chain = ChatChain(FakeRetriever(SOURCES), prompts, llm, retries=2)
+    tokens, result = run(chain, DE_QUESTION)
+    assert tokens[:2] == ["Die Garantie", " gilt"]
+    assert tokens[2] == "\n\n" + chain._extractive("de", SOURCES, "llm_error")
+    assert result.error == "llm_incomplete" and result.finish_reason == "length"
+    assert len(llm.calls) == 1  # text was shown: a retry would repeat it
+
+
+def test_complete_stream_reports_stop(prompts: PromptSet) -> None:
+    _, result = run(ChatChain(FakeRetriever(SOURCES), prompts, generic("Acht [1].")), DE_QUESTION)
+    assert result.error is None and result.finish_reason == "stop"
+
+
+def test_retryable_faults_are_retried_before_the_first_token(prompts: PromptSet) -> None:
+    llm = RecordingChatModel(replies=[ModelAPIError("502"), ["", CUT], "Acht Jahre [1]."])
+    chain = ChatChain(FakeRetriever(SOURCES), prompts, llm, retries=2, deadline=30)
+    _, result = run(chain, DE_QUESTION)
+    assert len(llm.calls) == 3 and result.error is None
+    assert result.answer == "Acht Jahre [1]."
+
+
+def test_non_retryable_faults_are_not_retried(prompts: PromptSet) -> None:
+    llm = RecordingChatModel(replies=[ModelAuthenticationError("bad key"), "unused"])
+    chain = ChatChain(FakeRetriever(SOURCES), prompts, llm, retries=2)
+    _, result = run(chain, DE_QUESTION)
+    assert len(llm.calls) == 1 and result.error == "llm_unavailable"
+
+
+class SlowChatModel(RecordingChatModel):
+    """Streams one word every `pause` seconds; records the timeout each call was given."""
+
+    pause: float = 0.2
+    timeouts: list[Any] = Field(default_factory=list)
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        self.timeouts.append(kwargs.get("timeout"))
+        for word in ["eins ", "zwei ", "drei ", "vier ", "fünf ", "sechs "] * 10:
+            time.sleep(self.pause)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word))
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"})
+        )
+
+
+def test_deadline_bounds_the_whole_answer(prompts: PromptSet) -> None:
+    llm = SlowChatModel()
+    chain = ChatChain(
+        FakeRetriever(SOURCES), prompts, llm, deadline=1.0, attempt_timeout=60, retries=2
+    )
+    started = time.monotonic()
+    tokens, result = run(chain, DE_QUESTION)
+    assert time.monotonic() - started < 3  # 60 words at 0.2 s would take 12 s
+    assert 0 < llm.timeouts[0] <= 1.0  # the request's own timeout is what is left, not 60
+    assert result.error == "llm_timeout" and result.finish_reason == "length"
+    assert result.answer.startswith("eins ") and "\n\n" + prompts.message("de", "llm_error") in (
+        result.answer
+    )
+
+
+def test_deadline_already_passed_calls_no_llm(prompts: PromptSet) -> None:
+    llm = RecordingChatModel(replies=["unused"])
+    chain = ChatChain(FakeRetriever(SOURCES), prompts, llm)
+    result = [e for e in chain.stream(DE_QUESTION, deadline=time.monotonic() - 1)][-1]
+    assert isinstance(result, Done) and result.result.error == "llm_timeout"
+    assert llm.calls == []
+    assert result.result.answer.startswith(prompts.message("de", "llm_error"))
 
 
 # --------------------------------------------------------------------------- history

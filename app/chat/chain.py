@@ -5,8 +5,13 @@
 2. Retrieval across languages, with the embedding profile's query form and a relevance cut-off.
 3. Numbered sources as delimited data; the LLM answers in the question's language, citing [n],
    streaming. Without an LLM: the best passages, quoted with their numbers, under a short note.
-4. LLM faults (after the client's own retries) become a short localised message plus the
-   passages found; nothing raises to the caller.
+4. LLM faults become a short localised message plus the passages found (after any partial text);
+   nothing raises to the caller. The result carries a stable code (`app.chat.types.LLM_ERRORS`);
+   the upstream detail goes to the log only. A stream that ends without a finish reason (a cut
+   connection) is a fault too, never a complete answer.
+5. The whole answer, retries included, ends by one deadline: each attempt's timeout is what is
+   left of it, retries happen only before the first token, and the stream is checked between
+   tokens. A hung LLM therefore costs a user at most the deadline, not timeout x retries.
 """
 
 from __future__ import annotations
@@ -16,13 +21,19 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from langchain_core.exceptions import (
+    ModelConnectionError,
+    ModelError,
+    ModelRateLimitError,
+    ModelTimeoutError,
+)
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 
-from app.chat.types import ChatResult, Done, Source, Token, Turn
+from app.chat.types import ChatResult, Done, LLMError, Source, Token, Turn
 from ingestion.language import detect_language
 
 if TYPE_CHECKING:
@@ -35,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 EXCERPT_CHARS = 700
+_TEXT = StrOutputParser()
 
 
 def question_language(
@@ -65,6 +77,27 @@ def format_context(sources: Sequence[Source]) -> str:
     return "\n".join(blocks)
 
 
+class LLMFault(Exception):
+    """An answer attempt that failed; `code` is what callers see, the cause is for the log."""
+
+    def __init__(self, code: LLMError, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code: LLMError = code
+
+
+def error_code(exc: BaseException) -> LLMError:
+    """LangChain's provider-neutral error classes mapped to the stable codes users see."""
+    if isinstance(exc, LLMFault):
+        return exc.code
+    if isinstance(exc, ModelTimeoutError):
+        return "llm_timeout"
+    if isinstance(exc, ModelRateLimitError):
+        return "llm_rate_limited"
+    if isinstance(exc, ModelConnectionError | ModelError):
+        return "llm_unavailable"
+    return "llm_error"
+
+
 def cited_numbers(answer: str, sources: Sequence[Source]) -> list[int]:
     known = {s.number for s in sources}
     return sorted({n for n in map(int, _CITATION.findall(answer)) if n in known})
@@ -80,25 +113,32 @@ class ChatChain:
         llm: BaseChatModel | None,
         *,
         history_turns: int = 6,
+        deadline: float | None = None,
+        attempt_timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
+        """`deadline`: seconds for the whole answer (None: unbounded); `attempt_timeout`: the
+        most one LLM request may take, passed per call (None: the client's own); `retries`:
+        further attempts on retryable faults, only before the first token."""
         self.retriever = retriever
         self.prompts = prompts
         self.llm = llm
         self.history_turns = history_turns
-        self._answer: Runnable | None = None
+        self.deadline = deadline
+        self.attempt_timeout = attempt_timeout
+        self.retries = retries
+        self._answer_prompt: Runnable | None = None
         self._condense: Runnable | None = None
         if llm is not None:
-            answer_prompt = ChatPromptTemplate.from_messages(
+            self._answer_prompt = ChatPromptTemplate.from_messages(
                 [
                     ("system", prompts.system),
                     MessagesPlaceholder("history"),
                     ("human", prompts.answer),
                 ]
             )
-            self._answer = answer_prompt | llm | StrOutputParser()
-            self._condense = (
-                PromptTemplate.from_template(prompts.condense) | llm | StrOutputParser()
-            )
+            self._condense_prompt = PromptTemplate.from_template(prompts.condense)
+            self._condense = self._condense_prompt | llm | _TEXT
 
     @property
     def mode(self) -> str:
@@ -110,16 +150,22 @@ class ChatChain:
                 return event.result
         raise AssertionError("stream ended without a result")  # pragma: no cover
 
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> Iterator[Token | Done]:
-        """Tokens as they arrive, then one Done with the structured result."""
+    def stream(
+        self, question: str, history: Sequence[Turn] = (), *, deadline: float | None = None
+    ) -> Iterator[Token | Done]:
+        """Tokens as they arrive, then one Done with the structured result. `deadline` is a
+        `time.monotonic()` instant (a server passes the one set when the request arrived);
+        None: now plus the chain's own deadline."""
+        if deadline is None and self.deadline is not None:
+            deadline = time.monotonic() + self.deadline
         history = list(history)[-2 * self.history_turns :] if self.history_turns else []
         language = question_language(question, history, self.prompts.languages)
-        query = self.standalone_question(question, history)
+        query = self.standalone_question(question, history, deadline)
         started = time.perf_counter()
         sources = self.retriever.retrieve(query)
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
         result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
-        if self._answer is None:
+        if self._answer_prompt is None:
             result.answer = self._extractive(language, sources, "no_llm")
             yield Token(result.answer)
             yield Done(result)
@@ -131,20 +177,25 @@ class ChatChain:
             yield Done(result)
             return
         parts: list[str] = []
+        messages = self._answer_prompt.invoke(
+            {
+                "context": format_context(sources),
+                "question": question,
+                "language_name": self.prompts.language_name(language),
+                "history": _messages(history),
+            }
+        )
         try:
-            for piece in self._answer.stream(
-                {
-                    "context": format_context(sources),
-                    "question": question,
-                    "language_name": self.prompts.language_name(language),
-                    "history": _messages(history),
-                }
-            ):
+            for piece in self._generate(messages, deadline, result):
                 parts.append(piece)
                 yield Token(piece)
-        except Exception as exc:  # every LLM fault, after the client's retries
-            log.warning("LLM call failed: %s: %s", type(exc).__name__, exc)
-            result.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # every LLM fault, after the retries the deadline allows
+            result.error = error_code(exc)
+            if parts and result.error != "llm_timeout":
+                result.error = "llm_incomplete"  # the answer so far is cut, whatever cut it
+            if parts:
+                result.finish_reason = "length"  # OpenAI's word for an answer cut short
+            log.warning("LLM answer failed (%s): %s: %s", result.error, type(exc).__name__, exc)
             fallback = self._extractive(language, sources, "llm_error")
             fallback = f"\n\n{fallback}" if parts else fallback
             parts.append(fallback)
@@ -153,7 +204,58 @@ class ChatChain:
         result.cited = cited_numbers(result.answer, sources)
         yield Done(result)
 
-    def standalone_question(self, question: str, history: Sequence[Turn]) -> str:
+    def _generate(self, messages: Any, deadline: float | None, result: ChatResult) -> Iterator[str]:
+        """The answer's text pieces; raises LLMFault unless the model says it finished (then
+        `result.finish_reason` is set).
+
+        Retries (with backoff, honouring Retry-After) only while nothing was yielded, and only
+        while the deadline leaves room; each attempt may take only what is left of it."""
+        assert self.llm is not None
+        attempt = 0
+        while True:
+            kwargs: dict[str, Any] = {}
+            timeout = _left(deadline, self.attempt_timeout)
+            if timeout is not None:
+                if timeout <= 0:
+                    raise LLMFault("llm_timeout", "deadline reached before the LLM answered")
+                kwargs["timeout"] = timeout
+            yielded, finish = False, None
+            try:
+                chunks = self.llm.stream(messages, **kwargs)
+                try:
+                    for chunk in chunks:
+                        finish = chunk.response_metadata.get("finish_reason") or finish
+                        text = str(chunk.text)
+                        if text:
+                            yielded = True
+                            yield text
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise LLMFault("llm_timeout", "deadline reached mid-answer")
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()  # drops the upstream connection at once
+                if finish is None:
+                    raise LLMFault("llm_incomplete", "the stream ended without a finish reason")
+                result.finish_reason = "length" if finish == "length" else "stop"
+                return
+            except Exception as exc:
+                retryable = (isinstance(exc, ModelError) and exc.is_retryable) or error_code(
+                    exc
+                ) == "llm_incomplete"
+                if yielded or not retryable or attempt >= self.retries:
+                    raise
+                delay = _retry_after(exc) or min(0.5 * 2**attempt, 8.0)
+                left = _left(deadline, None)
+                if left is not None and delay >= left:
+                    raise
+                log.info("LLM attempt %d failed (%s), retrying in %.1f s", attempt + 1, exc, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def standalone_question(
+        self, question: str, history: Sequence[Turn], deadline: float | None = None
+    ) -> str:
         """What retrieval searches for; never what the answer step is asked."""
         earlier = [t.content for t in history if t.role == "user"]
         if not earlier:
@@ -161,9 +263,13 @@ class ChatChain:
         if self._condense is not None:
             transcript = "\n".join(f"{t.role}: {t.content}" for t in history)
             try:
-                condensed = str(
-                    self._condense.invoke({"history": transcript, "question": question})
-                )
+                timeout = _left(deadline, self.attempt_timeout)
+                if timeout is not None and timeout <= 0:
+                    raise LLMFault("llm_timeout", "deadline reached before condensing")
+                condense = self._condense
+                if timeout is not None:
+                    condense = self._condense_prompt | self.llm.bind(timeout=timeout) | _TEXT
+                condensed = str(condense.invoke({"history": transcript, "question": question}))
                 if condensed.strip():
                     return condensed.strip()
             except Exception as exc:  # fall back to the turns themselves
@@ -181,6 +287,24 @@ class ChatChain:
             where = f"{where} ({s.source})" if where else s.source
             lines.append(f"[{s.number}] {excerpt.strip()}\n    — {where}")
         return "\n".join(lines)
+
+
+def _left(deadline: float | None, cap: float | None) -> float | None:
+    """Seconds left before `deadline`, no more than `cap`; None when neither bounds it."""
+    if deadline is None:
+        return cap
+    left = deadline - time.monotonic()
+    return left if cap is None else min(left, cap)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The upstream's Retry-After in seconds, when its response carried one."""
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("retry-after") if response else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _messages(history: Sequence[Turn]) -> list[BaseMessage]:

@@ -42,4 +42,12 @@ def build_chat_chain(
     if min_score is None:
         min_score = default_min_score(embedder.spec.model_id)
     retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score)
-    return ChatChain(retriever, prompts, llm, history_turns=settings.retrieval.history_turns)
+    return ChatChain(
+        retriever,
+        prompts,
+        llm,
+        history_turns=settings.retrieval.history_turns,
+        deadline=settings.llm.deadline,
+        attempt_timeout=settings.llm.timeout,
+        retries=settings.llm.max_retries,
+    )

@@ -25,6 +25,6 @@ def build_chat_model(settings: Settings) -> BaseChatModel | None:
         base_url=settings.openai_base_url,
         temperature=llm.temperature,
         timeout=llm.timeout,
-        max_retries=llm.max_retries,  # the openai client backs off on timeouts, 429 and 5xx
+        max_retries=0,  # the chain retries itself, within the answer's deadline
         max_tokens=llm.max_tokens,
     )

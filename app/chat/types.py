@@ -7,6 +7,22 @@ from typing import Any, Literal
 
 Mode = Literal["generative", "extractive"]
 
+LLMError = Literal[
+    "llm_timeout",  # the deadline (or a request's timeout) passed before the answer finished
+    "llm_rate_limited",  # the LLM refused with 429 after the retries the deadline allowed
+    "llm_unavailable",  # unreachable, 5xx, or refused the request (auth, unknown model)
+    "llm_incomplete",  # the answer started, then the stream broke off (no finish reason)
+    "llm_error",  # anything else
+]
+"""Stable codes for `ChatResult.error`: what API clients see; the upstream detail is logged."""
+LLM_ERRORS: tuple[LLMError, ...] = (
+    "llm_timeout",
+    "llm_rate_limited",
+    "llm_unavailable",
+    "llm_incomplete",
+    "llm_error",
+)
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -35,7 +51,8 @@ class ChatResult:
     mode: Mode
     grounded: bool  # whether any passage passed the relevance cut-off
     retrieval_query: str = ""
-    error: str | None = None  # set when the LLM failed and the answer is the fallback
+    error: LLMError | None = None  # set when the LLM failed: the answer ends with the fallback
+    finish_reason: Literal["stop", "length"] = "stop"  # "length": the LLM's text was cut short
     cited: list[int] = field(default_factory=list)
     retrieval_ms: float = 0.0  # embedding the query and searching the store
 
