@@ -21,8 +21,8 @@ Fault injection goes through `mode`:
   ``finish_reason``, no ``[DONE]``, the body simply ends (a proxy or server that died midway).
   Non-streaming requests get a truncated JSON body.
 
-With `fail_times` set, ``"500"`` / ``"429"`` / ``"hang"`` / ``"cut"`` apply only to the first N chat requests
-(counted from the start, all modes included); later ones are answered normally (retry tests).
+With `fail_times` set, ``"500"`` / ``"429"`` / ``"hang"`` / ``"cut"`` apply only to the first N
+chat requests (counted from the start, all modes included); later ones are answered normally.
 Every chat request is recorded in `requests` / `headers` before any fault is applied.
 """
 
@@ -183,7 +183,6 @@ class _Handler(BaseHTTPRequestHandler):
         send("[DONE]")
         self.wfile.write(b"0\r\n\r\n")  # end of the chunked body
         self.wfile.flush()
-
 
     def _cut(self, body: dict[str, Any], text: str) -> None:
         """Send the start of the answer, then close: the body ends where the connection does."""

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.exceptions import (
     ModelAPIError,
     ModelAuthenticationError,
@@ -20,6 +19,7 @@ from langchain_core.exceptions import (
     ModelRateLimitError,
     ModelTimeoutError,
 )
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk
 from langchain_core.outputs import ChatResult as LCChatResult
@@ -394,7 +394,7 @@ def test_deadline_bounds_the_whole_answer(prompts: PromptSet) -> None:
         FakeRetriever(SOURCES), prompts, llm, deadline=1.0, attempt_timeout=60, retries=2
     )
     started = time.monotonic()
-    tokens, result = run(chain, DE_QUESTION)
+    _, result = run(chain, DE_QUESTION)
     assert time.monotonic() - started < 3  # 60 words at 0.2 s would take 12 s
     assert 0 < llm.timeouts[0] <= 1.0  # the request's own timeout is what is left, not 60
     assert result.error == "llm_timeout" and result.finish_reason == "length"

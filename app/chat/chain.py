@@ -260,7 +260,7 @@ class ChatChain:
         earlier = [t.content for t in history if t.role == "user"]
         if not earlier:
             return question
-        if self._condense is not None:
+        if self._condense is not None and self.llm is not None:
             transcript = "\n".join(f"{t.role}: {t.content}" for t in history)
             try:
                 timeout = _left(deadline, self.attempt_timeout)
