@@ -144,8 +144,10 @@ class ChatChain:
     def mode(self) -> str:
         return "generative" if self.llm is not None else "extractive"
 
-    def invoke(self, question: str, history: Sequence[Turn] = ()) -> ChatResult:
-        for event in self.stream(question, history):
+    def invoke(
+        self, question: str, history: Sequence[Turn] = (), *, deadline: float | None = None
+    ) -> ChatResult:
+        for event in self.stream(question, history, deadline=deadline):
             if isinstance(event, Done):
                 return event.result
         raise AssertionError("stream ended without a result")  # pragma: no cover

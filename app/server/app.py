@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -16,6 +18,7 @@ from slowapi.errors import RateLimitExceeded
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.server.access import allowed_origins, widget_keys
+from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
 from app.server.routes_admin import admin_router
 from app.server.routes_chat import chat_router
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+READY_TIMEOUT_S = 2.0  # a store that takes longer to answer a heartbeat is not ready
 log = logging.getLogger(__name__)
 _FROM_SETTINGS: Any = object()
 
@@ -98,6 +102,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.chat_gate = ChatGate(
+        settings.server.max_concurrent_chats, settings.server.max_queued_chats
+    )
     limiter = make_limiter()
     app.state.limiter = limiter
     app.add_exception_handler(RateLimitExceeded, _rate_limited)  # type: ignore[arg-type]
@@ -134,15 +141,26 @@ def create_app(
 
 
 def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
+    # Its own worker thread, so a full thread pool (chats on a slow LLM) cannot delay readiness.
+    ready_threads = anyio.CapacityLimiter(1)
+
     @app.get("/api/health", tags=["health"])
-    def health() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers (on the event loop: no worker thread needed)."""
         return {"status": "ok"}
 
     @app.get("/api/ready", tags=["health"])
-    def ready(request: Request) -> JSONResponse:
-        """Readiness: the model is loaded and the store answers."""
-        checks = request.app.state.services.ready()
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: the model is loaded and the store answers within READY_TIMEOUT_S."""
+        services = request.app.state.services
+        try:
+            with anyio.fail_after(READY_TIMEOUT_S):
+                checks = await anyio.to_thread.run_sync(
+                    services.ready, limiter=ready_threads, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            model = bool(getattr(services.embedder, "loaded", True))
+            checks = {"model": model, "store": False, "store_error": "timeout", "ready": False}
         return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
 
     @app.get("/widget.js", include_in_schema=False)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, create_engine, select
+from sqlalchemy import DDL, Engine, ForeignKey, String, Text, create_engine, inspect, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from app.chat.types import ChatResult, Turn
@@ -44,6 +44,8 @@ class Message(Base):
     language: Mapped[str] = mapped_column(String(16), default="")
     mode: Mapped[str] = mapped_column(String(16), default="")
     created: Mapped[datetime] = mapped_column(default=_now)
+    # A stable code (llm_incomplete, llm_timeout, ...) when the answer ends with the fallback.
+    error: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class Feedback(Base):
@@ -67,6 +69,7 @@ class ConversationStore:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, pool_pre_ping=True)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def open_session(self, session_id: str | None, collection: str) -> str:
@@ -100,6 +103,7 @@ class ConversationStore:
                 sources=json.dumps([asdict(s) for s in result.sources], ensure_ascii=False),
                 language=result.language,
                 mode=result.mode,
+                error=result.error,
             )
             db.add(answer)
             db.flush()
@@ -129,6 +133,7 @@ class ConversationStore:
                         "sources": json.loads(m.sources),
                         "language": m.language,
                         "mode": m.mode,
+                        "error": m.error,
                         "created": m.created.isoformat(),
                         "feedback": ratings[-1] if ratings else None,
                     }
@@ -154,3 +159,24 @@ class ConversationStore:
         with self._session() as db:
             rows = db.scalars(select(Feedback).where(Feedback.message_id == message_id))
             return [{"rating": f.rating, "comment": f.comment} for f in rows]
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Add columns the models gained since a database was created (nullable ones only), so an
+    existing SQLite or Postgres database keeps working after an upgrade. Idempotent; a schema
+    change beyond added columns would call for Alembic."""
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as conn:
+            for column in missing:
+                if not column.nullable:
+                    raise RuntimeError(f"cannot add required column {table.name}.{column.name}")
+                quote = engine.dialect.identifier_preparer.quote
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(
+                    DDL(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}")
+                )

@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
 
 from app.chat.types import Token
 from app.server.access import ChatCaller, rate_key_by_widget
+from app.server.chat_gate import (
+    RETRY_AFTER_S,
+    ChatGate,
+    ChatsBusy,
+    Ticket,
+    run_sync,
+    slot_with_keepalive,
+    with_keepalive,
+)
 from app.server.db import UnknownSession
 from app.server.services import Completed, NotFound, Services
 
@@ -55,33 +65,88 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see traffic
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def busy_response() -> JSONResponse:
+    """503 at once when every chat slot and queue place is taken."""
+    return JSONResponse(
+        {"detail": f"too many chats in progress; try again in {RETRY_AFTER_S} s"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+def admit(request: Request) -> Ticket:
+    gate: ChatGate = request.app.state.chat_gate
+    return gate.admit()  # ChatsBusy when full
+
+
+async def gated_events(
+    ticket: Ticket, deadline: float, interval: float, start: Any
+) -> AsyncIterator[Any]:
+    """Wait for a chat slot, then the blocking `start()` iterator's events; None for every
+    `interval` seconds of silence, for the caller to send a keep-alive. Releases the ticket."""
+    try:
+        async for outcome in slot_with_keepalive(ticket, deadline, interval):
+            if outcome is None:
+                yield None
+        async for event in with_keepalive(start(), interval):
+            yield event
+    finally:
+        ticket.release()
+
+
 def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["chat"])
 
     @router.post("/chat")
     @limiter.limit(rate, key_func=rate_key_by_widget)
     @limiter.limit(rate)
-    def chat(request: Request, body: ChatRequest, caller: ChatCaller) -> Any:
+    async def chat(request: Request, body: ChatRequest, caller: ChatCaller) -> Any:
         """Answer one message. `stream: true` gives `token` events, then `sources`, then
-        `done` with the session id."""
+        `done` with the session id; `: keep-alive` comments while waiting. 503 with
+        Retry-After when too many chats are in progress."""
         services: Services = request.app.state.services
+        deadline = time.monotonic() + services.settings.llm.deadline
         limit = services.settings.server.max_message_chars
         if len(body.message) > limit:
             raise HTTPException(422, f"message is longer than {limit} characters")
         collection = caller.collection(body.collection, services.settings.collection)
         try:
-            services.chain(collection)  # unknown collection: 404 before any streaming
+            await run_sync(lambda: services.chain(collection))  # unknown: 404 before streaming
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
-        events = services.chat(body.message, session_id=body.session_id, collection=collection)
+        try:
+            ticket = admit(request)
+        except ChatsBusy:
+            return busy_response()
+
+        def events() -> Iterator[Token | Completed]:
+            return services.chat(
+                body.message, session_id=body.session_id, collection=collection, deadline=deadline
+            )
+
         if not body.stream:
-            for event in events:
-                if isinstance(event, Completed):
-                    return result_body(event)
+            try:
+                await ticket.wait(deadline)
+                done = await run_sync(
+                    lambda: services.ask(
+                        body.message,
+                        session_id=body.session_id,
+                        collection=collection,
+                        deadline=deadline,
+                    )
+                )
+            finally:
+                ticket.release()
+            return result_body(done)
+        interval = services.settings.server.sse_keepalive
         return StreamingResponse(
-            _sse_events(events),
+            _sse_events(gated_events(ticket, deadline, interval, events)),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers=SSE_HEADERS,
         )
 
     @router.get("/sessions/{session_id}")
@@ -112,10 +177,12 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     return router
 
 
-def _sse_events(events: Iterator[Token | Completed]) -> Iterator[str]:
+async def _sse_events(events: AsyncIterator[Token | Completed | None]) -> AsyncIterator[str]:
     try:
-        for event in events:
-            if isinstance(event, Token):
+        async for event in events:
+            if event is None:
+                yield KEEPALIVE
+            elif isinstance(event, Token):
                 yield sse("token", {"text": event.text})
             else:
                 body = result_body(event)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -17,6 +17,8 @@ from slowapi import Limiter
 
 from app.chat.types import ChatResult, Done, Token, Turn
 from app.server.access import ChatCaller, rate_key_by_widget
+from app.server.chat_gate import RETRY_AFTER_S, ChatsBusy, run_sync
+from app.server.routes_chat import KEEPALIVE, admit, gated_events
 from app.server.services import NotFound, Services
 
 
@@ -61,8 +63,12 @@ def openai_router(limiter: Limiter, rate: str) -> APIRouter:
     @router.post("/chat/completions")
     @limiter.limit(rate, key_func=rate_key_by_widget)
     @limiter.limit(rate)
-    def completions(request: Request, body: CompletionRequest, caller: ChatCaller) -> Any:
+    async def completions(request: Request, body: CompletionRequest, caller: ChatCaller) -> Any:
+        """A chat completion over a knowledge base. When the LLM failed, `kbchat.error` holds a
+        stable code and `finish_reason` is "length" if its text was cut short; 503 with
+        Retry-After when too many chats are in progress."""
         services: Services = request.app.state.services
+        deadline = time.monotonic() + services.settings.llm.deadline
         collection = caller.collection(body.model, services.settings.collection)
         turns = [
             Turn("user" if m.role == "user" else "assistant", _text(m.content))
@@ -79,17 +85,36 @@ def openai_router(limiter: Limiter, rate: str) -> APIRouter:
                 422, f"message is longer than {limit} characters", "invalid_request_error"
             )
         try:
-            chain = services.chain(collection)
+            chain = await run_sync(lambda: services.chain(collection))
         except NotFound as exc:
             return _error(404, str(exc), "not_found_error")
-        events = chain.stream(turns[-1].content, turns[:-1])
+        try:
+            ticket = admit(request)
+        except ChatsBusy:
+            response = _error(
+                503, f"too many chats in progress; try again in {RETRY_AFTER_S} s", "server_error"
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+
+        def events() -> Iterator[Token | Done]:
+            return chain.stream(turns[-1].content, turns[:-1], deadline=deadline)
+
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
-            for event in events:
-                if isinstance(event, Done):
-                    return _completion(ident, created, collection, event.result)
+            try:
+                await ticket.wait(deadline)
+                result = await run_sync(
+                    lambda: chain.invoke(turns[-1].content, turns[:-1], deadline=deadline)
+                )
+            finally:
+                ticket.release()
+            return _completion(ident, created, collection, result)
+        interval = services.settings.server.sse_keepalive
         return StreamingResponse(
-            _chunks(ident, created, collection, events), media_type="text/event-stream"
+            _chunks(ident, created, collection, gated_events(ticket, deadline, interval, events)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     return router
@@ -118,7 +143,7 @@ def _completion(ident: str, created: int, model: str, result: ChatResult) -> dic
         "choices": [
             {
                 "index": 0,
-                "finish_reason": "stop",
+                "finish_reason": result.finish_reason,
                 "message": {"role": "assistant", "content": result.answer},
             }
         ],
@@ -127,7 +152,9 @@ def _completion(ident: str, created: int, model: str, result: ChatResult) -> dic
     }
 
 
-def _chunks(ident: str, created: int, model: str, events: Iterator[Token | Done]) -> Iterator[str]:
+async def _chunks(
+    ident: str, created: int, model: str, events: AsyncIterator[Token | Done | None]
+) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         body = {
             "id": ident,
@@ -140,9 +167,11 @@ def _chunks(ident: str, created: int, model: str, events: Iterator[Token | Done]
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    for event in events:
-        if isinstance(event, Token):
+    async for event in events:
+        if event is None:
+            yield KEEPALIVE
+        elif isinstance(event, Token):
             yield chunk({"content": event.text})
         else:
-            yield chunk({}, "stop", **_extra(event.result))
+            yield chunk({}, event.result.finish_reason, **_extra(event.result))
     yield "data: [DONE]\n\n"

@@ -81,14 +81,20 @@ class Services:
             return self._chains[collection]
 
     def chat(
-        self, message: str, *, session_id: str | None = None, collection: str | None = None
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        collection: str | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Token | Completed]:
-        """Stream one turn; the exchange is stored once the answer is complete."""
+        """Stream one turn; the exchange is stored once the answer ends (with its error code
+        when the LLM failed). `deadline`: a `time.monotonic()` instant; None: the chain's own."""
         name = collection or self.settings.collection
         chain = self.chain(name)
         session = self.conversations.open_session(session_id, name)
         history = self.conversations.history(session)
-        for event in chain.stream(message, history):
+        for event in chain.stream(message, history, deadline=deadline):
             if isinstance(event, Done):
                 message_id = self.conversations.add_exchange(session, message, event.result)
                 yield Completed(event.result, session, message_id)
@@ -96,9 +102,15 @@ class Services:
                 yield event
 
     def ask(
-        self, message: str, *, session_id: str | None = None, collection: str | None = None
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        collection: str | None = None,
+        deadline: float | None = None,
     ) -> Completed:
-        for event in self.chat(message, session_id=session_id, collection=collection):
+        events = self.chat(message, session_id=session_id, collection=collection, deadline=deadline)
+        for event in events:
             if isinstance(event, Completed):
                 return event
         raise AssertionError("chat stream ended without a result")  # pragma: no cover
