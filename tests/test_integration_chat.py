@@ -127,7 +127,15 @@ def test_extractive_mode_without_llm(kb: Path, e5: Any) -> None:
     assert result.sources[0].source == "en/tea.txt"
 
 
-@pytest.mark.parametrize("mode", ["500", "429", "hang", "down"])
+FAULT_CODES = {
+    "500": "llm_unavailable",
+    "429": "llm_rate_limited",
+    "hang": "llm_timeout",
+    "down": "llm_unavailable",
+}
+
+
+@pytest.mark.parametrize("mode", list(FAULT_CODES))
 def test_llm_faults_give_a_localised_message_and_the_sources(
     kb: Path, e5: Any, stub: OpenAIStub, mode: str
 ) -> None:
@@ -137,11 +145,37 @@ def test_llm_faults_give_a_localised_message_and_the_sources(
     started = time.monotonic()
     result = chain.invoke("¿Cuándo abrió el monorraíl suspendido de Wuppertal?")
     assert time.monotonic() - started < 15
-    assert result.error, "the fault must be reported in the result"
+    assert result.error == FAULT_CODES[mode]  # a stable code, not the upstream's words
     assert result.answer.startswith(chain.prompts.message("es", "llm_error"))
     assert "[1]" in result.answer and result.sources[0].source == "en/monorail.md"
     if mode != "down":
         assert len(stub.requests) == 2  # the first try and one retry with backoff
+
+
+def test_cut_stream_through_the_real_client_is_incomplete(
+    kb: Path, e5: Any, stub: OpenAIStub
+) -> None:
+    stub.reply = "Der Emmentaler kommt aus dem Emmental in der Schweiz [1]."
+    stub.mode, stub.cut_after = "cut", 3
+    chain = chain_for(kb, e5, **llm_settings(stub, max_retries=2))
+    result = chain.invoke("Where does Emmental cheese come from?")
+    message = chain.prompts.message("en", "llm_error")
+    assert result.answer.startswith("Der Emmentaler kommt \n\n" + message)
+    assert result.error == "llm_incomplete" and result.finish_reason == "length"
+    assert len(stub.requests) == 1  # text had been shown: not retried
+
+
+def test_deadline_bounds_a_hung_llm_not_timeout_times_retries(
+    kb: Path, e5: Any, stub: OpenAIStub
+) -> None:
+    stub.mode, stub.hang_seconds = "hang", 60
+    chain = chain_for(kb, e5, **llm_settings(stub, timeout=30, max_retries=3, deadline=1.5))
+    started = time.monotonic()
+    result = chain.invoke("Where does Emmental cheese come from?")
+    assert time.monotonic() - started < 1.5 + 2  # today: 4 x 30 s
+    assert result.error == "llm_timeout"
+    assert result.answer.startswith(chain.prompts.message("en", "llm_error"))
+    assert len(stub.requests) == 1  # no retry fits in what the deadline left
 
 
 def test_retry_then_success(kb: Path, e5: Any, stub: OpenAIStub) -> None:
