@@ -286,3 +286,27 @@ def test_old_database_gains_the_error_column(tmp_path: Path) -> None:
     messages = store.conversation("s1")["messages"]
     assert messages[0]["content"] == "old answer" and messages[0]["error"] is None
     assert messages[-1]["error"] == "llm_incomplete"
+
+
+def test_openai_sdk_reads_keepalives_and_a_cut_answer(
+    kb_dir: Path, tmp_path: Path, e5: Any, stub: OpenAIStub
+) -> None:
+    """The official client skips the keep-alive comments and accepts the finish reasons."""
+    import openai
+
+    settings = settings_for(
+        kb_dir, tmp_path, stub, llm={"deadline": 1.5}, server={"sse_keepalive": 0.2}
+    )
+    messages: Any = [{"role": "user", "content": QUESTION}]
+    with live_server(make_app(settings, e5)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
+        stub.mode, stub.hang_seconds = "hang", 60
+        chunks = list(
+            client.chat.completions.create(model="default", messages=messages, stream=True)
+        )
+        stub.mode, stub.cut_after = "cut", 3
+        cut = client.chat.completions.create(model="default", messages=messages)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "monorail.md" in text and chunks[-1].model_extra["kbchat"]["error"] == "llm_timeout"
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.model_extra is not None and cut.model_extra["kbchat"]["error"] == "llm_incomplete"

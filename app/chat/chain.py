@@ -231,7 +231,8 @@ class ChatChain:
                         if text:
                             yielded = True
                             yield text
-                        if deadline is not None and time.monotonic() > deadline:
+                        late = deadline is not None and time.monotonic() > deadline
+                        if late and finish is None:
                             raise LLMFault("llm_timeout", "deadline reached mid-answer")
                 finally:
                     close = getattr(chunks, "close", None)
@@ -242,9 +243,8 @@ class ChatChain:
                 result.finish_reason = "length" if finish == "length" else "stop"
                 return
             except Exception as exc:
-                retryable = (isinstance(exc, ModelError) and exc.is_retryable) or error_code(
-                    exc
-                ) == "llm_incomplete"
+                retryable = isinstance(exc, ModelError) and exc.is_retryable
+                retryable = retryable or error_code(exc) == "llm_incomplete"  # cut before text
                 if yielded or not retryable or attempt >= self.retries:
                     raise
                 delay = _retry_after(exc) or min(0.5 * 2**attempt, 8.0)
