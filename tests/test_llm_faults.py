@@ -310,3 +310,38 @@ def test_openai_sdk_reads_keepalives_and_a_cut_answer(
     assert "monorail.md" in text and chunks[-1].model_extra["kbchat"]["error"] == "llm_timeout"
     assert cut.choices[0].finish_reason == "length"
     assert cut.model_extra is not None and cut.model_extra["kbchat"]["error"] == "llm_incomplete"
+
+
+def test_ready_is_bounded_when_the_store_hangs(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
+    """A store whose heartbeat hangs makes the server not ready, quickly; liveness unaffected."""
+    from fastapi.testclient import TestClient
+
+    from app.server.app import create_app
+    from app.settings import load_settings
+    from app.store import make_client
+
+    settings = load_settings(data_dir=kb_dir, database_url=f"sqlite:///{tmp_path / 'conv.sqlite3'}")
+    store = make_client(settings)
+    release = threading.Event()
+
+    class HangingHeartbeat:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def heartbeat(self) -> int:
+            release.wait(30)
+            return 0
+
+    app = create_app(settings, embedder=e5, client=HangingHeartbeat(), with_ui=False)  # type: ignore[arg-type]
+    try:
+        with TestClient(app) as http:
+            for _ in range(3):  # the first hung check must not hold up the next ones
+                started = time.monotonic()
+                response = http.get("/api/ready")
+                assert response.status_code == 503 and time.monotonic() - started < 4
+                assert response.json()["store"] is False
+            started = time.monotonic()
+            assert http.get("/api/health").status_code == 200
+            assert time.monotonic() - started < 1
+    finally:
+        release.set()
