@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -30,6 +30,7 @@ from app.server.db import UnknownSession
 from app.server.services import Completed, NotFound, Services
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ChatRequest(BaseModel):
@@ -84,8 +85,8 @@ def admit(request: Request) -> Ticket:
 
 
 async def gated_events(
-    ticket: Ticket, deadline: float, interval: float, start: Any
-) -> AsyncIterator[Any]:
+    ticket: Ticket, deadline: float, interval: float, start: Callable[[], Iterator[T]]
+) -> AsyncIterator[T | None]:
     """Wait for a chat slot, then the blocking `start()` iterator's events; None for every
     `interval` seconds of silence, for the caller to send a keep-alive. Releases the ticket."""
     try:
@@ -130,7 +131,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
 
         if not body.stream:
             try:
-                await ticket.wait(deadline)
+                await ticket.wait(deadline)  # no slot by the deadline: the chain won't call the LLM
                 done = await run_sync(
                     lambda: services.ask(
                         body.message,
