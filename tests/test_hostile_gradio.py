@@ -274,7 +274,13 @@ def test_admin_upload_refuses_files_not_uploaded_here(
             done = hostile.call(send["id"], data, session=session)[-1]
             shown = json.dumps(done)
             assert "Uploaded" not in shown, (bad, shown)
+    # one refused file refuses the batch: the good one is neither saved nor consumed
+    good = upload(hostile, "batch.md", b"# Batch\n\nA file uploaded next to a stolen one.")
+    batch = [{"path": good, "meta": FILE_META}, {"path": str(link), "meta": FILE_META}]
+    done = hostile.call(send["id"], [None, "uploads", batch], session=session)[-1]
+    assert "Uploaded" not in json.dumps(done) and Path(good).exists()
     saved = kb / "data" / "collections" / "uploads"
+    assert not (saved / "batch.md").exists()
     assert not any(hostile.token in p.read_text() for p in saved.glob("*") if p.is_file())
     hostile.follow_file_links()
     assert not hostile.leaked()

@@ -202,24 +202,29 @@ def build_ui(services: Services) -> gr.Blocks:
         files: list[str] | None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
-        """Outputs: report, status, chat collection dropdown."""
+        """Outputs: report, status, chat collection dropdown, file box. Only files uploaded
+        through this page are read (all are checked before any is saved); once saved, their
+        cached copies are deleted and the file box is cleared."""
         if not unlocked:
-            return gr.skip(), ADMIN_LOCKED, gr.skip()
+            return gr.skip(), ADMIN_LOCKED, gr.skip(), gr.skip()
         name = (collection or "").strip()
         if not files:
-            return gr.skip(), "Choose one or more files to upload first.", gr.skip()
+            return gr.skip(), "Choose one or more files to upload first.", gr.skip(), gr.skip()
         try:
             if not name:
                 raise BadRequest("Enter a collection name.")
+            for path in files:
+                read_upload(path, consume=False)
             for i, path in enumerate(files):
                 progress((i, len(files)), desc="Saving uploads", unit="files")
                 original = Path(path).name
                 services.save_upload(name, original, read_upload(path))
-            return _sync(name, progress, f"Uploaded {len(files)} file(s) and synced {name!r}.")
+            done = f"Uploaded {len(files)} file(s) and synced {name!r}."
+            return (*_sync(name, progress, done), None)
         except Exception as exc:
             msg = _user_error(exc)
             gr.Warning(msg)
-            return gr.skip(), f"Upload failed: {msg}", gr.skip()
+            return gr.skip(), f"Upload failed: {msg}", gr.skip(), gr.skip()
 
     def resync(
         unlocked: bool, collection: str | None, progress: gr.Progress = gr.Progress()
@@ -385,7 +390,7 @@ def build_ui(services: Services) -> gr.Blocks:
         upload_btn.click(
             upload_and_sync,
             [admin_unlocked, admin_collection, uploads],
-            sync_outputs,
+            [*sync_outputs, uploads],
             api_visibility="private",
             concurrency_id="kbchat-sync",
         )

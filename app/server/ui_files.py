@@ -71,12 +71,13 @@ def blocked_paths(services: Services) -> list[str]:
     return blocked
 
 
-def read_upload(path: str | os.PathLike[str]) -> bytes:
+def read_upload(path: str | os.PathLike[str], *, consume: bool = True) -> bytes:
     """The bytes of a file the browser uploaded through this app, which is then deleted.
 
     Refuses (BadRequest) anything that is not a regular file directly inside Gradio's upload
     cache: a path elsewhere, a symlink, a directory or a device. The file is opened without
     following symlinks and checked on the open descriptor, so it cannot be swapped in between.
+    With `consume=False` nothing is read or deleted: a check before a batch is saved.
     """
     given = Path(path)
     root = upload_root()
@@ -91,6 +92,8 @@ def read_upload(path: str | os.PathLike[str]) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise BadRequest(NOT_UPLOADED)
+        if not consume:
+            return b""
         data = f.read()
     given.unlink(missing_ok=True)  # the only copy left is the one saved into the collection
     return data
