@@ -225,6 +225,9 @@ def test_file_route_serves_no_data_or_working_dir_file(hostile: Hostile, kb: Pat
         assert target.exists()
         r = hostile.get(f"/gradio_api/file={target}")
         assert r.status_code == 403, (target, r.status_code)
+    # nor does the UI keep run records or offer Hugging Face bucket routes
+    assert hostile.get("/runs").status_code == 404
+    assert hostile.get("/gradio_api/run-history/records").status_code == 404
 
 
 def upload(hostile: Hostile, name: str, data: bytes) -> str:
@@ -284,6 +287,32 @@ def test_admin_upload_refuses_files_not_uploaded_here(
     assert not any(hostile.token in p.read_text() for p in saved.glob("*") if p.is_file())
     hostile.follow_file_links()
     assert not hostile.leaked()
+
+
+def test_anonymous_uploads_expire(
+    kb: Path, tmp_path: Path, e5: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone may upload to Gradio (the admin tab needs it before unlocking), so what is
+    uploaded and never used is deleted on the Blocks' cleanup schedule (shortened here)."""
+    import time
+
+    from app.server.app import create_app
+    from app.settings import load_settings
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    monkeypatch.setattr("app.server.ui.CACHE_CLEANUP", (1, 1), raising=False)
+    settings = load_settings(
+        data_dir=kb / "data", database_url=f"sqlite:///{tmp_path / 'conv.sqlite3'}"
+    )
+    with live_server(create_app(settings, embedder=e5, llm=None)) as base:
+        visitor = Hostile(base, tmp_path / "none", "unused")
+        path = upload(visitor, "note.txt", b"left behind")
+        assert visitor.get(f"/gradio_api/file={path}").text == "left behind"
+        deadline = time.monotonic() + 30  # generous: the check runs every second
+        while Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(path).exists()
+        assert visitor.get(f"/gradio_api/file={path}").status_code in {403, 404}
 
 
 def test_read_upload_takes_only_regular_files_in_the_cache(

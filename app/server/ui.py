@@ -415,6 +415,7 @@ def mount_ui(app: FastAPI, services: Services) -> FastAPI:
         max_file_size=int(services.settings.server.max_upload_mb * 2**20),
         allowed_paths=[],
         blocked_paths=blocked_paths(services),
+        run_history=False,  # no run records, no Hugging Face bucket routes
     )
     keep_path_checks(blocks)
     return mounted
