@@ -346,3 +346,26 @@ def test_read_upload_takes_only_regular_files_in_the_cache(
             read_upload(path)
     assert read_upload(str(good)) == b"hello"
     assert not good.exists() and outside.read_bytes() == b"secret"
+
+
+def test_blocked_paths_cover_the_data_and_kb_folders_but_never_the_upload_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from app.server.ui_files import blocked_paths
+    from app.settings import load_settings
+
+    data, kb = tmp_path / "data", tmp_path / "my-docs"
+    services: Any = SimpleNamespace(
+        settings=load_settings(data_dir=data),
+        collections=lambda: [{"name": "docs", "folder": str(kb)}, {"name": "x", "folder": None}],
+    )
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    blocked = blocked_paths(services)
+    for folder in (data, data / "collections", kb, Path.cwd(), Path("/etc"), Path("/proc")):
+        assert str(folder.resolve()) in blocked
+    # a cache inside the data dir: blocking the data dir would refuse every upload
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(data / "gradio-cache"))
+    blocked = blocked_paths(services)
+    assert str(data.resolve()) not in blocked and str((data / "collections").resolve()) in blocked
