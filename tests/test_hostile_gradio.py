@@ -213,6 +213,61 @@ def test_no_argument_of_any_event_reads_a_file(hostile: Hostile, tmp_path: Path)
     assert not copies_in_cache(tmp_path / "gradio-cache", hostile.token)
 
 
+@pytest.fixture
+def file_host(hostile: Hostile, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """A loopback web server holding the canary, which Gradio's SSRF guard is told is public
+    (as any host on the internet would be): (its base URL, the paths it was asked for)."""
+    import functools
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    async def public(hostname: str) -> str:
+        return "127.0.0.1"
+
+    monkeypatch.setattr("safehttpx.async_validate_url", public)
+    handler = functools.partial(Handler, directory=str(hostile.canary.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+
+
+def test_no_url_is_fetched_for_a_client(
+    hostile: Hostile, file_host: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """Gradio downloads a file reference whose path is a URL, and `/gradio_api/file=<url>`
+    streams any public URL: neither happens, so the server is nobody's download proxy."""
+    base, hits = file_host
+    url = f"{base}/{hostile.canary.name}"
+    config = hostile.config()
+    send = dependency(config, "kbchat-send", "click")
+    upload_dep = dependency(config, "kbchat-admin-upload", "click")
+    ref = {"path": url, "url": url, "meta": FILE_META}
+    replies = [
+        hostile.call(send["id"], [ref, None, None, "default", {}][: len(send["inputs"])]),
+        hostile.call(upload_dep["id"], [None, "uploads", [ref]]),
+    ]
+    direct = hostile.get(f"/gradio_api/file={url}")
+    hostile.follow_file_links()
+    assert hits == [], f"fetched for a client: {hits}; leaked: {hostile.leaked()}"
+    assert not hostile.leaked()
+    assert not copies_in_cache(tmp_path / "gradio-cache", hostile.token)
+    assert direct.status_code == 403
+    assert all(reply[0].get("status") == 400 for reply in replies), replies
+
+
 def test_file_route_serves_no_data_or_working_dir_file(hostile: Hostile, kb: Path) -> None:
     """The data dir (conversations, Chroma), the knowledge-base folder and the working directory
     (where `.env` lives) are blocked even for names Gradio would otherwise consider its own."""

@@ -26,10 +26,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import gradio as gr
+from starlette.routing import Mount
 
 from app.chat.types import Source, Token
 from app.server.services import BadRequest, Completed, NotFound
-from app.server.ui_files import CACHE_CLEANUP, blocked_paths, keep_path_checks, read_upload
+from app.server.ui_files import (
+    CACHE_CLEANUP,
+    LocalFilesOnly,
+    blocked_paths,
+    keep_path_checks,
+    read_upload,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -418,4 +425,8 @@ def mount_ui(app: FastAPI, services: Services) -> FastAPI:
         run_history=False,  # no run records, no Hugging Face bucket routes
     )
     keep_path_checks(blocks)
+    mounts = [r for r in mounted.routes if isinstance(r, Mount) and r.path == ""]
+    if len(mounts) != 1:
+        raise RuntimeError("expected exactly one Gradio app mounted at /")
+    mounts[0].app = LocalFilesOnly(mounts[0].app)  # inside the app's body limits
     return mounted

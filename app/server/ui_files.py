@@ -10,19 +10,23 @@ check back on, and `blocked_paths` names what must never be served even if a che
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gradio.utils import get_upload_folder
+from starlette.responses import JSONResponse
 
 from app.server.services import BadRequest
 
 if TYPE_CHECKING:
     import gradio as gr
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from app.server.services import Services
 
@@ -32,6 +36,13 @@ log = logging.getLogger(__name__)
 # upload right away, and anonymous uploads (which no event reads) must not pile up.
 CACHE_CLEANUP = (600, 3600)
 NOT_UPLOADED = "Refused a file that was not uploaded through this page; upload it again."
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_EVENT_CALLS = (
+    "/gradio_api/queue/join",
+    "/gradio_api/run/",
+    "/gradio_api/call/",
+    "/gradio_api/api/",
+)
 
 
 def upload_root() -> Path:
@@ -97,3 +108,68 @@ def read_upload(path: str | os.PathLike[str], *, consume: bool = True) -> bytes:
         data = f.read()
     given.unlink(missing_ok=True)  # the only copy left is the one saved into the collection
     return data
+
+
+def names_remote_file(payload: Any) -> bool:
+    """True if a file reference anywhere in `payload` has a URL for its path."""
+    if isinstance(payload, dict):
+        path = payload.get("path")
+        if isinstance(path, str) and _SCHEME.match(path):
+            return True
+        return any(names_remote_file(v) for v in payload.values())
+    if isinstance(payload, list):
+        return any(names_remote_file(v) for v in payload)
+    return False
+
+
+class LocalFilesOnly:
+    """Refuse what would make Gradio fetch a URL a client names: `/gradio_api/file=<url>`, and a
+    file reference with a URL path in an event's payload (Gradio downloads it, unbounded, into
+    its cache before any handler runs). This UI never names a remote file, so neither is needed.
+
+    Wraps the mounted Gradio app only, so it runs inside the server's body-size limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if path.startswith("/gradio_api/file=") and _SCHEME.match(path[len("/gradio_api/file=") :]):
+            await JSONResponse({"detail": "only this app's own files are served"}, 403)(
+                scope, receive, send
+            )
+            return
+        if scope["method"] != "POST" or not path.startswith(_EVENT_CALLS):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        try:
+            remote = names_remote_file(json.loads(body))
+        except ValueError:
+            remote = False  # not JSON: Gradio answers that itself
+        if remote:
+            await JSONResponse({"detail": "a file must be uploaded, not named by URL"}, 400)(
+                scope, receive, send
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
