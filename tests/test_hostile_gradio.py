@@ -259,6 +259,13 @@ def test_no_url_is_fetched_for_a_client(
         hostile.call(send["id"], [ref, None, None, "default", {}][: len(send["inputs"])]),
         hostile.call(upload_dep["id"], [None, "uploads", [ref]]),
     ]
+    deep = "[" * 100_000 + "]" * 100_000  # a JSON nesting no page sends
+    nested = hostile.http.post(
+        "/gradio_api/queue/join",
+        content=f'{{"data": {deep}, "fn_index": {send["id"]}}}',
+        headers={"content-type": "application/json"},
+    )
+    assert nested.status_code < 500
     direct = hostile.get(f"/gradio_api/file={url}")
     hostile.follow_file_links()
     assert hits == [], f"fetched for a client: {hits}; leaked: {hostile.leaked()}"

@@ -90,12 +90,12 @@ def read_upload(path: str | os.PathLike[str], *, consume: bool = True) -> bytes:
     following symlinks and checked on the open descriptor, so it cannot be swapped in between.
     With `consume=False` nothing is read or deleted: a check before a batch is saved.
     """
-    given = Path(path)
     root = upload_root()
     try:
-        parent = given.parent.resolve(strict=True)
+        parent = Path(path).parent.resolve(strict=True)
+        target = parent / Path(path).name  # the folder checked is the one opened
         inside = parent.is_relative_to(root) and parent != root
-        fd = os.open(given, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK) if inside else -1
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK) if inside else -1
     except OSError as exc:
         raise BadRequest(NOT_UPLOADED) from exc
     if fd < 0:
@@ -106,19 +106,23 @@ def read_upload(path: str | os.PathLike[str], *, consume: bool = True) -> bytes:
         if not consume:
             return b""
         data = f.read()
-    given.unlink(missing_ok=True)  # the only copy left is the one saved into the collection
+    target.unlink(missing_ok=True)  # the only copy left is the one saved into the collection
     return data
 
 
 def names_remote_file(payload: Any) -> bool:
-    """True if a file reference anywhere in `payload` has a URL for its path."""
-    if isinstance(payload, dict):
-        path = payload.get("path")
-        if isinstance(path, str) and _SCHEME.match(path):
-            return True
-        return any(names_remote_file(v) for v in payload.values())
-    if isinstance(payload, list):
-        return any(names_remote_file(v) for v in payload)
+    """True if a file reference anywhere in `payload` has a URL for its path (walked without
+    recursion, so no nesting depth can break it)."""
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and _SCHEME.match(path):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
@@ -158,6 +162,8 @@ class LocalFilesOnly:
             remote = names_remote_file(json.loads(body))
         except ValueError:
             remote = False  # not JSON: Gradio answers that itself
+        except RecursionError:
+            remote = True  # nested deeper than any page sends: refused, not a 500
         if remote:
             await JSONResponse({"detail": "a file must be uploaded, not named by URL"}, 400)(
                 scope, receive, send
