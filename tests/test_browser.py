@@ -18,6 +18,8 @@ from tests.openai_stub import OpenAIStub
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
+ADMIN = "browser-admin-key"
+ANSWERED = re.compile(r"\[1\]\.$")  # every stub answer ends with its citation
 HOSTILE = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 DOCS = {
@@ -53,6 +55,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[str]
             data_dir=base / "data",
             openai_base_url=stub.base_url,
             llm={"model": "stub-model", "max_retries": 0},
+            admin_api_key=ADMIN,
         )
         ingest_folder(settings, base / "docs", settings.collection, embedder=e5)
         with live_server(create_app(settings, embedder=e5)) as url:
@@ -175,3 +178,41 @@ def test_gradio_ui_chat_with_sources(base_url: str, page: Any) -> None:
 
     assert httpx.get(f"{base_url}/docs").status_code == 200  # the UI at / leaves the API alone
     assert httpx.get(f"{base_url}/api/health").json() == {"status": "ok"}
+
+
+def test_gradio_ui_history_feedback_and_admin_upload(
+    base_url: str, page: Any, tmp_path: Path
+) -> None:
+    """The history the chat shows is kept on the server: a like reaches the stored answer, a new
+    conversation empties it, and a file chosen in the admin tab is uploaded, saved and indexed."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}/")
+    chatbot = page.locator("#kbchat-chatbot")
+    for turn in (1, 2):
+        page.locator("#kbchat-input textarea").fill("When did the Wuppertal monorail open?")
+        page.locator("#kbchat-send").click()
+        expect(chatbot.get_by_text(ANSWERED)).to_have_count(turn, timeout=60_000)
+    chatbot.locator("button[aria-label='Me gusta']").last.click()  # the page is in Spanish
+    feedback = page.locator("#kbchat-feedback-status")
+    expect(feedback).to_contain_text("feedback (helpful)", timeout=30_000)
+    page.locator("#kbchat-new").click()
+    expect(chatbot.get_by_text(ANSWERED)).to_have_count(0, timeout=30_000)
+    page.locator("#kbchat-input textarea").fill("When did the Wuppertal monorail open?")
+    page.locator("#kbchat-send").click()
+    expect(chatbot.get_by_text(ANSWERED)).to_have_count(1, timeout=60_000)
+
+    doc = tmp_path / "vesuvius.md"
+    doc.write_text("# Vesuvius\n\nMount Vesuvius buried Pompeii in the year 79.", "utf-8")
+    page.get_by_role("tab", name="Admin").click()
+    page.locator("#kbchat-admin-key input").fill(ADMIN)
+    page.locator("#kbchat-admin-unlock").click()
+    expect(page.locator("#kbchat-admin-panel")).to_be_visible(timeout=30_000)
+    page.locator("#kbchat-admin-collection input, #kbchat-admin-collection textarea").fill("web")
+    page.locator("#kbchat-admin-files input[type=file]").set_input_files(str(doc))
+    expect(page.locator("#kbchat-admin-files")).to_contain_text("vesuvius.md", timeout=30_000)
+    page.locator("#kbchat-admin-upload").click()
+    status = page.locator("#kbchat-admin-status")
+    expect(status).to_contain_text("Uploaded 1 file(s)", timeout=60_000)
+    expect(page.locator("#kbchat-admin-files")).not_to_contain_text("vesuvius.md")  # consumed
+    shot(page, "gradio-admin-upload.png")

@@ -127,16 +127,9 @@ def create_app(
     app.include_router(openai_router(limiter, rate))
     _add_basic_routes(app, settings)
     if with_ui:
-        import gradio as gr
+        from app.server.ui import mount_ui
 
-        from app.server.ui import build_ui
-
-        app = gr.mount_gradio_app(
-            app,
-            build_ui(services),
-            path="/",
-            max_file_size=int(settings.server.max_upload_mb * 2**20),
-        )
+        app = mount_ui(app, services)
     return app
 
 

@@ -2,12 +2,16 @@
 documents, re-sync a folder), mounted by the app factory at "/".
 
 Importing this module imports gradio (handlers need `gr.LikeData` resolvable as a type hint) but
-does nothing else; `services` is first touched when a page loads (the collection list), not
-when the UI is built.
+does nothing else; building the UI does not touch `services`, mounting it lists the collections
+once (their folders are blocked from Gradio's file route).
 
 Text that comes from documents or the model is never rendered as HTML: sources go to a
 Dataframe of plain-text cells; chat messages are HTML-escaped before they reach the Chatbot,
 which also keeps its own HTML sanitisation on and custom tags off.
+
+Nothing a browser sends is trusted as a file or as history: the conversation shown lives in
+server-side `gr.State` (the Chatbot is only ever an output), every event is private to the page,
+and the only files read are the admin tab's uploads, checked by `ui_files.read_upload`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import gradio as gr
+from starlette.routing import Mount
 
 from app.chat.types import Source, Token
 from app.server.services import BadRequest, Completed, NotFound
+from app.server.ui_files import (
+    CACHE_CLEANUP,
+    LocalFilesOnly,
+    blocked_paths,
+    keep_path_checks,
+    read_upload,
+)
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from app.server.services import Services
 
 log = logging.getLogger(__name__)
@@ -111,36 +125,40 @@ def build_ui(services: Services) -> gr.Blocks:
         collection: str | None,
         message_ids: dict[int, int] | None,
     ) -> Iterator[tuple[Any, ...]]:
-        """Outputs: input box, chatbot, sources, session id, last message id, message ids."""
-        text = (message or "").strip()
+        """Outputs: input box, chatbot, history, sources, session id, last message id, message
+        ids. `history` is server-side state: what the chatbot shows is never read back."""
+        text = message.strip() if isinstance(message, str) else ""
         if not text:
-            yield (gr.skip(),) * 6
+            yield (gr.skip(),) * 7
             return
+        chosen = collection if isinstance(collection, str) and collection else None
         chat: list[Message] = [*(history or []), {"role": "user", "content": as_text(text)}]
         chat.append({"role": "assistant", "content": ""})
         ids = dict(message_ids or {})
         answer = ""
-        yield "", chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        skip = gr.skip()
+        yield "", chat, chat, skip, skip, skip, skip
         try:
-            for event in services.chat(text, session_id=session_id, collection=collection or None):
+            for event in services.chat(text, session_id=session_id, collection=chosen):
                 if isinstance(event, Token):
                     answer += event.text
                     chat[-1] = {"role": "assistant", "content": as_text(answer)}
-                    yield gr.skip(), chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    yield skip, chat, skip, skip, skip, skip, skip
                 elif isinstance(event, Completed):
                     result = event.result
                     chat[-1] = {"role": "assistant", "content": as_text(result.answer or answer)}
                     ids[len(chat) - 1] = event.message_id
                     rows = source_rows(result.sources)
-                    yield gr.skip(), chat, rows, event.session_id, event.message_id, ids
+                    yield skip, chat, chat, rows, event.session_id, event.message_id, ids
         except Exception as exc:
             reply = f"{answer}\n\n" if answer else ""
             chat[-1] = {"role": "assistant", "content": as_text(f"{reply}⚠ {_user_error(exc)}")}
-            yield gr.skip(), chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield skip, chat, chat, skip, skip, skip, skip
 
     def new_conversation() -> tuple[Any, ...]:
-        """Outputs: chatbot, sources, session id, last message id, message ids, status."""
-        return [], [], None, None, {}, ""
+        """Outputs: chatbot, history, sources, session id, last message id, message ids,
+        status."""
+        return [], [], [], None, None, {}, ""
 
     def rate(message_id: int | None, vote: Vote) -> str:
         if message_id is None:
@@ -166,8 +184,11 @@ def build_ui(services: Services) -> gr.Blocks:
         return rate(message_id, "down")
 
     def on_like(message_ids: dict[int, int] | None, data: gr.LikeData) -> Any:
+        """LikeData comes from the client as is: only an int index and a bool vote are used."""
         if data.liked is True or data.liked is False:
-            index = data.index if isinstance(data.index, int) else data.index[0]
+            index = data.index[0] if isinstance(data.index, list | tuple) else data.index
+            if not isinstance(index, int) or isinstance(index, bool):
+                return "This answer cannot be rated."
             message_id = (message_ids or {}).get(index)
             if message_id is None:
                 return "This answer cannot be rated."
@@ -188,24 +209,29 @@ def build_ui(services: Services) -> gr.Blocks:
         files: list[str] | None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
-        """Outputs: report, status, chat collection dropdown."""
+        """Outputs: report, status, chat collection dropdown, file box. Only files uploaded
+        through this page are read (all are checked before any is saved); once saved, their
+        cached copies are deleted and the file box is cleared."""
         if not unlocked:
-            return gr.skip(), ADMIN_LOCKED, gr.skip()
+            return gr.skip(), ADMIN_LOCKED, gr.skip(), gr.skip()
         name = (collection or "").strip()
         if not files:
-            return gr.skip(), "Choose one or more files to upload first.", gr.skip()
+            return gr.skip(), "Choose one or more files to upload first.", gr.skip(), gr.skip()
         try:
             if not name:
                 raise BadRequest("Enter a collection name.")
+            for path in files:
+                read_upload(path, consume=False)
             for i, path in enumerate(files):
                 progress((i, len(files)), desc="Saving uploads", unit="files")
                 original = Path(path).name
-                services.save_upload(name, original, Path(path).read_bytes())
-            return _sync(name, progress, f"Uploaded {len(files)} file(s) and synced {name!r}.")
+                services.save_upload(name, original, read_upload(path))
+            done = f"Uploaded {len(files)} file(s) and synced {name!r}."
+            return (*_sync(name, progress, done), None)
         except Exception as exc:
             msg = _user_error(exc)
             gr.Warning(msg)
-            return gr.skip(), f"Upload failed: {msg}", gr.skip()
+            return gr.skip(), f"Upload failed: {msg}", gr.skip(), gr.skip()
 
     def resync(
         unlocked: bool, collection: str | None, progress: gr.Progress = gr.Progress()
@@ -236,7 +262,8 @@ def build_ui(services: Services) -> gr.Blocks:
         return report.to_dict(), done, dropdown
 
     # -------------------------------------------------------------------------- layout
-    with gr.Blocks(title="kbchat") as blocks:
+    with gr.Blocks(title="kbchat", delete_cache=CACHE_CLEANUP) as blocks:
+        history = gr.State([])
         session_state = gr.State(None)
         last_message = gr.State(None)
         message_ids = gr.State({})
@@ -330,34 +357,33 @@ def build_ui(services: Services) -> gr.Blocks:
                     report = gr.JSON(label="Ingest report", elem_id="kbchat-admin-report")
 
         # ------------------------------------------------------------------- wiring
+        # Every event is private: the page calls them by index, no client needs them by name.
         blocks.load(refresh_collections, collection, collection, api_visibility="private")
         refresh.click(refresh_collections, collection, collection, api_visibility="private")
 
         gr.on(
             [box.submit, send.click],
             respond,
-            [box, chatbot, session_state, collection, message_ids],
-            [box, chatbot, sources, session_state, last_message, message_ids],
-            api_name="chat",
-            api_visibility="undocumented",
+            [box, history, session_state, collection, message_ids],
+            [box, chatbot, history, sources, session_state, last_message, message_ids],
+            api_visibility="private",
             concurrency_limit=16,
             concurrency_id="kbchat-chat",
             show_progress="minimal",
         )
-        new.click(
-            new_conversation,
-            None,
-            [chatbot, sources, session_state, last_message, message_ids, feedback_status],
-            api_visibility="private",
-        )
-        chatbot.clear(
-            new_conversation,
-            None,
-            [chatbot, sources, session_state, last_message, message_ids, feedback_status],
-            api_visibility="private",
-        )
-        up.click(rate_up, last_message, feedback_status, api_visibility="undocumented")
-        down.click(rate_down, last_message, feedback_status, api_visibility="undocumented")
+        cleared = [
+            chatbot,
+            history,
+            sources,
+            session_state,
+            last_message,
+            message_ids,
+            feedback_status,
+        ]
+        new.click(new_conversation, None, cleared, api_visibility="private")
+        chatbot.clear(new_conversation, None, cleared, api_visibility="private")
+        up.click(rate_up, last_message, feedback_status, api_visibility="private")
+        down.click(rate_down, last_message, feedback_status, api_visibility="private")
         chatbot.like(on_like, message_ids, feedback_status, api_visibility="private")
 
         gr.on(
@@ -365,22 +391,42 @@ def build_ui(services: Services) -> gr.Blocks:
             unlock,
             admin_key,
             [admin_unlocked, admin_panel, admin_key, admin_status],
-            api_name="unlock",
-            api_visibility="undocumented",
+            api_visibility="private",
         )
         sync_outputs = [report, admin_status, collection]
         upload_btn.click(
             upload_and_sync,
             [admin_unlocked, admin_collection, uploads],
-            sync_outputs,
-            api_visibility="undocumented",
+            [*sync_outputs, uploads],
+            api_visibility="private",
             concurrency_id="kbchat-sync",
         )
         resync_btn.click(
             resync,
             [admin_unlocked, admin_collection],
             sync_outputs,
-            api_visibility="undocumented",
+            api_visibility="private",
             concurrency_id="kbchat-sync",
         )
     return blocks
+
+
+def mount_ui(app: FastAPI, services: Services) -> FastAPI:
+    """Mount the UI at "/" with Gradio's file checks on: payloads may name only files uploaded
+    through it, `/gradio_api/file=` serves only its own cache, never the blocked folders."""
+    blocks = build_ui(services)
+    mounted = gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        max_file_size=int(services.settings.server.max_upload_mb * 2**20),
+        allowed_paths=[],
+        blocked_paths=blocked_paths(services),
+        run_history=False,  # no run records, no Hugging Face bucket routes
+    )
+    keep_path_checks(blocks)
+    mounts = [r for r in mounted.routes if isinstance(r, Mount) and r.path == ""]
+    if len(mounts) != 1:
+        raise RuntimeError("expected exactly one Gradio app mounted at /")
+    mounts[0].app = LocalFilesOnly(mounts[0].app)  # inside the app's body limits
+    return mounted
