@@ -129,6 +129,20 @@ def test_gradio_upload_gets_the_upload_limit_and_a_rate_limit(
         assert codes[-1] == 429
 
 
+def test_admin_upload_limit_needs_the_admin_key(tmp_path: Path, e5: Any) -> None:
+    app = make_app(tmp_path / "kb", tmp_path, e5, admin_api_key=ADMIN, server={"max_body_kb": 1})
+    files = {"files": ("notes.txt", b"Vesuvius is a volcano. " * 200, "text/plain")}  # 4.6 KB
+    with TestClient(app) as client:
+        anonymous = client.post("/api/collections/notes/documents", files=files)
+        assert anonymous.status_code == 413  # not read into a temp file just to answer 401
+        admin = client.post(
+            "/api/collections/notes/documents",
+            files=files,
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert admin.status_code == 200, admin.text
+
+
 # ------------------------------------------------------------------------------ rate budget
 def test_one_rate_budget_across_api_doors(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
     app = make_app(kb_dir, tmp_path, e5, server={"rate_limit": "3/minute"})

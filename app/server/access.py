@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
@@ -62,12 +63,16 @@ def same_origin(request: Request, origin: str) -> bool:
     return bool(parts.netloc) and parts.netloc == request.headers.get("host", "")
 
 
-def presented_key(request: Request) -> str | None:
-    key = request.headers.get(KEY_HEADER)
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    key = headers.get(KEY_HEADER)
     if key:
         return key
-    auth = request.headers.get("authorization", "")
+    auth = headers.get("authorization", "")
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def presented_admin_key(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-admin-key") or presented_key(headers)
 
 
 def is_admin(settings: Settings, key: str | None) -> bool:
@@ -150,7 +155,7 @@ def _admin_key_matches(request: Request, settings: Settings, key: str) -> bool:
 def chat_caller(request: Request) -> Caller:
     """Dependency for chat routes: checks the widget key and the Origin of browser calls."""
     settings: Settings = request.app.state.services.settings
-    key = presented_key(request)
+    key = presented_key(request.headers)
     origin = request.headers.get("origin")
     widget = next(
         (w for w in widget_keys(settings) if key and secrets.compare_digest(w.key, key)), None
@@ -178,7 +183,7 @@ def admin_caller(request: Request) -> Caller:
     settings: Settings = request.app.state.services.settings
     if settings.admin_api_key is None:
         raise HTTPException(403, "admin routes are disabled: set KBCHAT_ADMIN_API_KEY")
-    key = request.headers.get("x-admin-key") or presented_key(request)
+    key = presented_admin_key(request.headers)
     if not key:
         raise HTTPException(
             401,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -17,10 +18,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from slowapi.errors import RateLimitExceeded
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app.server.access import Throttles, allowed_origins, widget_keys
+from app.server.access import Throttles, allowed_origins, presented_admin_key, widget_keys
 from app.server.db import ConversationStore
 from app.server.routes_admin import admin_router
 from app.server.routes_chat import chat_router
@@ -30,6 +32,7 @@ from app.server.services import Services
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from langchain_core.language_models import BaseChatModel
+    from pydantic import SecretStr
 
     from app.embeddings.e5 import E5Embeddings
     from app.settings import Settings
@@ -49,17 +52,29 @@ class _BodyTooLarge(Exception):
 class BodyLimit:
     """Refuse bodies over the limit with 413: at once when Content-Length says so, otherwise
     (chunked) by counting bytes as they arrive, so an endless body is never buffered. Uploads
-    (the admin API and the Web UI's upload route) get the upload limit, the rest the JSON one."""
+    get the upload limit: the Web UI's upload route, and the admin API when the request carries
+    the admin key (FastAPI reads a body before it checks the key); the rest get the JSON one."""
 
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, json_limit: int, upload_limit: int, admin_key: SecretStr | None
+    ) -> None:
         self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
+        self.admin_key = admin_key
+
+    def _is_upload(self, scope: Scope) -> bool:
+        if scope["path"] == GRADIO_UPLOAD:
+            return True
+        if not scope["path"].startswith("/api/collections/") or self.admin_key is None:
+            return False
+        key = presented_admin_key(Headers(scope=scope))
+        expected = self.admin_key.get_secret_value()
+        return bool(key and secrets.compare_digest(key.encode(), expected.encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        upload = path.startswith("/api/collections/") or path == GRADIO_UPLOAD
+        upload = self._is_upload(scope)
         limit = self.upload_limit if upload else self.json_limit
         refusal = JSONResponse(
             {"detail": f"request body is larger than {limit // 1024} KiB"}, status_code=413
@@ -176,6 +191,7 @@ def create_app(
         BodyLimit,
         json_limit=settings.server.max_body_kb * 1024,
         upload_limit=int(settings.server.max_upload_mb * 2**20),
+        admin_key=settings.admin_api_key,
     )
     app.add_middleware(UploadRateLimit, throttles=throttles)
     if settings.server.trusted_proxies:  # X-Forwarded-For from these peers only
