@@ -336,3 +336,17 @@ def test_feedback_needs_the_session_that_holds_the_message(api: TestClient) -> N
     shown = api.get(f"/api/sessions/{theirs['session_id']}").json()
     assert shown["messages"][-1]["feedback"] == "down"
     assert api.get(f"/api/sessions/{mine['session_id']}").json()["messages"][-1]["feedback"] is None
+
+
+def test_gradio_feedback_needs_the_session_too(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
+    from app.server.ui import build_ui
+
+    services = make_app(kb_dir, tmp_path, e5).state.services
+    blocks = build_ui(services)
+    rate_up = next(f.fn for f in blocks.fns.values() if getattr(f.fn, "__name__", "") == "rate_up")
+    mine, theirs = services.ask("volcano"), services.ask("volcano")
+    assert "not saved" in rate_up(mine.session_id, theirs.message_id)
+    assert "Thanks" in rate_up(theirs.session_id, theirs.message_id)
+    assert services.conversations.feedback_for(theirs.message_id) == [
+        {"rating": "up", "comment": ""}
+    ]
