@@ -157,6 +157,19 @@ def test_one_rate_budget_across_api_doors(kb_dir: Path, tmp_path: Path, e5: Any)
         assert client.post("/api/chat", json=chat).status_code == 429
 
 
+def test_widget_keys_keep_their_own_budget(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
+    key = {"key": "pk_test_12345", "collection": "default", "origins": []}
+    app = make_app(kb_dir, tmp_path, e5, widget_keys=[key], server={"rate_limit": "2/minute"})
+    headers = {"X-Kbchat-Key": key["key"]}
+    codes = [
+        TestClient(app, client=(f"192.0.2.{i}", 4000))
+        .post("/api/chat", json={"message": "volcano"}, headers=headers)
+        .status_code
+        for i in range(3)
+    ]
+    assert codes == [200, 200, 429]  # three visitors, one site's key: the key's budget is spent
+
+
 def test_gradio_chat_spends_the_same_budget(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
     from gradio_client import Client
 
