@@ -64,6 +64,7 @@ def send_chunked(
     content_type: str = "application/json",
     start: bytes = b"",
     chunk: int = 64 * 1024,
+    extra: str = "",
 ) -> tuple[int, int]:
     """POST `start` then `total` bytes with Transfer-Encoding: chunked (no Content-Length) on a
     raw socket, stopping as soon as the server answers. Returns (status, bytes sent by then)."""
@@ -72,7 +73,7 @@ def send_chunked(
     with socket.create_connection((url.hostname, url.port), timeout=30) as s:
         s.sendall(
             f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: {content_type}\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            f"Transfer-Encoding: chunked\r\n{extra}\r\n".encode()
         )
         if start:
             s.sendall(f"{len(start):x}\r\n".encode() + start + b"\r\n")
@@ -129,18 +130,39 @@ def test_gradio_upload_gets_the_upload_limit_and_a_rate_limit(
         assert codes[-1] == 429
 
 
-def test_admin_upload_limit_needs_the_admin_key(tmp_path: Path, e5: Any) -> None:
-    app = make_app(tmp_path / "kb", tmp_path, e5, admin_api_key=ADMIN, server={"max_body_kb": 1})
+def test_admin_upload_limit_needs_an_admin_key(tmp_path: Path, e5: Any) -> None:
+    app = make_app(
+        tmp_path / "kb",
+        tmp_path,
+        e5,
+        admin_api_key=ADMIN,
+        server={"max_body_kb": 1, "admin_failures": "2/minute"},
+    )
     files = {"files": ("notes.txt", b"Vesuvius is a volcano. " * 200, "text/plain")}  # 4.6 KB
-    with TestClient(app) as client:
-        anonymous = client.post("/api/collections/notes/documents", files=files)
+    with live_server(app) as base:
+        import httpx
+
+        url = f"{base}/api/collections/notes/documents"
+        anonymous = httpx.post(url, files=files)
         assert anonymous.status_code == 413  # not read into a temp file just to answer 401
-        admin = client.post(
-            "/api/collections/notes/documents",
-            files=files,
-            headers={"Authorization": f"Bearer {ADMIN}"},
+        admin = httpx.post(
+            url, files=files, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120
         )
         assert admin.status_code == 200, admin.text
+        wrong = {"Authorization": "Bearer wrong-key"}
+        assert [httpx.post(url, files=files, headers=wrong).status_code for _ in range(2)] == [
+            403,
+            403,
+        ]
+        status, sent = send_chunked(
+            base,
+            "/api/collections/notes/documents",
+            total=64 * 2**20,
+            content_type=MULTIPART,
+            start=FILE_PART,
+            extra="Authorization: Bearer wrong-key\r\n",
+        )
+        assert status == 429 and sent < 16 * 2**20  # locked out: refused before the body
 
 
 # ------------------------------------------------------------------------------ rate budget

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -32,7 +31,6 @@ from app.server.services import Services
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from langchain_core.language_models import BaseChatModel
-    from pydantic import SecretStr
 
     from app.embeddings.e5 import E5Embeddings
     from app.settings import Settings
@@ -43,6 +41,7 @@ _FROM_SETTINGS: Any = object()
 
 
 GRADIO_UPLOAD = "/gradio_api/upload"  # the mounted UI's upload route (mounted at "/")
+ADMIN_API = "/api/collections/"
 
 
 class _BodyTooLarge(Exception):
@@ -53,22 +52,19 @@ class BodyLimit:
     """Refuse bodies over the limit with 413: at once when Content-Length says so, otherwise
     (chunked) by counting bytes as they arrive, so an endless body is never buffered. Uploads
     get the upload limit: the Web UI's upload route, and the admin API when the request carries
-    the admin key (FastAPI reads a body before it checks the key); the rest get the JSON one."""
+    an admin key (FastAPI reads a body before it checks the key, so requests without one get the
+    JSON limit; wrong keys are throttled by UploadGate); the rest get the JSON limit."""
 
-    def __init__(
-        self, app: ASGIApp, json_limit: int, upload_limit: int, admin_key: SecretStr | None
-    ) -> None:
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
         self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
-        self.admin_key = admin_key
 
-    def _is_upload(self, scope: Scope) -> bool:
+    @staticmethod
+    def _is_upload(scope: Scope) -> bool:
         if scope["path"] == GRADIO_UPLOAD:
             return True
-        if not scope["path"].startswith("/api/collections/") or self.admin_key is None:
-            return False
-        key = presented_admin_key(Headers(scope=scope))
-        expected = self.admin_key.get_secret_value()
-        return bool(key and secrets.compare_digest(key.encode(), expected.encode()))
+        return scope["path"].startswith(ADMIN_API) and bool(
+            presented_admin_key(Headers(scope=scope))
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
@@ -108,20 +104,26 @@ class BodyLimit:
             await refusal(scope, receive, send)
 
 
-class UploadRateLimit:
-    """Bound the Web UI's upload route per client IP: it takes files from anyone who loads the
-    page (Gradio uploads before any handler runs), so anonymous uploads are rate limited."""
+class UploadGate:
+    """Stop uploads before their body is read: the Web UI's upload route takes files from anyone
+    who loads the page (Gradio saves them before any handler runs), so it is rate limited per
+    client IP; the admin API refuses at once a client locked out for wrong admin keys."""
 
     def __init__(self, app: ASGIApp, throttles: Throttles) -> None:
         self.app, self.throttles = app, throttles
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == GRADIO_UPLOAD:
+        if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
             client = scope.get("client")
-            wait = self.throttles.upload.hit(f"ip:{client[0] if client else 'unknown'}")
+            address = client[0] if client else "unknown"
+            wait, what = None, ""
+            if scope["path"] == GRADIO_UPLOAD:
+                wait, what = self.throttles.upload.hit(f"ip:{address}"), "too many uploads"
+            elif scope["path"].startswith(ADMIN_API):
+                wait, what = self.throttles.admin_locked(address), "too many wrong admin keys"
             if wait is not None:
                 response = JSONResponse(
-                    {"detail": f"too many uploads; try again in {wait} s"},
+                    {"detail": f"{what}; try again in {wait} s"},
                     status_code=429,
                     headers={"Retry-After": str(wait)},
                 )
@@ -191,9 +193,8 @@ def create_app(
         BodyLimit,
         json_limit=settings.server.max_body_kb * 1024,
         upload_limit=int(settings.server.max_upload_mb * 2**20),
-        admin_key=settings.admin_api_key,
     )
-    app.add_middleware(UploadRateLimit, throttles=throttles)
+    app.add_middleware(UploadGate, throttles=throttles)
     if settings.server.trusted_proxies:  # X-Forwarded-For from these peers only
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.server.trusted_proxies)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.server.allowed_hosts)
