@@ -131,8 +131,9 @@ def too_many(wait: int, what: str = "rate limit exceeded") -> HTTPException:
     return HTTPException(429, f"{what}; try again in {wait} s", headers={"Retry-After": str(wait)})
 
 
-def spend_chat(request: Request) -> None:
-    """Dependency for the chat doors: one budget per client IP (and per widget key)."""
+async def spend_chat(request: Request) -> None:
+    """Dependency for the chat doors: one budget per client IP (and per widget key). Async: it
+    never waits, so it needs no worker thread (those may all be busy with slow chats)."""
     throttles: Throttles = request.app.state.throttles
     wait = throttles.spend_chat(client_address(request), request.headers.get(KEY_HEADER))
     if wait is not None:
