@@ -298,7 +298,8 @@ def serve(
     out.print(f"kbchat UI:        {base}/", highlight=False)
     out.print(f"API docs:         {base}/docs", highlight=False)
     out.print(f"widget demo page: {base}/widget/demo", highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    # X-Forwarded-For is handled in the app (KBCHAT_SERVER_TRUSTED_PROXIES), not by uvicorn
+    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 def _model_info() -> dict[str, Any]:

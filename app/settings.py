@@ -99,7 +99,6 @@ class ServerSettings(BaseModel):
     )
     max_message_chars: int = Field(4000, ge=1, description="Longest chat message accepted.")
     max_body_kb: int = Field(256, ge=1, description="Largest JSON request body accepted (KiB).")
-    max_upload_mb: float = Field(50.0, gt=0, description="Largest upload request accepted (MB).")
     max_concurrent_chats: int = Field(
         8, ge=1, description="API chats (/api/chat, /v1) talking to the LLM at the same time."
     )
@@ -109,6 +108,40 @@ class ServerSettings(BaseModel):
     sse_keepalive: float = Field(
         10.0, gt=0, description="Seconds between `: keep-alive` comments on a silent SSE stream."
     )
+    max_upload_mb: float = Field(
+        50.0, gt=0, description="Largest upload request accepted (MB), API and web UI alike."
+    )
+    upload_rate_limit: str = Field(
+        "20/minute", description="Web UI upload requests allowed per client IP (anonymous too)."
+    )
+    admin_failures: str = Field(
+        "10/minute",
+        description="Wrong admin keys allowed per client IP; beyond, 429 until the window ends.",
+    )
+    max_conversation_messages: int = Field(
+        100, ge=1, description="Most messages one /v1/chat/completions request may carry."
+    )
+    max_conversation_chars: int = Field(
+        60_000, ge=1, description="Most characters of all messages of one /v1 request together."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the "
+        "client; empty: the peer address is the client, X-Forwarded-For is ignored.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Host headers served (e.g. ["kb.intranet.example"], "*.example.com"); '
+        "others get 400. Set it on intranets against DNS rebinding.",
+    )
+
+    @field_validator("rate_limit", "upload_rate_limit", "admin_failures")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError names the bad rate at start, not at the first request
+        return value
 
 
 class WidgetKey(BaseModel):

@@ -104,18 +104,17 @@ def test_chat_json_stream_sessions_and_feedback(
 
         assert client.post(
             "/api/feedback",
-            json={"message_id": message_id, "rating": "down", "comment": "too short"},
+            json={
+                "session_id": session,
+                "message_id": message_id,
+                "rating": "down",
+                "comment": "too short",
+            },
         ).json()["ok"]
-        assert (
-            client.post("/api/feedback", json={"message_id": 99999, "rating": "up"}).status_code
-            == 404
-        )
-        assert (
-            client.post(
-                "/api/feedback", json={"message_id": message_id, "rating": "meh"}
-            ).status_code
-            == 422
-        )
+        unknown = {"session_id": session, "message_id": 99999, "rating": "up"}
+        assert client.post("/api/feedback", json=unknown).status_code == 404
+        meh = {"session_id": session, "message_id": message_id, "rating": "meh"}
+        assert client.post("/api/feedback", json=meh).status_code == 422
         conversation = client.get(f"/api/sessions/{session}").json()
         roles = [m["role"] for m in conversation["messages"]]
         assert roles == ["user", "assistant", "user", "assistant"]

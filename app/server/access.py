@@ -1,21 +1,32 @@
 """Who may do what: the admin key, public widget keys bound to a collection and its sites,
-same-origin pages, and rate limits per widget key and per client IP (slowapi)."""
+same-origin pages, and the budgets every door shares: chat requests per client IP and per widget
+key, Web UI uploads per client IP, wrong admin keys per client IP (the `limits` library).
+
+The client IP is the peer address; behind a reverse proxy, the app factory installs uvicorn's
+ProxyHeadersMiddleware for KBCHAT_SERVER_TRUSTED_PROXIES only, so a direct client cannot name
+itself with X-Forwarded-For."""
 
 from __future__ import annotations
 
+import math
 import secrets
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from slowapi import Limiter
 from slowapi.util import get_remote_address
 
 from app.settings import WidgetKey
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from app.settings import ServerSettings, Settings
 
 KEY_HEADER = "x-kbchat-key"
 DEMO_KEY = "kbchat-demo-key"  # used only when no widget key is configured; same-origin only
@@ -52,12 +63,16 @@ def same_origin(request: Request, origin: str) -> bool:
     return bool(parts.netloc) and parts.netloc == request.headers.get("host", "")
 
 
-def presented_key(request: Request) -> str | None:
-    key = request.headers.get(KEY_HEADER)
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    key = headers.get(KEY_HEADER)
     if key:
         return key
-    auth = request.headers.get("authorization", "")
+    auth = headers.get("authorization", "")
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def presented_admin_key(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-admin-key") or presented_key(headers)
 
 
 def is_admin(settings: Settings, key: str | None) -> bool:
@@ -65,16 +80,89 @@ def is_admin(settings: Settings, key: str | None) -> bool:
     return bool(admin and key and secrets.compare_digest(key, admin.get_secret_value()))
 
 
+class RateBudget:
+    """So many hits per moving window per identifier, in process memory (one process serves)."""
+
+    def __init__(self, rate: str) -> None:
+        self.item = parse(rate)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def hit(self, ident: str) -> int | None:
+        """Spend one: None when allowed, else the seconds until the window frees one."""
+        return None if self._limiter.hit(self.item, ident) else self.retry_after(ident)
+
+    def exhausted(self, ident: str) -> int | None:
+        """Like `hit` without spending: None while some budget is left."""
+        return None if self._limiter.test(self.item, ident) else self.retry_after(ident)
+
+    def retry_after(self, ident: str) -> int:
+        reset = self._limiter.get_window_stats(self.item, ident).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+
+class Throttles:
+    """The budgets shared by every door: the API, the OpenAI-compatible API and the Web UI."""
+
+    def __init__(self, server: ServerSettings) -> None:
+        self.chat = RateBudget(server.rate_limit)
+        self.upload = RateBudget(server.upload_rate_limit)
+        self.admin_failures = RateBudget(server.admin_failures)
+
+    def spend_chat(self, client: str, widget_key: str | None = None) -> int | None:
+        """One chat turn: the client's budget, and the widget key's own budget if one is given."""
+        wait = self.chat.hit(f"ip:{client}")
+        if wait is None and widget_key:
+            wait = self.chat.hit(f"key:{widget_key}")
+        return wait
+
+    def admin_locked(self, client: str) -> int | None:
+        return self.admin_failures.exhausted(f"ip:{client}")
+
+    def admin_failed(self, client: str) -> None:
+        self.admin_failures.hit(f"ip:{client}")
+
+
+def client_address(request: Request) -> str:
+    """The peer address (already the forwarded client when the peer is a trusted proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
+def too_many(wait: int, what: str = "rate limit exceeded") -> HTTPException:
+    return HTTPException(429, f"{what}; try again in {wait} s", headers={"Retry-After": str(wait)})
+
+
+async def spend_chat(request: Request) -> None:
+    """Dependency for the chat doors: one budget per client IP (and per widget key). Async: it
+    never waits, so it needs no worker thread (those may all be busy with slow chats)."""
+    throttles: Throttles = request.app.state.throttles
+    wait = throttles.spend_chat(client_address(request), request.headers.get(KEY_HEADER))
+    if wait is not None:
+        raise too_many(wait)
+
+
+def _admin_key_matches(request: Request, settings: Settings, key: str) -> bool:
+    """Compare a presented key with the admin key, unless this client guessed too often: every
+    wrong key counts, so the admin key cannot be guessed through any route."""
+    throttles: Throttles = request.app.state.throttles
+    client = client_address(request)
+    if settings.admin_api_key is None or throttles.admin_locked(client) is not None:
+        return False
+    if is_admin(settings, key):
+        return True
+    throttles.admin_failed(client)
+    return False
+
+
 def chat_caller(request: Request) -> Caller:
     """Dependency for chat routes: checks the widget key and the Origin of browser calls."""
     settings: Settings = request.app.state.services.settings
-    key = presented_key(request)
+    key = presented_key(request.headers)
     origin = request.headers.get("origin")
-    if key and is_admin(settings, key):
-        return Caller(admin=True)
     widget = next(
         (w for w in widget_keys(settings) if key and secrets.compare_digest(w.key, key)), None
     )
+    if key and widget is None and _admin_key_matches(request, settings, key):
+        return Caller(admin=True)
     if key and widget is None and request.headers.get(KEY_HEADER):
         raise HTTPException(401, "unknown widget key")
     if widget is not None:
@@ -96,14 +184,17 @@ def admin_caller(request: Request) -> Caller:
     settings: Settings = request.app.state.services.settings
     if settings.admin_api_key is None:
         raise HTTPException(403, "admin routes are disabled: set KBCHAT_ADMIN_API_KEY")
-    key = request.headers.get("x-admin-key") or presented_key(request)
+    key = presented_admin_key(request.headers)
     if not key:
         raise HTTPException(
             401,
             "admin key required (Authorization: Bearer KEY)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not is_admin(settings, key):
+    wait = request.app.state.throttles.admin_locked(client_address(request))
+    if wait is not None:
+        raise too_many(wait, "too many wrong admin keys")
+    if not _admin_key_matches(request, settings, key):
         raise HTTPException(403, "wrong admin key")
     return Caller(admin=True)
 
@@ -112,10 +203,6 @@ ChatCaller = Annotated[Caller, Depends(chat_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
 
 
-def rate_key_by_widget(request: Request) -> str:
-    key = request.headers.get(KEY_HEADER)
-    return f"key:{key}" if key else f"ip:{get_remote_address(request)}"
-
-
 def make_limiter() -> Limiter:
+    """slowapi for the routes that only need their own per-IP limit (feedback)."""
     return Limiter(key_func=get_remote_address, headers_enabled=False)

@@ -3,21 +3,27 @@ the Gradio UI, all sharing one `Services` (one model, one store, one chain per c
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from slowapi.errors import RateLimitExceeded
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app.server.access import allowed_origins, widget_keys
+from app.server.access import Throttles, allowed_origins, presented_admin_key, widget_keys
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
 from app.server.routes_admin import admin_router
@@ -38,21 +44,92 @@ log = logging.getLogger(__name__)
 _FROM_SETTINGS: Any = object()
 
 
+GRADIO_UPLOAD = "/gradio_api/upload"  # the mounted UI's upload route (mounted at "/")
+ADMIN_API = "/api/collections/"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
 class BodyLimit:
-    """Refuse bodies over the limit with 413 before reading them (uploads get their own limit)."""
+    """Refuse bodies over the limit with 413: at once when Content-Length says so, otherwise
+    (chunked) by counting bytes as they arrive, so an endless body is never buffered. Uploads
+    get the upload limit: the Web UI's upload route, and the admin API when the request carries
+    an admin key (FastAPI reads a body before it checks the key, so requests without one get the
+    JSON limit; wrong keys are throttled by UploadGate); the rest get the JSON limit."""
 
     def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
         self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
 
+    @staticmethod
+    def _is_upload(scope: Scope) -> bool:
+        if scope["path"] == GRADIO_UPLOAD:
+            return True
+        return scope["path"].startswith(ADMIN_API) and bool(
+            presented_admin_key(Headers(scope=scope))
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
+            await self.app(scope, receive, send)
+            return
+        upload = self._is_upload(scope)
+        limit = self.upload_limit if upload else self.json_limit
+        refusal = JSONResponse(
+            {"detail": f"request body is larger than {limit // 1024} KiB"}, status_code=413
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await refusal(scope, receive, send)
+            return
+        received, refused, started = 0, False, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # whatever the app makes of the aborted body, the answer is our 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, counted, guarded)
+        if refused and not started:
+            await refusal(scope, receive, send)
+
+
+class UploadGate:
+    """Stop uploads before their body is read: the Web UI's upload route takes files from anyone
+    who loads the page (Gradio saves them before any handler runs), so it is rate limited per
+    client IP; the admin API refuses at once a client locked out for wrong admin keys."""
+
+    def __init__(self, app: ASGIApp, throttles: Throttles) -> None:
+        self.app, self.throttles = app, throttles
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
-            upload = scope["path"].startswith("/api/collections/")
-            limit = self.upload_limit if upload else self.json_limit
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+            client = scope.get("client")
+            address = client[0] if client else "unknown"
+            wait, what = None, ""
+            if scope["path"] == GRADIO_UPLOAD:
+                wait, what = self.throttles.upload.hit(f"ip:{address}"), "too many uploads"
+            elif scope["path"].startswith(ADMIN_API):
+                wait, what = self.throttles.admin_locked(address), "too many wrong admin keys"
+            if wait is not None:
                 response = JSONResponse(
-                    {"detail": f"request body is larger than {limit // 1024} KiB"}, 413
+                    {"detail": f"{what}; try again in {wait} s"},
+                    status_code=429,
+                    headers={"Retry-After": str(wait)},
                 )
                 await response(scope, receive, send)
                 return
@@ -107,7 +184,10 @@ def create_app(
     )
     limiter = make_limiter()
     app.state.limiter = limiter
+    throttles = Throttles(settings.server)
+    app.state.throttles = throttles
     app.add_exception_handler(RateLimitExceeded, _rate_limited)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_middleware(
         CORSMiddleware,
         allow_origins=allowed_origins(settings),
@@ -121,15 +201,19 @@ def create_app(
         json_limit=settings.server.max_body_kb * 1024,
         upload_limit=int(settings.server.max_upload_mb * 2**20),
     )
+    app.add_middleware(UploadGate, throttles=throttles)
+    if settings.server.trusted_proxies:  # X-Forwarded-For from these peers only
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.server.trusted_proxies)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.server.allowed_hosts)
     rate = settings.server.rate_limit
     app.include_router(chat_router(limiter, rate))
     app.include_router(admin_router())
-    app.include_router(openai_router(limiter, rate))
+    app.include_router(openai_router())
     _add_basic_routes(app, settings)
     if with_ui:
         from app.server.ui import mount_ui
 
-        app = mount_ui(app, services)
+        app = mount_ui(app, services, throttles)
     return app
 
 
@@ -164,6 +248,14 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
     def widget_demo() -> HTMLResponse:
         page = (STATIC / "demo.html").read_text(encoding="utf-8")
         return HTMLResponse(page.replace("{{WIDGET_KEY}}", widget_keys(settings)[0].key))
+
+
+def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """422 with what is wrong where; the offending input is not echoed back (it may be large,
+    or text that cannot be encoded, such as a lone surrogate)."""
+    errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
 
 
 def _rate_limited(request: Request, exc: RateLimitExceeded) -> Response:

@@ -145,11 +145,13 @@ class ConversationStore:
                 "messages": messages,
             }
 
-    def add_feedback(self, message_id: int, rating: str, comment: str = "") -> int:
+    def add_feedback(self, session_id: str, message_id: int, rating: str, comment: str = "") -> int:
+        """Rate an answer of this session: holding the session id is what allows it, so message
+        ids from other sessions are refused exactly like ids that do not exist."""
         with self._session.begin() as db:
             message = db.get(Message, message_id)
-            if message is None or message.role != "assistant":
-                raise LookupError(f"no answer with id {message_id}")
+            if message is None or message.role != "assistant" or message.session_id != session_id:
+                raise LookupError(f"no answer with id {message_id} in this session")
             feedback = Feedback(message_id=message_id, rating=rating, comment=comment)
             db.add(feedback)
             db.flush()

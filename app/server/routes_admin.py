@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, UploadFile
 
 from app.server.access import AdminCaller, ChatCaller
+from app.server.inputs import CollectionName, Text
 from app.server.services import BadRequest, NotFound, Services
 from app.store import StoreError
 
@@ -30,7 +31,7 @@ def admin_router() -> APIRouter:
 
     @router.post("/{name}/documents")
     def upload(
-        request: Request, name: str, files: list[UploadFile], _: AdminCaller
+        request: Request, name: CollectionName, files: list[UploadFile], _: AdminCaller
     ) -> dict[str, Any]:
         """Add or replace documents, then sync the collection (admin)."""
         services: Services = request.app.state.services
@@ -43,14 +44,16 @@ def admin_router() -> APIRouter:
         return {"saved": saved, "report": report.to_dict()}
 
     @router.post("/{name}/sync")
-    def sync(request: Request, name: str, _: AdminCaller) -> dict[str, Any]:
+    def sync(request: Request, name: CollectionName, _: AdminCaller) -> dict[str, Any]:
         """Re-sync the collection with its folder (admin)."""
         services: Services = request.app.state.services
         with _user_errors():
             return services.sync(name).to_dict()
 
     @router.delete("/{name}/documents/{document:path}")
-    def delete(request: Request, name: str, document: str, _: AdminCaller) -> dict[str, Any]:
+    def delete(
+        request: Request, name: CollectionName, document: Text, _: AdminCaller
+    ) -> dict[str, Any]:
         """Delete one document's file and its chunks (admin)."""
         services: Services = request.app.state.services
         with _user_errors():

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
 
 from app.chat.types import Token
-from app.server.access import ChatCaller, rate_key_by_widget
+from app.server.access import ChatCaller, spend_chat
 from app.server.chat_gate import (
     RETRY_AFTER_S,
     ChatGate,
@@ -27,6 +27,7 @@ from app.server.chat_gate import (
     with_keepalive,
 )
 from app.server.db import UnknownSession
+from app.server.inputs import MessageId, SessionId, Text
 from app.server.services import Completed, NotFound, Services
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,19 @@ T = TypeVar("T")
 
 
 class ChatRequest(BaseModel):
-    message: str = Field(min_length=1, description="The user's message, in any language.")
-    session_id: str | None = Field(None, max_length=64, description="Continue this conversation.")
-    collection: str | None = Field(None, description="Knowledge base; default from settings.")
+    message: Text = Field(min_length=1, description="The user's message, in any language.")
+    session_id: SessionId | None = Field(None, description="Continue this conversation.")
+    collection: Text | None = Field(
+        None, max_length=512, description="Knowledge base; default from settings."
+    )
     stream: bool = Field(False, description="Server-Sent Events: token, sources, done.")
 
 
 class FeedbackRequest(BaseModel):
-    message_id: int
+    session_id: SessionId = Field(description="The session the answer belongs to.")
+    message_id: MessageId
     rating: Literal["up", "down"]
-    comment: str = Field("", max_length=2000)
+    comment: Text = Field("", max_length=2000)
 
 
 def result_body(done: Completed) -> dict[str, Any]:
@@ -102,9 +106,7 @@ async def gated_events(
 def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["chat"])
 
-    @router.post("/chat")
-    @limiter.limit(rate, key_func=rate_key_by_widget)
-    @limiter.limit(rate)
+    @router.post("/chat", dependencies=[Depends(spend_chat)])
     async def chat(request: Request, body: ChatRequest, caller: ChatCaller) -> Any:
         """Answer one message. `stream: true` gives `token` events, then `sources`, then
         `done` with the session id; `: keep-alive` comments while waiting. 503 with
@@ -151,7 +153,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
         )
 
     @router.get("/sessions/{session_id}")
-    def session(request: Request, session_id: str, caller: ChatCaller) -> dict[str, Any]:
+    def session(request: Request, session_id: SessionId, caller: ChatCaller) -> dict[str, Any]:
         """The conversation so far: messages, the sources shown, feedback given."""
         services: Services = request.app.state.services
         try:
@@ -165,11 +167,11 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     @router.post("/feedback")
     @limiter.limit(rate)
     def feedback(request: Request, body: FeedbackRequest, caller: ChatCaller) -> dict[str, Any]:
-        """Thumbs up or down, and an optional comment, on one answer."""
+        """Thumbs up or down, and an optional comment, on one answer of the given session."""
         services: Services = request.app.state.services
         try:
             feedback_id = services.conversations.add_feedback(
-                body.message_id, body.rating, body.comment
+                body.session_id, body.message_id, body.rating, body.comment
             )
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc

@@ -10,32 +10,40 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
-from slowapi import Limiter
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.chat.types import ChatResult, Done, Token, Turn
-from app.server.access import ChatCaller, rate_key_by_widget
+from app.server.access import ChatCaller, spend_chat
 from app.server.chat_gate import RETRY_AFTER_S, ChatsBusy, run_sync
+from app.server.inputs import Text
 from app.server.routes_chat import KEEPALIVE, admit, gated_events
 from app.server.services import NotFound, Services
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content; only `text` parts reach the chain."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Text = Field(max_length=64)
+    text: Text | None = None
+
+
 class Message(BaseModel):
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+    role: Text = Field(max_length=32)
+    content: Text | list[ContentPart] | None = None
 
 
 class CompletionRequest(BaseModel):
-    model: str
-    messages: list[Message]
+    model: Text = Field(max_length=512)
+    messages: list[Message] = Field(min_length=1)
     stream: bool = False
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
+def _text(content: str | list[ContentPart] | None) -> str:
     if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+        return "\n".join(p.text or "" for p in content if p.type == "text")
     return content or ""
 
 
@@ -43,7 +51,7 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
 
-def openai_router(limiter: Limiter, rate: str) -> APIRouter:
+def openai_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
     @router.get("/models")
@@ -60,15 +68,20 @@ def openai_router(limiter: Limiter, rate: str) -> APIRouter:
             ],
         }
 
-    @router.post("/chat/completions")
-    @limiter.limit(rate, key_func=rate_key_by_widget)
-    @limiter.limit(rate)
+    @router.post("/chat/completions", dependencies=[Depends(spend_chat)])
     async def completions(request: Request, body: CompletionRequest, caller: ChatCaller) -> Any:
         """A chat completion over a knowledge base. When the LLM failed, `kbchat.error` holds a
         stable code and `finish_reason` is "length" if its text was cut short; 503 with
         Retry-After when too many chats are in progress."""
         services: Services = request.app.state.services
         deadline = time.monotonic() + services.settings.llm.deadline
+        server = services.settings.server
+        if len(body.messages) > server.max_conversation_messages:
+            return _error(
+                422,
+                f"a conversation may carry at most {server.max_conversation_messages} messages",
+                "invalid_request_error",
+            )
         collection = caller.collection(body.model, services.settings.collection)
         turns = [
             Turn("user" if m.role == "user" else "assistant", _text(m.content))
@@ -79,10 +92,17 @@ def openai_router(limiter: Limiter, rate: str) -> APIRouter:
             return _error(
                 400, "the last message must be a non-empty user message", "invalid_request_error"
             )
-        limit = services.settings.server.max_message_chars
+        limit = server.max_message_chars
         if len(turns[-1].content) > limit:
             return _error(
                 422, f"message is longer than {limit} characters", "invalid_request_error"
+            )
+        total = sum(len(t.content) for t in turns)
+        if total > server.max_conversation_chars:
+            return _error(
+                422,
+                f"the conversation is longer than {server.max_conversation_chars} characters",
+                "invalid_request_error",
             )
         try:
             chain = await run_sync(lambda: services.chain(collection))

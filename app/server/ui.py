@@ -20,7 +20,6 @@ import html
 import logging
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +28,7 @@ import gradio as gr
 from starlette.routing import Mount
 
 from app.chat.types import Source, Token
+from app.server.access import Throttles
 from app.server.services import BadRequest, Completed, NotFound
 from app.server.ui_files import (
     CACHE_CLEANUP,
@@ -49,6 +49,8 @@ SOURCE_HEADERS = ["#", "file", "language", "score", "passage"]
 ADMIN_DISABLED = "Admin is disabled until KBCHAT_ADMIN_API_KEY is set on the server."
 ADMIN_LOCKED = "Unlock the admin tab first."
 GENERIC_ERROR = "Something went wrong; the error was logged on the server."
+RATE_LIMITED = "⚠ Too many requests; try again in {s} s."
+ADMIN_THROTTLED = "Too many wrong keys; try again in {s} s."
 
 Message = dict[str, Any]
 Vote = Literal["up", "down"]
@@ -97,8 +99,16 @@ def _user_error(exc: Exception) -> str:
     return GENERIC_ERROR
 
 
-def build_ui(services: Services) -> gr.Blocks:
+def _client(request: gr.Request | None) -> str:
+    """The client address Gradio saw (the forwarded one when the peer is a trusted proxy)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
+
+
+def build_ui(services: Services, throttles: Throttles | None = None) -> gr.Blocks:
+    """`throttles` are the app's, so the chat and the admin key share the API's budgets."""
     settings = services.settings
+    throttles = throttles or Throttles(settings.server)
 
     def collection_names() -> list[str]:
         return [str(c["name"]) for c in services.collections()]
@@ -124,6 +134,7 @@ def build_ui(services: Services) -> gr.Blocks:
         session_id: str | None,
         collection: str | None,
         message_ids: dict[int, int] | None,
+        request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
         """Outputs: input box, chatbot, history, sources, session id, last message id, message
         ids. `history` is server-side state: what the chatbot shows is never read back."""
@@ -133,6 +144,11 @@ def build_ui(services: Services) -> gr.Blocks:
             return
         chosen = collection if isinstance(collection, str) and collection else None
         chat: list[Message] = [*(history or []), {"role": "user", "content": as_text(text)}]
+        wait = throttles.spend_chat(_client(request))  # the same budget as /api/chat and /v1
+        if wait is not None:
+            chat.append({"role": "assistant", "content": RATE_LIMITED.format(s=wait)})
+            yield gr.skip(), chat, chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
         chat.append({"role": "assistant", "content": ""})
         ids = dict(message_ids or {})
         answer = ""
@@ -160,11 +176,11 @@ def build_ui(services: Services) -> gr.Blocks:
         status."""
         return [], [], [], None, None, {}, ""
 
-    def rate(message_id: int | None, vote: Vote) -> str:
-        if message_id is None:
+    def rate(session_id: str | None, message_id: int | None, vote: Vote) -> str:
+        if message_id is None or session_id is None:
             return "No answer to rate yet."
         try:
-            services.conversations.add_feedback(message_id, vote)
+            services.conversations.add_feedback(session_id, message_id, vote)
         except Exception as exc:
             msg = _user_error(exc)
             gr.Warning(msg)
@@ -177,13 +193,15 @@ def build_ui(services: Services) -> gr.Blocks:
         gr.Info(done)
         return done
 
-    def rate_up(message_id: int | None) -> str:
-        return rate(message_id, "up")
+    def rate_up(session_id: str | None, message_id: int | None) -> str:
+        return rate(session_id, message_id, "up")
 
-    def rate_down(message_id: int | None) -> str:
-        return rate(message_id, "down")
+    def rate_down(session_id: str | None, message_id: int | None) -> str:
+        return rate(session_id, message_id, "down")
 
-    def on_like(message_ids: dict[int, int] | None, data: gr.LikeData) -> Any:
+    def on_like(
+        session_id: str | None, message_ids: dict[int, int] | None, data: gr.LikeData
+    ) -> Any:
         """LikeData comes from the client as is: only an int index and a bool vote are used."""
         if data.liked is True or data.liked is False:
             index = data.index[0] if isinstance(data.index, list | tuple) else data.index
@@ -192,15 +210,20 @@ def build_ui(services: Services) -> gr.Blocks:
             message_id = (message_ids or {}).get(index)
             if message_id is None:
                 return "This answer cannot be rated."
-            return rate(message_id, "up" if data.liked else "down")
+            return rate(session_id, message_id, "up" if data.liked else "down")
         return gr.skip()  # an undone like: nothing to store
 
     # ----------------------------------------------------------------- admin handlers
-    def unlock(key: str | None) -> tuple[Any, ...]:
-        """Outputs: unlocked flag, admin panel, key box, status."""
+    def unlock(key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Outputs: unlocked flag, admin panel, key box, status. Wrong keys spend the client's
+        admin-failure budget, shared with the admin API; beyond it no key is even compared."""
+        client = _client(request)
+        wait = throttles.admin_locked(client)
+        if wait is not None and settings.admin_api_key is not None:
+            return False, gr.update(visible=False), "", ADMIN_THROTTLED.format(s=wait)
         ok, msg = check_admin_key(settings.admin_api_key, key)
         if not ok and settings.admin_api_key is not None:
-            time.sleep(1.0)  # slow down guessing
+            throttles.admin_failed(client)
         return ok, gr.update(visible=ok), "", msg
 
     def upload_and_sync(
@@ -382,9 +405,12 @@ def build_ui(services: Services) -> gr.Blocks:
         ]
         new.click(new_conversation, None, cleared, api_visibility="private")
         chatbot.clear(new_conversation, None, cleared, api_visibility="private")
-        up.click(rate_up, last_message, feedback_status, api_visibility="private")
-        down.click(rate_down, last_message, feedback_status, api_visibility="private")
-        chatbot.like(on_like, message_ids, feedback_status, api_visibility="private")
+        rated = [session_state, last_message]
+        up.click(rate_up, rated, feedback_status, api_visibility="private")
+        down.click(rate_down, rated, feedback_status, api_visibility="private")
+        chatbot.like(
+            on_like, [session_state, message_ids], feedback_status, api_visibility="private"
+        )
 
         gr.on(
             [unlock_btn.click, admin_key.submit],
@@ -411,10 +437,10 @@ def build_ui(services: Services) -> gr.Blocks:
     return blocks
 
 
-def mount_ui(app: FastAPI, services: Services) -> FastAPI:
+def mount_ui(app: FastAPI, services: Services, throttles: Throttles | None = None) -> FastAPI:
     """Mount the UI at "/" with Gradio's file checks on: payloads may name only files uploaded
     through it, `/gradio_api/file=` serves only its own cache, never the blocked folders."""
-    blocks = build_ui(services)
+    blocks = build_ui(services, throttles)
     mounted = gr.mount_gradio_app(
         app,
         blocks,

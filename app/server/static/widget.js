@@ -357,9 +357,11 @@
     container.appendChild(block);
   }
 
-  /** 👍/👎 buttons that POST /api/feedback once; `previous` marks an existing rating. */
+  /** 👍/👎 buttons that POST /api/feedback once (with the session id); `previous` marks an
+   *  existing rating. */
   function renderFeedback(container, messageId, previous) {
-    if (messageId == null) return;
+    if (messageId == null || !sessionId) return;
+    var session = sessionId; // the server accepts feedback only from the answer's session
     var bar = el("div", "kbchat-feedback");
     var up = el("button", "", "👍");
     var down = el("button", "", "👎");
@@ -386,7 +388,7 @@
       fetch(BASE + "/api/feedback", {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-Kbchat-Key": KEY },
-        body: JSON.stringify({ message_id: messageId, rating: rating }),
+        body: JSON.stringify({ session_id: session, message_id: messageId, rating: rating }),
       }).then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
         finish(button);
