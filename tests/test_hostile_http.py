@@ -193,19 +193,30 @@ def test_widget_keys_keep_their_own_budget(kb_dir: Path, tmp_path: Path, e5: Any
 
 
 def test_gradio_chat_spends_the_same_budget(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
-    from gradio_client import Client
+    """The Gradio chat event, called as the page calls it (queue join by index; it has no API
+    name), spends the budget /api/chat spends."""
+    import httpx
+
+    from tests.test_hostile_gradio import Hostile, benign_value, dependency
 
     app = make_app(kb_dir, tmp_path, e5, ui=True, server={"rate_limit": "2/minute"})
     with live_server(app) as base:
-        import httpx
+        page = Hostile(base, tmp_path / "no-canary", "no-canary-token")
+        config = page.config()
+        dep = dependency(config, "kbchat-input", "submit")
+        data = [benign_value(config, i) for i in dep["inputs"]]
+        data[0] = "volcano"
 
-        gradio = Client(f"{base}/", verbose=False)
-        first = gradio.predict("volcano", [], None, "default", {}, api_name="/chat")
-        assert "Vesuvius" in str(first[1])
+        def answer() -> str:
+            done = [m for m in page.call(dep["id"], data) if m.get("msg") == "process_completed"]
+            assert done and done[0]["success"], done
+            return json.dumps(done[0]["output"], ensure_ascii=False)
+
+        assert "Vesuvius" in answer()
         assert httpx.post(f"{base}/api/chat", json={"message": "volcano"}).status_code == 200
-        refused = gradio.predict("volcano", [], None, "default", {}, api_name="/chat")
-        assert "Too many requests" in str(refused[1])
-        assert "Vesuvius" not in str(refused[1])  # no answer, so no chain and no LLM call
+        refused = answer()
+        assert "Too many requests" in refused
+        assert "Vesuvius" not in refused  # no answer, so no chain and no LLM call
 
 
 # ------------------------------------------------------------------------------- admin keys
