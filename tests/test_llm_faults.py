@@ -199,7 +199,12 @@ def test_hung_llm_keeps_the_server_up(
         tmp_path,
         stub,
         llm={"deadline": deadline, "timeout": 60, "max_retries": 2},
-        server={"max_concurrent_chats": running, "max_queued_chats": queued, "sse_keepalive": 0.3},
+        server={
+            "rate_limit": "1000/minute",  # one budget per client: 40 chats from one address
+            "max_concurrent_chats": running,
+            "max_queued_chats": queued,
+            "sse_keepalive": 0.3,
+        },
     )
     stub.mode, stub.hang_seconds = "hang", 60
     health: list[float] = []
