@@ -4,6 +4,7 @@ the Gradio UI, all sharing one `Services` (one model, one store, one chain per c
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -90,6 +91,8 @@ def create_app(
         preload = getattr(services.embedder, "preload", None)
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
+        if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
+            threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         yield
 
     app = FastAPI(
