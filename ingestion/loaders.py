@@ -496,6 +496,7 @@ def _docx_blocks(doc: Any) -> Iterator[tuple[str, str]]:
     """Yield ``(kind, text)`` in document order; kind is "title", "heading" or "body"."""
     from docx.table import Table
 
+    style_names: dict[str | None, str] = {}
     for item in doc.iter_inner_content():
         if isinstance(item, Table):
             for row in item.rows:
@@ -514,11 +515,13 @@ def _docx_blocks(doc: Any) -> Iterator[tuple[str, str]]:
         text = item.text.strip()
         if not text:
             continue
-        style_name = ""
-        try:
-            style_name = (item.style.name or "") if item.style is not None else ""
-        except Exception:  # a style id that the styles part does not define
-            style_name = ""
+        style_id = item._p.style  # python-docx scans every style for each unstyled paragraph
+        if style_id not in style_names:
+            try:
+                style_names[style_id] = (item.style.name or "") if item.style is not None else ""
+            except Exception:  # a style id that the styles part does not define
+                style_names[style_id] = ""
+        style_name = style_names[style_id]
         if style_name == "Title":
             yield "title", "# " + _collapse(text)
             continue
@@ -627,9 +630,8 @@ def load_bytes(data: bytes, name: str, max_chars: int = DEFAULT_MAX_CHARS) -> Lo
         doc = dataclasses.replace(doc, cut=cut if got.cut else "", notes=got.notes)
     if len(doc.text) > max_chars:  # html text, after markup was already bounded
         text = doc.text[:max_chars]
-        doc = dataclasses.replace(
-            doc, sections=[Section(text)], cut=f"text cut at {max_chars} characters"
-        )
+        cut = "; ".join(c for c in (doc.cut, f"text cut at {max_chars} characters") if c)
+        doc = dataclasses.replace(doc, sections=[Section(text)], cut=cut)
     if not any(section.text.strip() for section in doc.sections):
         raise BrokenFile("no extractable text")
     return doc
