@@ -69,6 +69,8 @@ def ingest_folder(
                     chunk_tokens=settings.chunk.tokens,
                     chunk_overlap=settings.chunk.overlap,
                     max_bytes=max_bytes,
+                    max_chars=settings.ingest.max_chars,
+                    max_chunks=settings.ingest.max_chunks,
                     batch_chunks=settings.ingest.embed_batch_chunks,
                     write_batch=min(1000, client.get_max_batch_size()),
                     progress=progress,

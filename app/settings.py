@@ -59,6 +59,18 @@ class IngestSettings(BaseModel):
     embed_batch_chunks: int = Field(
         512, ge=1, description="Chunks gathered across files before one embedding pass."
     )
+    max_chars: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Characters of text kept per file; the rest is cut and reported.",
+    )
+    max_chunks: int = Field(
+        2000, ge=1, description="Chunks kept per file; the rest is cut and reported."
+    )
+    resync_on_start: bool = Field(
+        True,
+        description="At server start, finish interrupted syncs and index changed folders.",
+    )
 
 
 class LLMSettings(BaseModel):

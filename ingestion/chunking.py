@@ -3,11 +3,17 @@
 A chunk plus the model's passage prefix and its special tokens never exceeds the model's maximum
 sequence length (512 for E5), so nothing is silently truncated at embedding time. Markdown is
 split at headings first, then paragraphs, lines and sentences.
+
+Work is bounded per document: text is handed to the splitters in windows of at most
+``WINDOW_CHARS`` (cut at a paragraph, line or space), so a 50 MB single line is never tokenised
+whole, and ``split(doc, max_chunks=N)`` stops after N chunks. Runs of headings with no text under
+them (a table of contents, 10,000 headings) are merged into chunks instead of one chunk each.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
 
     from ingestion.loaders import LoadedDocument
 
+WINDOW_CHARS = 100_000
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
 # No "" (character) separator: LangChain would measure every character alone and overcount
 # scripts without spaces (Thai, long CJK runs); such text is cut by token windows instead.
@@ -53,6 +60,31 @@ class Chunk:
     tokens: int
     section: str = ""
     page: int | None = None
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    chunks: list[Chunk]
+    cut: bool  # True when the document had more than max_chunks chunks
+
+
+def _heading_only(text: str) -> bool:
+    return all(line.lstrip().startswith("#") for line in text.splitlines() if line.strip())
+
+
+def windows(text: str, size: int) -> Iterator[str]:
+    """Consecutive pieces of at most ``size`` characters, cut at a paragraph, line or space."""
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        for sep in ("\n\n", "\n", " "):
+            at = text.rfind(sep, start + size // 2, end)
+            if at > start:
+                end = at + len(sep)
+                break
+        yield text[start:end]
+        start = end
+    yield text[start:]
 
 
 class TokenChunker:
@@ -100,20 +132,49 @@ class TokenChunker:
         """Tokens the model will see for this chunk: specials + prefix + text, as one string."""
         return len(self.tokenizer.encode(self.prefix + text, add_special_tokens=True).ids)
 
-    def split(self, doc: LoadedDocument) -> list[Chunk]:
-        pieces: list[tuple[str, str, int | None]] = []
+    def split(self, doc: LoadedDocument, max_chunks: int | None = None) -> list[Chunk]:
+        """Chunks of the document in order; at most ``max_chunks`` (see `SplitResult`)."""
+        return self.split_capped(doc, max_chunks).chunks
+
+    def split_capped(self, doc: LoadedDocument, max_chunks: int | None = None) -> SplitResult:
+        chunks: list[Chunk] = []
+        for text, heading, page in self._pieces(doc):
+            if max_chunks is not None and len(chunks) >= max_chunks:
+                return SplitResult(chunks, cut=True)
+            chunks.append(Chunk(text, len(chunks), self.model_tokens(text), heading, page))
+        return SplitResult(chunks, cut=False)
+
+    def _pieces(self, doc: LoadedDocument) -> Iterator[tuple[str, str, int | None]]:
         for section in doc.sections:
-            if doc.markup == "markdown":
-                for part in self._markdown.split_text(section.text):
-                    heading = " > ".join(str(v) for v in part.metadata.values())
-                    texts = self._fit(part.page_content, True)
-                    pieces += [(t, heading, section.page) for t in texts]
-            else:
-                pieces += [(t, "", section.page) for t in self._fit(section.text, False)]
-        return [
-            Chunk(text, i, self.model_tokens(text), heading, page)
-            for i, (text, heading, page) in enumerate(pieces)
-        ]
+            for window in windows(section.text, WINDOW_CHARS):
+                if doc.markup != "markdown":
+                    yield from ((t, "", section.page) for t in self._fit(window, False))
+                    continue
+                parts = [
+                    (part.page_content, " > ".join(str(v) for v in part.metadata.values()))
+                    for part in self._markdown.split_text(window)
+                ]
+                for text, heading in self._merge_heading_runs(parts):
+                    yield from ((t, heading, section.page) for t in self._fit(text, True))
+
+    def _merge_heading_runs(self, parts: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        """Carry heading-only parts forward into the next part while they fit in one chunk."""
+        run: list[str] = []
+        run_heading, run_tokens = "", 0
+        for text, heading in parts:
+            tokens = self.count(text) + 1
+            if run and run_tokens + tokens > self.chunk_tokens:
+                yield "\n\n".join(run), run_heading
+                run, run_tokens = [], 0
+            if not run:
+                run_heading = heading
+            run.append(text)
+            run_tokens += tokens
+            if not _heading_only(text):
+                yield "\n\n".join(run), heading
+                run, run_tokens = [], 0
+        if run:
+            yield "\n\n".join(run), run_heading
 
     def _fit(self, text: str, markdown: bool) -> list[str]:
         whole = text.strip()

@@ -4,12 +4,22 @@ Every failure is a ``LoaderError`` with a human-readable ``reason`` so ingestion
 report per-file problems instead of crashing: ``SkippedFile`` means "not ours by
 design" (unsupported type, binary), ``BrokenFile`` means "should have worked but
 could not" (empty, damaged, encrypted, zip bomb, no text, too large).
+
+Work per file is bounded: the file is read once (never through a symbolic link, never from a
+FIFO or device), text formats decode only the prefix that can yield ``max_chars`` characters,
+HTML markup is cut and docx XML refused above ``MARKUP_PER_CHAR * max_chars`` before parsing, and
+PDF/docx extraction stops at ``max_chars``. What was cut is said in ``LoadedDocument.cut``.
 """
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
+import io
 import logging
+import os
 import re
+import stat
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -31,6 +41,11 @@ DOCX_MAX_UNCOMPRESSED = 200 * MIB
 DOCX_MAX_RATIO = 200
 DOCX_RATIO_MIN_SIZE = 10 * MIB
 DOCX_MAX_ENTRIES = 10_000
+DEFAULT_MAX_CHARS = 2_000_000
+# Markup (HTML, docx XML) allowed per extracted character before parsing is refused or cut.
+MARKUP_PER_CHAR = 10
+# Any character of any supported encoding takes at most this many bytes (UTF-8, GB18030, UTF-32).
+_MAX_BYTES_PER_CHAR = 4
 
 # Byte-order marks, longest first: the UTF-32 LE BOM starts with the UTF-16 LE one.
 _BOMS: tuple[tuple[bytes, str], ...] = (
@@ -79,6 +94,8 @@ class LoadedDocument:
     sections: list[Section]
     markup: str  # "markdown" when '#' heading lines can guide splitting
     encoding: str | None  # detected encoding for text formats, None for pdf/docx
+    cut: str = ""  # why and where the text was cut short ("" when complete)
+    notes: tuple[str, ...] = ()  # guesses worth telling the user (encoding fallbacks)
 
     @property
     def text(self) -> str:
@@ -106,8 +123,8 @@ class BrokenFile(LoaderError):
 
 
 def _normalise(text: str) -> str:
-    """One newline convention and no stray BOM, so downstream code stays simple."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """One newline convention, no stray BOM and no NUL, so downstream code stays simple."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     return text.removeprefix("\ufeff")
 
 
@@ -131,32 +148,111 @@ def _best_legacy_match(data: bytes) -> tuple[str, str] | None:
     return str(best), best.encoding
 
 
-def decode_text(data: bytes) -> tuple[str, str]:
-    """Decode bytes of unknown encoding; returns ``(text, encoding_name)``.
+@dataclass(frozen=True)
+class Decoded:
+    """Text decoded from bytes: the encoding used, and whether the text was cut or guessed."""
 
-    Order: BOM, strict UTF-8, then charset-normalizer for legacy 8-bit/CJK encodings.
-    A NUL byte (outside BOM-marked UTF-16/32) means binary: ``SkippedFile``.
+    text: str
+    encoding: str
+    cut: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def _decode_prefix(data: bytes, encoding: str, max_chars: int | None, errors: str) -> Decoded:
+    """Decode only the bytes that can make ``max_chars`` characters (never a 50 MB string)."""
+    if max_chars is None or len(data) <= max_chars:
+        return Decoded(data.decode(encoding, errors), encoding)
+    head = data[: max_chars * _MAX_BYTES_PER_CHAR]
+    decoder = codecs.getincrementaldecoder(encoding)(errors)
+    text = decoder.decode(head, final=len(head) == len(data))
+    cut = len(head) < len(data) or len(text) > max_chars
+    return Decoded(text[:max_chars], encoding, cut)
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """UTF-16 text with no BOM: Latin text puts a NUL in every other byte, on one side only."""
+    pairs = len(sample) // 2
+    if pairs < 2:
+        return None
+    even = sample[0 : pairs * 2 : 2].count(0)
+    odd = sample[1 : pairs * 2 : 2].count(0)
+    if odd >= 0.3 * pairs and even <= 0.02 * pairs:
+        return "utf-16-le"
+    if even >= 0.3 * pairs and odd <= 0.02 * pairs:
+        return "utf-16-be"
+    return None
+
+
+def _mostly_utf8(text: str) -> bool:
+    """Text decoded as UTF-8 with replacement: more valid non-ASCII characters than bad bytes.
+
+    Legacy 8-bit text (cp1252 "café", cp1251 Cyrillic) almost never forms valid multi-byte
+    UTF-8 sequences by chance, so this only picks UTF-8 files damaged in a few places.
+    """
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ch > "\x7f") - bad
+    return good >= 1 and good >= bad
+
+
+def _printable(text: str) -> bool:
+    controls = sum(1 for ch in text if ch < " " and ch not in "\t\n\r\f")
+    return controls <= 0.02 * max(len(text), 1)
+
+
+def decode(data: bytes, max_chars: int | None = None) -> Decoded:
+    """Decode bytes of unknown encoding, at most ``max_chars`` characters of them.
+
+    Order: BOM, UTF-16 without BOM (NULs on one side of each byte pair), strict UTF-8, UTF-8
+    with replacement when the bytes are mostly valid UTF-8 (said in ``notes``), then
+    charset-normalizer for legacy 8-bit/CJK encodings. Other NUL bytes mean binary.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
-                text = data[len(bom) :].decode(encoding.removesuffix("-sig"))
+                got = _decode_prefix(
+                    data[len(bom) :], encoding.removesuffix("-sig"), max_chars, "strict"
+                )
             except UnicodeDecodeError as exc:
                 raise BrokenFile(f"invalid {encoding} text: {exc}") from exc
-            if "\x00" in text[:BINARY_SNIFF_BYTES]:
+            if "\x00" in got.text[:BINARY_SNIFF_BYTES]:
                 raise SkippedFile("binary content")
-            return _normalise(text), encoding
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        raise SkippedFile("binary content")
+            return Decoded(_normalise(got.text), encoding, got.cut)
+    sample = data[:BINARY_SNIFF_BYTES]
+    if b"\x00" in sample:
+        utf16 = _utf16_without_bom(sample)
+        if utf16 is None:
+            raise SkippedFile("binary content")
+        try:
+            got = _decode_prefix(data, utf16, max_chars, "strict")
+        except UnicodeDecodeError as exc:
+            raise SkippedFile("binary content") from exc
+        if not _printable(got.text[:BINARY_SNIFF_BYTES]):
+            raise SkippedFile("binary content")
+        note = f"no byte-order mark: read as {utf16}"
+        return Decoded(_normalise(got.text), utf16, got.cut, (note,))
     try:
-        return _normalise(data.decode("utf-8")), "utf-8"
+        got = _decode_prefix(data, "utf-8", max_chars, "strict")
+        return Decoded(_normalise(got.text), "utf-8", got.cut)
     except UnicodeDecodeError:
         pass
-    match = _best_legacy_match(data)
+    got = _decode_prefix(data, "utf-8", max_chars, "replace")
+    if _mostly_utf8(got.text):
+        bad = got.text.count("\ufffd")
+        note = f"not valid UTF-8 in {bad} place(s): read as UTF-8, bad bytes replaced by U+FFFD"
+        return Decoded(_normalise(got.text), "utf-8", got.cut, (note,))
+    head = data if max_chars is None else data[: max_chars * _MAX_BYTES_PER_CHAR]
+    match = _best_legacy_match(head)
     if match is None:
         raise BrokenFile("cannot detect text encoding")
-    text, encoding = match
-    return _normalise(text), encoding
+    _, encoding = match
+    got = _decode_prefix(data, encoding, max_chars, "replace")
+    return Decoded(_normalise(got.text), encoding, got.cut)
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """Decode bytes of unknown encoding (all of them); returns ``(text, encoding_name)``."""
+    got = decode(data)
+    return got.text, got.encoding
 
 
 def _first_line_title(text: str, fallback: str) -> str:
@@ -308,14 +404,17 @@ def html_to_text(html: str) -> tuple[str, str]:
 
 
 def _load_html(text: str, encoding: str, stem: str) -> LoadedDocument:
-    body, title = html_to_text(text)
+    try:
+        body, title = html_to_text(text)
+    except RecursionError as exc:
+        raise BrokenFile("HTML nested too deeply") from exc
     return _converted(body, title, stem, encoding)
 
 
 # --------------------------------------------------------------------------- pdf
 
 
-def _load_pdf(path: Path, stem: str) -> LoadedDocument:
+def _load_pdf(data: bytes, stem: str, max_chars: int) -> LoadedDocument:
     from pypdf import PdfReader
 
     pypdf_logger = logging.getLogger("pypdf")
@@ -325,7 +424,7 @@ def _load_pdf(path: Path, stem: str) -> LoadedDocument:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                reader = PdfReader(path, strict=False)
+                reader = PdfReader(io.BytesIO(data), strict=False)
                 if reader.is_encrypted:
                     try:
                         decrypted = bool(reader.decrypt(""))
@@ -334,8 +433,15 @@ def _load_pdf(path: Path, stem: str) -> LoadedDocument:
                     if not decrypted:
                         raise BrokenFile("encrypted PDF")
                 sections: list[Section] = []
+                chars, cut = 0, ""
+                pages = len(reader.pages)
                 for number, page in enumerate(reader.pages, start=1):
+                    if chars >= max_chars:
+                        cut = f"text cut at {max_chars} characters (page {number - 1} of {pages})"
+                        break
                     page_text = _normalise(page.extract_text() or "").strip()
+                    page_text = page_text[: max_chars - chars]
+                    chars += len(page_text)
                     if page_text:
                         sections.append(Section(page_text, page=number))
                 meta_title = ""
@@ -353,16 +459,16 @@ def _load_pdf(path: Path, stem: str) -> LoadedDocument:
     if not sections:
         raise BrokenFile("no extractable text (scanned or damaged PDF)")
     title = meta_title[:MAX_TITLE_CHARS] or _first_line_title(sections[0].text, stem)
-    return LoadedDocument(title=title, sections=sections, markup="plain", encoding=None)
+    return LoadedDocument(title=title, sections=sections, markup="plain", encoding=None, cut=cut)
 
 
 # --------------------------------------------------------------------------- docx
 
 
-def _check_docx_zip(path: Path) -> None:
-    """Refuse bad zips and zip bombs before python-docx inflates anything."""
+def _check_docx_zip(data: bytes, max_chars: int) -> None:
+    """Refuse bad zips, zip bombs and oversized XML before python-docx inflates anything."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise BrokenFile("not a valid .docx (bad zip)") from exc
@@ -377,12 +483,20 @@ def _check_docx_zip(path: Path) -> None:
         raise BrokenFile(
             f"suspicious .docx: looks like a zip bomb ({total // MIB} MB uncompressed)"
         )
+    xml_limit = MARKUP_PER_CHAR * max_chars
+    for info in infos:
+        if info.filename == "word/document.xml" and info.file_size > xml_limit:
+            raise BrokenFile(
+                f".docx body XML is {info.file_size / MIB:.1f} MB, over the "
+                f"{xml_limit / MIB:.1f} MB limit ({MARKUP_PER_CHAR} x max characters)"
+            )
 
 
 def _docx_blocks(doc: Any) -> Iterator[tuple[str, str]]:
     """Yield ``(kind, text)`` in document order; kind is "title", "heading" or "body"."""
     from docx.table import Table
 
+    style_names: dict[str | None, str] = {}
     for item in doc.iter_inner_content():
         if isinstance(item, Table):
             for row in item.rows:
@@ -401,11 +515,13 @@ def _docx_blocks(doc: Any) -> Iterator[tuple[str, str]]:
         text = item.text.strip()
         if not text:
             continue
-        style_name = ""
-        try:
-            style_name = (item.style.name or "") if item.style is not None else ""
-        except Exception:  # a style id that the styles part does not define
-            style_name = ""
+        style_id = item._p.style  # python-docx scans every style for each unstyled paragraph
+        if style_id not in style_names:
+            try:
+                style_names[style_id] = (item.style.name or "") if item.style is not None else ""
+            except Exception:  # a style id that the styles part does not define
+                style_names[style_id] = ""
+        style_name = style_names[style_id]
         if style_name == "Title":
             yield "title", "# " + _collapse(text)
             continue
@@ -417,13 +533,21 @@ def _docx_blocks(doc: Any) -> Iterator[tuple[str, str]]:
             yield "body", text
 
 
-def _load_docx(path: Path, stem: str) -> LoadedDocument:
-    _check_docx_zip(path)
+def _load_docx(data: bytes, stem: str, max_chars: int) -> LoadedDocument:
+    _check_docx_zip(data, max_chars)
+    blocks: list[tuple[str, str]] = []
+    cut = ""
     try:
         import docx
 
-        doc = docx.Document(str(path))
-        blocks = list(_docx_blocks(doc))
+        doc = docx.Document(io.BytesIO(data))
+        chars = 0
+        for kind, text in _docx_blocks(doc):
+            if chars >= max_chars:
+                cut = f"text cut at {max_chars} characters"
+                break
+            blocks.append((kind, text[: max_chars - chars]))
+            chars += len(text) + 2
         core_title = (doc.core_properties.title or "").strip()
     except LoaderError:
         raise
@@ -436,47 +560,87 @@ def _load_docx(path: Path, stem: str) -> LoadedDocument:
                 title = text.lstrip("#").strip()
                 break
     body = _normalise("\n\n".join(text for _, text in blocks))
-    return _converted(body, title, stem, None)
+    return dataclasses.replace(_converted(body, title, stem, None), cut=cut)
 
 
 # --------------------------------------------------------------------------- entry
 
 
-def load_file(path: Path, max_bytes: int = 50 * MIB) -> LoadedDocument:
-    """Extract text from one supported file, raising ``LoaderError`` with a reason."""
-    path = Path(path)
-    ext = path.suffix.lower()
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """All bytes of a regular file, read once: no symbolic link, FIFO or device is opened
+    for reading, and a file that grows past ``max_bytes`` while read is refused."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise SkippedFile("symbolic link: not followed") from exc
+        raise BrokenFile(f"cannot read file: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise SkippedFile("not a regular file")
+        if info.st_size > max_bytes:
+            raise BrokenFile(f"larger than {max_bytes / MIB:g} MB")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as exc:
+            raise BrokenFile(f"cannot read file: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise BrokenFile(f"larger than {max_bytes / MIB:g} MB")
+    return data
+
+
+def check_extension(name: str) -> str:
+    """The lower-cased extension of a supported file name, else ``SkippedFile``."""
+    ext = Path(name).suffix.lower()
     if not ext:
         raise SkippedFile("unsupported file type (no extension)")
     if ext not in SUPPORTED_EXTENSIONS:
         raise SkippedFile(f"unsupported file type '{ext}'")
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise BrokenFile(f"cannot read file: {exc}") from exc
-    if size == 0:
+    return ext
+
+
+def load_bytes(data: bytes, name: str, max_chars: int = DEFAULT_MAX_CHARS) -> LoadedDocument:
+    """Extract text from the bytes of a file called ``name`` (its extension picks the format).
+
+    Callers that hash the file hash these same bytes, so the stored text and its hash always
+    belong to one version of a file that may change while it is ingested.
+    """
+    ext = check_extension(name)
+    if not data:
         raise BrokenFile("empty file")
-    if size > max_bytes:
-        raise BrokenFile(f"file is larger than the {max_bytes / MIB:g} MB limit")
-    stem = path.stem
-
+    stem = Path(name).stem
+    limit = max_chars
     if ext == ".pdf":
-        doc = _load_pdf(path, stem)
+        doc = _load_pdf(data, stem, max_chars)
     elif ext == ".docx":
-        doc = _load_docx(path, stem)
+        doc = _load_docx(data, stem, max_chars)
     else:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise BrokenFile(f"cannot read file: {exc}") from exc
-        text, encoding = decode_text(data)
+        markup = ext in _HTML_EXTENSIONS
+        limit = max_chars * MARKUP_PER_CHAR if markup else max_chars
+        got = decode(data, limit)
         if ext in _MARKDOWN_EXTENSIONS:
-            doc = _load_markdown(text, encoding, stem)
-        elif ext in _HTML_EXTENSIONS:
-            doc = _load_html(text, encoding, stem)
+            doc = _load_markdown(got.text, got.encoding, stem)
+        elif markup:
+            doc = _load_html(got.text, got.encoding, stem)
         else:
-            doc = _load_plain(text, encoding, stem)
-
+            doc = _load_plain(got.text, got.encoding, stem)
+        cut = f"text cut at {limit} {'characters of markup' if markup else 'characters'}"
+        doc = dataclasses.replace(doc, cut=cut if got.cut else "", notes=got.notes)
+    if len(doc.text) > max_chars:  # html text, after markup was already bounded
+        text = doc.text[:max_chars]
+        cut = "; ".join(c for c in (doc.cut, f"text cut at {max_chars} characters") if c)
+        doc = dataclasses.replace(doc, sections=[Section(text)], cut=cut)
     if not any(section.text.strip() for section in doc.sections):
         raise BrokenFile("no extractable text")
     return doc
+
+
+def load_file(
+    path: Path, max_bytes: int = 50 * MIB, max_chars: int = DEFAULT_MAX_CHARS
+) -> LoadedDocument:
+    """Extract text from one supported file, raising ``LoaderError`` with a reason."""
+    path = Path(path)
+    check_extension(path.name)
+    return load_bytes(read_file(path, max_bytes), path.name, max_chars)

@@ -3,6 +3,14 @@
 Unchanged files (same content hash) cost a read and a hash, never an embedding; with nothing to
 do, no model is loaded at all. Files are parsed and chunked one by one, but embedded in batches
 across files so the model sees full batches.
+
+What is read: regular files under the root only. Symbolic links are never followed, to files or
+folders, wherever they point: a link leading outside the folder would expose files the admin did
+not mean to publish, and a link inside would index the same text twice (or loop); the target of
+an inside link is ingested under its own name anyway. Every link, unreadable folder, FIFO or
+device is listed in the report's `skipped` with the reason. File names that are not valid UTF-8
+are indexed under an escaped name (``bad\\xffname.txt``) so every stored source is valid text.
+Each file is read once: its hash and its text come from the same bytes.
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ingestion.chunking import Chunk, TokenChunker
 from ingestion.language import detect_language
 from ingestion.loaders import (
+    DEFAULT_MAX_CHARS,
     SUPPORTED_EXTENSIONS,
     BrokenFile,
     LoadedDocument,
+    LoaderError,
     SkippedFile,
-    load_file,
+    load_bytes,
+    read_file,
 )
 from ingestion.manifest import Entry, Manifest
 
@@ -36,6 +47,9 @@ if TYPE_CHECKING:
     from app.embeddings.profiles import PrefixProfile
 
 Progress = Callable[[int, int], None]  # (files done, files to process)
+# Uploads are written under this hidden name, then renamed: a scan never sees half a file.
+TEMP_PREFIX = ".kbchat-upload-"
+DEFAULT_MAX_CHUNKS = 2000
 
 
 class PassageEmbedder(Protocol):
@@ -68,6 +82,8 @@ class SyncReport:
     removed: list[str] = field(default_factory=list)
     failed: list[FileProblem] = field(default_factory=list)
     skipped: list[FileProblem] = field(default_factory=list)
+    truncated: list[FileProblem] = field(default_factory=list)  # indexed, but cut short
+    notes: list[FileProblem] = field(default_factory=list)  # indexed, with a guess to check
     chunks_written: int = 0
     chunks_removed: int = 0
     embedded: int = 0
@@ -113,20 +129,35 @@ def chunk_id(source: str, file_hash: str, index: int) -> str:
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[FileProblem]]:
-    """Candidate files in a stable order; hidden entries and unsupported types are reported."""
+    """Candidate files in a stable order; links, hidden entries and other types are reported."""
     files: list[Path] = []
     skipped: list[FileProblem] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        where = _rel(Path(exc.filename), root) if exc.filename else "."
+        skipped.append(FileProblem(where + "/", f"cannot read folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):  # never follows links
         here = Path(dirpath)
+        keep = []
         for name in sorted(dirnames):
+            path = here / name
             if name.startswith("."):
-                skipped.append(FileProblem(_rel(here / name, root) + "/", "hidden folder"))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                skipped.append(FileProblem(_rel(path, root) + "/", "hidden folder"))
+            elif path.is_symlink():
+                skipped.append(FileProblem(_rel(path, root) + "/", _link_reason(path, root)))
+            else:
+                keep.append(name)
+        dirnames[:] = keep
         for name in sorted(filenames):
             path = here / name
             ext = path.suffix.lower()
+            if name.startswith(TEMP_PREFIX):
+                continue  # an upload still being written; it is renamed when complete
             if name.startswith("."):
                 skipped.append(FileProblem(_rel(path, root), "hidden file"))
+            elif path.is_symlink():
+                skipped.append(FileProblem(_rel(path, root), _link_reason(path, root)))
             elif not path.is_file():
                 skipped.append(FileProblem(_rel(path, root), "not a regular file"))
             elif ext not in SUPPORTED_EXTENSIONS:
@@ -137,8 +168,21 @@ def scan_folder(root: Path) -> tuple[list[Path], list[FileProblem]]:
     return files, skipped
 
 
+def _link_reason(path: Path, root: Path) -> str:
+    """Why a symbolic link is skipped; the target itself is not named (it may be private)."""
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling, or a loop
+        return "symbolic link that is broken or loops: not followed"
+    if not target.is_relative_to(root):
+        return "symbolic link to outside the knowledge-base folder: not followed"
+    return "symbolic link inside the knowledge-base folder: not followed (target indexed itself)"
+
+
 def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+    """The source name: the path below the root, with bytes that are not UTF-8 escaped."""
+    rel = path.relative_to(root).as_posix()
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def entries_from_store(collection: Collection) -> list[Entry]:
@@ -179,14 +223,15 @@ def plan_sync(
     for path in files:
         source = _rel(path, root)
         present.add(source)
+        if source != path.relative_to(root).as_posix():
+            report.notes.append(FileProblem(source, "file name is not valid UTF-8: escaped"))
         try:
-            if path.stat().st_size > max_bytes:
-                limit = max_bytes / 2**20
-                report.failed.append(FileProblem(source, f"larger than {limit:g} MB"))
-                continue
-            file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as exc:
-            report.failed.append(FileProblem(source, f"cannot read: {exc.strerror or exc}"))
+            file_hash = hashlib.sha256(read_file(path, max_bytes)).hexdigest()
+        except SkippedFile as exc:  # replaced by a link or a FIFO since the scan
+            report.skipped.append(FileProblem(source, exc.reason))
+            continue
+        except LoaderError as exc:
+            report.failed.append(FileProblem(source, exc.reason))
             continue
         entry = entries.get(source)
         if entry and entry.state == "done" and entry.hash == file_hash:
@@ -210,6 +255,8 @@ class FolderSync:
         chunk_tokens: int,
         chunk_overlap: int,
         max_bytes: int,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
         batch_chunks: int = 512,
         write_batch: int = 1000,
         progress: Progress | None = None,
@@ -220,6 +267,8 @@ class FolderSync:
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.max_bytes = max_bytes
+        self.max_chars = max_chars
+        self.max_chunks = max_chunks
         self.batch_chunks = batch_chunks
         self.write_batch = write_batch
         self.progress = progress
@@ -299,7 +348,9 @@ class FolderSync:
         self, path: Path, source: str, file_hash: str, kind: str, report: SyncReport
     ) -> _Pending | None:
         try:
-            doc = load_file(path, self.max_bytes)
+            data = read_file(path, self.max_bytes)
+            file_hash = hashlib.sha256(data).hexdigest()  # this version's, if it changed since
+            doc = load_bytes(data, path.name, self.max_chars)
         except SkippedFile as exc:
             report.skipped.append(FileProblem(source, exc.reason))
             return None
@@ -309,12 +360,21 @@ class FolderSync:
         except Exception as exc:  # a parser bug on one file must not stop the whole ingest
             report.failed.append(FileProblem(source, f"unexpected error: {exc!r}"))
             return None
+        del data
+        if doc.cut:
+            report.truncated.append(FileProblem(source, doc.cut))
+        report.notes += [FileProblem(source, note) for note in doc.notes]
         language = detect_language("\n".join(s.text for s in doc.sections))
         return _Pending(source, file_hash, doc, language, [], kind)
 
     def _chunk(self, item: _Pending, report: SyncReport) -> _Pending | None:
         try:
-            item.chunks = self.chunker.split(item.doc)
+            result = self.chunker.split_capped(item.doc, self.max_chunks)
+            item.chunks = result.chunks
+            if result.cut:
+                report.truncated.append(
+                    FileProblem(item.source, f"kept the first {self.max_chunks} chunks")
+                )
         except Exception as exc:  # e.g. a tokenizer error on strange input: report, go on
             report.failed.append(FileProblem(item.source, f"unexpected error: {exc!r}"))
             return None

@@ -215,3 +215,41 @@ def test_model_too_small_is_refused() -> None:
         TokenChunker(
             real_tokenizer(), max_tokens=16, passage_prefix=PREFIX, chunk_tokens=8, overlap=0
         )
+
+
+# --------------------------------------------------------------------------- bounded work (issue 7)
+
+
+def test_heading_only_runs_merge_instead_of_one_chunk_each() -> None:
+    text = "".join(f"# Heading number {i}\n\n" for i in range(10_000))
+    c = chunker(chunk_tokens=200)
+    chunks = c.split(doc(text, "markdown"))
+    assert len(chunks) < 10_000 // 20  # today: 10,000 chunks, one per heading
+    joined = "\n".join(ch.text for ch in chunks)
+    assert all(f"Heading number {i}\n" in joined + "\n" for i in (0, 1, 4999, 9999))
+    assert all(ch.tokens <= c.max_tokens for ch in chunks)
+
+
+def test_heading_run_joins_the_text_below_it() -> None:
+    text = "# Part\n\n## Chapter\n\n### Section\n\nThe only paragraph of body text."
+    chunks = chunker().split(doc(text, "markdown"))
+    assert len(chunks) == 1 and chunks[0].text.startswith("# Part")
+    assert chunks[0].section == "Part > Chapter > Section"
+
+
+def test_max_chunks_stops_early_and_says_so() -> None:
+    c = chunker(chunk_tokens=50)
+    long = doc(long_text("en", chars=20_000))
+    full = c.split(long)
+    capped = c.split_capped(long, max_chunks=5)
+    assert len(full) > 5 and capped.cut
+    assert [ch.text for ch in capped.chunks] == [ch.text for ch in full[:5]]
+    assert not c.split_capped(long, max_chunks=len(full)).cut
+
+
+def test_a_huge_single_line_is_split_in_windows() -> None:
+    c = chunker(chunk_tokens=100)
+    line = "lorem ipsum dolor sit amet " * 20_000  # 540,000 characters, one line
+    capped = c.split_capped(doc(line), max_chunks=20)
+    assert capped.cut and len(capped.chunks) == 20
+    assert all(ch.tokens <= c.max_tokens for ch in capped.chunks)

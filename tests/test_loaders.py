@@ -360,3 +360,66 @@ def test_detect_language_samples_middle_of_long_text() -> None:
     header = "Copyright notice. All rights reserved. " * 10  # ~390 chars of English
     body = "Der schnelle braune Fuchs springt über den faulen Hund. " * 200
     assert detect_language(header + body) == "de"
+
+
+# --------------------------------------------------------------------------- hardening (issue 7)
+
+
+def test_utf8_with_a_few_bad_bytes_stays_utf8(tmp_path: Path) -> None:
+    data = "Le café crème coûte trois euros à la gare.".encode() + b"\xff\xfe!"
+    doc = load_file(_write(tmp_path, "bad.txt", data))
+    assert "café crème" in doc.text  # today: cp1251, "cafГ© crГЁme"
+    assert doc.encoding == "utf-8"
+    assert any("U+FFFD" in note for note in doc.notes)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_text_not_binary(tmp_path: Path, encoding: str) -> None:
+    text = "The tram depot is open on Sundays from ten to four."
+    doc = load_file(_write(tmp_path, "u16.txt", text.encode(encoding)))
+    assert doc.text == text and doc.encoding == encoding
+    assert any(encoding in note for note in doc.notes)
+
+
+def test_text_is_cut_at_max_chars(tmp_path: Path) -> None:
+    doc = load_file(_write(tmp_path, "line.txt", b"abcdefghij" * 100_000), max_chars=5000)
+    assert len(doc.text) == 5000 and "5000 characters" in doc.cut
+
+
+def test_html_markup_is_cut_before_parsing(tmp_path: Path) -> None:
+    html = b"<p>" + b"<b>word</b> " * 10_000 + b"</p><p>FINAL</p>"
+    doc = load_file(_write(tmp_path, "big.html", html), max_chars=1000)
+    assert len(doc.text) <= 1000 and "FINAL" not in doc.text and doc.cut
+
+
+def test_docx_with_oversized_xml_is_refused_unparsed(tmp_path: Path) -> None:
+    from tests.test_hostile_files import _docx_with_body
+
+    data = _docx_with_body("<w:p><w:r><w:t>word</w:t></w:r></w:p>" * 5000)  # ~190 KB of XML
+    with pytest.raises(BrokenFile, match="over the"):
+        load_file(_write(tmp_path, "x.docx", data), max_chars=10_000)
+
+
+def test_docx_text_is_cut_at_max_chars(tmp_path: Path) -> None:
+    from tests.test_hostile_files import _docx
+
+    data = _docx(*[f"Paragraph {i} about the ferry timetable." for i in range(100)])
+    doc = load_file(_write(tmp_path, "x.docx", data), max_chars=2000)
+    assert len(doc.text) <= 2000 and doc.cut
+
+
+def test_symlink_is_never_opened(tmp_path: Path) -> None:
+    secret = _write(tmp_path, "secret.txt", b"root:x:0:0")
+    link = tmp_path / "link.txt"
+    link.symlink_to(secret)
+    with pytest.raises(SkippedFile, match="symbolic link"):
+        load_file(link)
+
+
+@pytest.mark.timeout(20)
+def test_fifo_is_not_read(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(SkippedFile, match="not a regular file"):
+        load_file(tmp_path / "pipe.txt")  # today: blocks forever waiting for a writer

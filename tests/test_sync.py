@@ -715,3 +715,253 @@ def test_search_finds_the_exact_chunk(
 def test_search_unknown_collection(settings: Settings, client: Any, fake: FakeEmbedder) -> None:
     with pytest.raises(StoreError, match="no knowledge base named 'missing'"):
         search(settings, "x", collection_name="missing", embedder=fake, client=client)
+
+
+# --------------------------------------------------------------------------- hardening (issue 7)
+
+CANARY = "CANARY-3b7e root:x:0:0 never index me"
+
+
+def _outside(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.txt").write_text(CANARY, encoding="utf-8")
+    return outside
+
+
+def _add_links(root: Path, outside: Path) -> dict[str, str]:
+    """Links of every kind; returns source -> words its skip reason must contain."""
+    (root / "passwd.txt").symlink_to(outside / "secret.txt")
+    (root / "etc").symlink_to(outside, target_is_directory=True)
+    (root / "alias.md").symlink_to(root / "en.md")
+    (root / "docs-again").symlink_to(root / "docs", target_is_directory=True)
+    (root / "docs" / "up").symlink_to(root, target_is_directory=True)  # a loop through ..
+    (root / "self.md").symlink_to(root / "self.md")
+    return {
+        "passwd.txt": "outside",
+        "etc/": "outside",
+        "alias.md": "inside",
+        "docs-again/": "inside",
+        "docs/up/": "inside",
+        "self.md": "loops",
+    }
+
+
+def _assert_no_canary(client: Any, name: str = NAME) -> None:
+    docs = client.get_collection(name).get(include=["documents"])["documents"]
+    assert all(CANARY not in d for d in docs)
+
+
+def test_symlinks_are_never_followed(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    expected = _add_links(root, _outside(tmp_path))
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    skipped = {p.source: p.reason for p in report.skipped}
+    for source, words in expected.items():
+        assert words in skipped.get(source, ""), (source, skipped)
+    assert sorted(report.added) == sorted(CORPUS)  # each real file once, no link twice
+    _assert_no_canary(client)
+    assert_consistent(client, root)
+
+
+def test_unreadable_folder_is_reported(
+    settings: Settings,
+    root: Path,
+    client: Any,
+    fake: FakeEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_scandir = os.scandir
+    locked = root / "docs" / "deep"
+
+    def scandir(path: Any = ".") -> Any:  # what a folder without read permission does
+        if Path(os.fsdecode(path)) == locked:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    skipped = {p.source: p.reason for p in report.skipped}
+    assert "Permission denied" in skipped.get("docs/deep/", ""), skipped
+    assert sorted(report.added) == sorted(set(CORPUS) - {"docs/deep/ar.txt"})
+
+
+def test_file_name_that_is_not_utf8_is_escaped_and_the_rest_ingested(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    import json
+
+    with open(os.path.join(os.fsencode(root), b"bad\xffname.txt"), "wb") as f:
+        f.write(b"The ferry to the island leaves at noon.")
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert sorted(report.added) == sorted([*CORPUS, "bad\\xffname.txt"])
+    assert any(p.source == "bad\\xffname.txt" for p in report.notes)
+    json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
+    sources = {str(m["source"]) for _, m in rows(client)}
+    assert "bad\\xffname.txt" in sources
+    for source in sources:
+        source.encode("utf-8")
+    again = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert again.unchanged == len(CORPUS) + 1 and not again.added and not again.removed
+
+
+def test_file_changed_during_ingest_stores_the_hash_of_its_text(
+    settings: Settings,
+    root: Path,
+    client: Any,
+    fake: FakeEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_plan = FolderSync.plan
+
+    def plan_then_edit(self: FolderSync, folder: Path, name: str) -> Any:
+        plan = real_plan(self, folder, name)
+        (root / "de.txt").write_text("Neue Fassung: die Bibliothek ist geschlossen.", "utf-8")
+        return plan
+
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    (root / "de.txt").write_text("Zweite Fassung: die Bibliothek öffnet um acht.", "utf-8")
+    monkeypatch.setattr(FolderSync, "plan", plan_then_edit)
+    # The settings' manifest is bound, so ingest_folder uses its early plan; force a re-plan.
+    monkeypatch.setattr(FolderSync, "bind", lambda self: False)
+    ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    metas = [m for _, m in rows(client) if m["source"] == "de.txt"]
+    docs = client.get_collection(NAME).get(where={"source": "de.txt"})["documents"]
+    assert docs == ["Neue Fassung: die Bibliothek ist geschlossen."]
+    assert {m["file_hash"] for m in metas} == {sha256(root / "de.txt")}
+    assert_consistent(client, root)
+
+
+def test_cut_files_are_reported_as_truncated(
+    tmp_path: Path, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        ingest={"max_chars": 2000, "max_chunks": 2},
+        chunk={"tokens": 64, "overlap": 8},
+    )
+    (root / "long.txt").write_text("word " * 50_000, encoding="utf-8")
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    cut = {}
+    for p in report.truncated:
+        cut[p.source] = cut.get(p.source, "") + p.reason + "; "
+    assert "2000 characters" in cut["long.txt"] and "first 2 chunks" in cut["long.txt"]
+    assert max(chunks_per_source(client).values()) <= 2
+    assert "long.txt" in report.added
+
+
+# --------------------------------------------------------------------------- through the server
+
+
+def _app(settings: Settings, client: Any) -> Any:
+    from app.server.app import create_app
+
+    return create_app(settings, embedder=FakeEmbedder(), client=client, llm=None, with_ui=False)
+
+
+def test_server_sync_skips_symlinks_out(tmp_path: Path, client: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = load_settings(data_dir=tmp_path / "data", admin_api_key="k" * 20)
+    folder = settings.collections_dir / NAME
+    write_files(folder, {"en.md": EN})
+    (folder / "passwd.txt").symlink_to(_outside(tmp_path) / "secret.txt")
+    (folder / "etc").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with TestClient(_app(settings, client)) as http:
+        got = http.post(
+            f"/api/collections/{NAME}/sync", headers={"Authorization": "Bearer " + "k" * 20}
+        )
+    assert got.status_code == 200, got.text
+    skipped = {p["source"]: p["reason"] for p in got.json()["skipped"]}
+    assert "outside" in skipped["passwd.txt"] and "outside" in skipped["etc/"]
+    assert got.json()["added"] == ["en.md"]
+    _assert_no_canary(client)
+
+
+def test_upload_answer_lists_saved_indexed_and_failed(tmp_path: Path, client: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = load_settings(data_dir=tmp_path / "data", admin_api_key="k" * 20)
+    files = [
+        ("files", ("good.md", EN.encode(), "text/markdown")),
+        ("files", ("broken.pdf", b"%PDF-1.4 cut short", "application/pdf")),
+        ("files", ("empty.txt", b"", "text/plain")),
+    ]
+    with TestClient(_app(settings, client)) as http:
+        got = http.post(
+            f"/api/collections/{NAME}/documents",
+            files=files,
+            headers={"Authorization": "Bearer " + "k" * 20},
+        )
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["saved"] == ["good.md", "broken.pdf", "empty.txt"]
+    assert body["indexed"] == ["good.md"]
+    failed = {f["file"]: f["reason"] for f in body["failed"]}
+    assert set(failed) == {"broken.pdf", "empty.txt"} and "empty" in failed["empty.txt"]
+    folder = settings.collections_dir / NAME
+    assert sorted(p.name for p in folder.iterdir()) == ["broken.pdf", "empty.txt", "good.md"]
+
+
+def test_upload_temp_files_are_invisible_to_the_scan(
+    settings: Settings, root: Path, client: Any, fake: FakeEmbedder
+) -> None:
+    (root / ".kbchat-upload-1234abcd").write_bytes(b"half an upload")
+    report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
+    assert not [p for p in report.skipped if "kbchat-upload" in p.source]
+
+
+def test_interrupted_sync_is_finished_at_the_next_start(
+    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed mid-sync (pending files, partial chunks), a file added and an upload
+    left half-written while it was down: the next start finishes all of it by itself."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from ingestion.manifest import Manifest
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    folder = settings.collections_dir / NAME
+    write_files(folder, CORPUS)
+    dying = FakeEmbedder()
+    real_encode = dying.encode_passages
+
+    def killed_on_second(texts: list[str]) -> np.ndarray:
+        if dying.calls >= 1:
+            raise SystemExit("killed")  # the process dies: nothing after this runs
+        return real_encode(texts)
+
+    monkeypatch.setattr(dying, "encode_passages", killed_on_second)
+    with pytest.raises(SystemExit):
+        ingest_folder(
+            load_settings(data_dir=tmp_path / "data", ingest={"embed_batch_chunks": 4}),
+            folder,
+            NAME,
+            embedder=dying,
+            client=client,
+        )
+    manifest = Manifest(settings.manifests_dir / f"{NAME}.sqlite")
+    assert any(e.state == "pending" for e in manifest.entries().values())
+    manifest.close()
+    write_files(folder, {"late.md": "# Late\n\nAdded while the server was down."})
+    stale = folder / ".kbchat-upload-dead"
+    stale.write_bytes(b"half an upload")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+
+    with TestClient(_app(settings, client)):
+        deadline = time.monotonic() + 60  # detects a hang, not a timing
+        while time.monotonic() < deadline:
+            manifest = Manifest(settings.manifests_dir / f"{NAME}.sqlite")
+            entries = manifest.entries()
+            manifest.close()
+            if len(entries) == len(CORPUS) + 1 and all(e.state == "done" for e in entries.values()):
+                break
+            time.sleep(0.2)
+    assert sorted(entries) == sorted([*CORPUS, "late.md"])
+    assert all(e.state == "done" for e in entries.values())
+    assert set(chunks_per_source(client)) == {*CORPUS, "late.md"}
+    assert_consistent(client, folder)
+    assert not stale.exists()

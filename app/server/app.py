@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -171,6 +172,8 @@ def create_app(
         preload = getattr(services.embedder, "preload", None)
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
+        if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
+            threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         yield
 
     app = FastAPI(

@@ -33,15 +33,27 @@ def admin_router() -> APIRouter:
     def upload(
         request: Request, name: CollectionName, files: list[UploadFile], _: AdminCaller
     ) -> dict[str, Any]:
-        """Add or replace documents, then sync the collection (admin)."""
+        """Add or replace documents, then sync the collection (admin). The answer lists the
+        files saved, those indexed, and those that failed with the reason."""
         services: Services = request.app.state.services
-        saved = []
+        saved: list[str] = []
+        failed: list[dict[str, str]] = []
         with _user_errors():
             for f in files:
-                data = f.file.read()
-                saved.append(services.save_upload(name, f.filename or "", data).name)
+                filename = f.filename or ""
+                try:
+                    saved.append(services.save_upload(name, filename, f.file.read()).name)
+                except OSError as exc:
+                    failed.append({"file": filename, "reason": f"not saved: {exc.strerror}"})
             report = services.sync(name)
-        return {"saved": saved, "report": report.to_dict()}
+        problems = {p.source: p.reason for p in report.failed + report.skipped}
+        failed += [{"file": n, "reason": problems[n]} for n in saved if n in problems]
+        return {
+            "saved": saved,
+            "indexed": [n for n in saved if n not in problems],
+            "failed": failed,
+            "report": report.to_dict(),
+        }
 
     @router.post("/{name}/sync")
     def sync(request: Request, name: CollectionName, _: AdminCaller) -> dict[str, Any]:

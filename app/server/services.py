@@ -3,8 +3,12 @@ collection, the conversation database, and the admin operations. Built once per 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,10 @@ if TYPE_CHECKING:
     from app.settings import Settings
     from ingestion.sync import SyncReport
 
+log = logging.getLogger(__name__)
+# A temp file left by a killed upload is removed at the next start once it is this old (seconds);
+# younger ones may belong to an upload still running in another worker.
+STALE_UPLOAD_SECONDS = 600
 _SAFE_NAME = re.compile(r"^[^/\\\x00]{1,255}$")
 
 
@@ -62,6 +70,7 @@ class Services:
         self.conversations = conversations
         self._chains: dict[str, ChatChain] = {}
         self._lock = threading.Lock()
+        self._sync_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------ chat
     def chain(self, collection: str) -> ChatChain:
@@ -144,29 +153,79 @@ class Services:
     def sync(
         self, collection: str, progress: Callable[[int, int], None] | None = None
     ) -> SyncReport:
+        """Sync the collection with its folder; syncs of one collection in this process wait
+        for each other (the file lock in `ingest_folder` refuses other processes)."""
         from app.ingest import ingest_folder
 
         folder = self.folder(collection)
         folder.mkdir(parents=True, exist_ok=True)
-        report = ingest_folder(
-            self.settings,
-            folder,
-            collection,
-            embedder=self.embedder,
-            client=self.client,
-            progress=progress,
-        )
+        with self._lock:
+            sync_lock = self._sync_locks.setdefault(collection, threading.Lock())
+        with sync_lock:
+            report = ingest_folder(
+                self.settings,
+                folder,
+                collection,
+                embedder=self.embedder,
+                client=self.client,
+                progress=progress,
+            )
         with self._lock:
             self._chains.pop(collection, None)  # a new collection, or new metadata
         return report
 
     def save_upload(self, collection: str, filename: str, data: bytes) -> Path:
-        """Write one uploaded file into the collection's folder, never outside it."""
+        """Write one uploaded file into the collection's folder, never outside it.
+
+        Written to a hidden temp file and renamed, so a scan (or a kill) never sees half a file,
+        and an existing symbolic link of that name is replaced, never written through.
+        """
+        from ingestion.sync import TEMP_PREFIX
+
         folder = self.folder(collection).resolve()
         target = safe_child(folder, filename)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return target
+
+    def recover(self) -> dict[str, SyncReport]:
+        """Finish what a killed server left undone, for every collection with a folder here:
+        remove stale upload temp files, then sync, which embeds files still marked pending,
+        saved-but-unindexed uploads and any change made to the folder while it was down."""
+        from ingestion.sync import TEMP_PREFIX
+
+        reports: dict[str, SyncReport] = {}
+        for name in collection_names(self.client):
+            try:
+                folder = self.folder(name)
+                if not folder.is_dir():
+                    continue
+                for tmp in folder.glob(TEMP_PREFIX + "*"):
+                    if time.time() - tmp.lstat().st_mtime > STALE_UPLOAD_SECONDS:
+                        tmp.unlink(missing_ok=True)
+                report = reports[name] = self.sync(name)
+            except Exception:  # one broken collection must not stop the others, nor the server
+                log.exception("start-up re-sync of collection %r failed", name)
+                continue
+            if report.added or report.updated or report.removed or report.failed:
+                log.info(
+                    "start-up re-sync of %r: %d added, %d updated, %d removed, %d failed",
+                    name,
+                    len(report.added),
+                    len(report.updated),
+                    len(report.removed),
+                    len(report.failed),
+                )
+        return reports
 
     def delete_document(self, collection: str, document: str) -> SyncReport:
         folder = self.folder(collection).resolve()
