@@ -396,3 +396,19 @@ def test_gradio_feedback_needs_the_session_too(kb_dir: Path, tmp_path: Path, e5:
     assert services.conversations.feedback_for(theirs.message_id) == [
         {"rating": "up", "comment": ""}
     ]
+
+
+def test_ready_names_no_store_detail(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
+    """An anonymous /api/ready says the store is unreachable, not where it is or why."""
+
+    class BrokenStore:
+        def heartbeat(self) -> int:
+            raise ConnectionError("could not reach chroma at secret-host.internal:8123")
+
+    app = make_app(kb_dir, tmp_path, e5)
+    app.state.services.client = BrokenStore()
+    with TestClient(app) as client:
+        answer = client.get("/api/ready")
+    assert answer.status_code == 503
+    assert answer.json()["store_error"] == "unreachable"
+    assert "secret-host" not in answer.text

@@ -241,9 +241,10 @@ class Services:
         try:
             self.client.heartbeat()
             checks["store"] = True
-        except Exception as exc:
+        except Exception:  # the detail (hosts, paths) is for the log, not for anonymous callers
+            log.warning("store heartbeat failed", exc_info=True)
             checks["store"] = False
-            checks["store_error"] = str(exc)
+            checks["store_error"] = "unreachable"
         checks["ready"] = checks["model"] and checks["store"]
         return checks
 
