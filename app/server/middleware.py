@@ -1,0 +1,103 @@
+"""ASGI middleware that holds the server's limits before any route reads a request: body sizes
+(chunked bodies too, counted as they arrive) and uploads per client."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.server.access import Throttles, presented_admin_key
+
+GRADIO_UPLOAD = "/gradio_api/upload"  # the mounted UI's upload route (mounted at "/")
+ADMIN_API = "/api/collections/"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413: at once when Content-Length says so, otherwise
+    (chunked) by counting bytes as they arrive, so an endless body is never buffered. Uploads
+    get the upload limit: the Web UI's upload route, and the admin API when the request carries
+    an admin key (FastAPI reads a body before it checks the key, so requests without one get the
+    JSON limit; wrong keys are throttled by UploadGate); the rest get the JSON limit."""
+
+    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+        self.app, self.json_limit, self.upload_limit = app, json_limit, upload_limit
+
+    @staticmethod
+    def _is_upload(scope: Scope) -> bool:
+        if scope["path"] == GRADIO_UPLOAD:
+            return True
+        return scope["path"].startswith(ADMIN_API) and bool(
+            presented_admin_key(Headers(scope=scope))
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
+            await self.app(scope, receive, send)
+            return
+        upload = self._is_upload(scope)
+        limit = self.upload_limit if upload else self.json_limit
+        refusal = JSONResponse(
+            {"detail": f"request body is larger than {limit // 1024} KiB"}, status_code=413
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await refusal(scope, receive, send)
+            return
+        received, refused, started = 0, False, False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # whatever the app makes of the aborted body, the answer is our 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with suppress(_BodyTooLarge):
+            await self.app(scope, counted, guarded)
+        if refused and not started:
+            await refusal(scope, receive, send)
+
+
+class UploadGate:
+    """Stop uploads before their body is read: the Web UI's upload route takes files from anyone
+    who loads the page (Gradio saves them before any handler runs), so it is rate limited per
+    client IP; the admin API refuses at once a client locked out for wrong admin keys."""
+
+    def __init__(self, app: ASGIApp, throttles: Throttles) -> None:
+        self.app, self.throttles = app, throttles
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
+            client = scope.get("client")
+            address = client[0] if client else "unknown"
+            wait, what = None, ""
+            if scope["path"] == GRADIO_UPLOAD:
+                wait, what = self.throttles.upload.hit(f"ip:{address}"), "too many uploads"
+            elif scope["path"].startswith(ADMIN_API):
+                wait, what = self.throttles.admin_locked(address), "too many wrong admin keys"
+            if wait is not None:
+                response = JSONResponse(
+                    {"detail": f"{what}; try again in {wait} s"},
+                    status_code=429,
+                    headers={"Retry-After": str(wait)},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
