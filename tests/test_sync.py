@@ -794,8 +794,10 @@ def test_file_name_that_is_not_utf8_is_escaped_and_the_rest_ingested(
 
     with open(os.path.join(os.fsencode(root), b"bad\xffname.txt"), "wb") as f:
         f.write(b"The ferry to the island leaves at noon.")
+    with open(os.path.join(os.fsencode(root), b"untitled\xfe.txt"), "wb") as f:
+        f.write(b"word " * 40)  # a first line too long for a title: the name is the title
     report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
-    assert sorted(report.added) == sorted([*CORPUS, "bad\\xffname.txt"])
+    assert sorted(report.added) == sorted([*CORPUS, "bad\\xffname.txt", "untitled\\xfe.txt"])
     assert any(p.source == "bad\\xffname.txt" for p in report.notes)
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
     sources = {str(m["source"]) for _, m in rows(client)}
@@ -803,7 +805,9 @@ def test_file_name_that_is_not_utf8_is_escaped_and_the_rest_ingested(
     for source in sources:
         source.encode("utf-8")
     again = ingest_folder(settings, root, NAME, embedder=fake, client=client)
-    assert again.unchanged == len(CORPUS) + 1 and not again.added and not again.removed
+    titles = {str(m["title"]) for _, m in rows(client) if m["source"] == "untitled\\xfe.txt"}
+    assert titles == {"untitled\\xfe"}
+    assert again.unchanged == len(CORPUS) + 2 and not again.added and not again.removed
 
 
 def test_file_changed_during_ingest_stores_the_hash_of_its_text(
