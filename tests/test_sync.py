@@ -916,37 +916,50 @@ def test_upload_temp_files_are_invisible_to_the_scan(
     assert not [p for p in report.skipped if "kbchat-upload" in p.source]
 
 
-def test_interrupted_sync_is_finished_at_the_next_start(
-    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A server killed mid-sync (pending files, partial chunks), a file added and an upload
-    left half-written while it was down: the next start finishes all of it by itself."""
+_KILLED_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from app.ingest import ingest_folder
+from app.settings import load_settings
+from tests.fakes import FakeEmbedder
+
+class KilledMidSync(FakeEmbedder):
+    def encode_passages(self, texts):
+        if self.calls >= 1:  # the first batch is written, the second never is
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode_passages(texts)
+
+settings = load_settings(data_dir=Path(sys.argv[1]), ingest={"embed_batch_chunks": 4})
+ingest_folder(settings, Path(sys.argv[2]), sys.argv[3], embedder=KilledMidSync())
+"""
+
+
+def test_interrupted_sync_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    """A sync killed with SIGKILL (pending files, partial chunks), a file added and an upload
+    left half-written while the server was down: the next start finishes all of it by itself."""
+    import signal
+    import subprocess
+    import sys
     import time
 
     from fastapi.testclient import TestClient
 
+    from app.store import make_client
     from ingestion.manifest import Manifest
 
     settings = load_settings(data_dir=tmp_path / "data")
     folder = settings.collections_dir / NAME
     write_files(folder, CORPUS)
-    dying = FakeEmbedder()
-    real_encode = dying.encode_passages
-
-    def killed_on_second(texts: list[str]) -> np.ndarray:
-        if dying.calls >= 1:
-            raise SystemExit("killed")  # the process dies: nothing after this runs
-        return real_encode(texts)
-
-    monkeypatch.setattr(dying, "encode_passages", killed_on_second)
-    with pytest.raises(SystemExit):
-        ingest_folder(
-            load_settings(data_dir=tmp_path / "data", ingest={"embed_batch_chunks": 4}),
-            folder,
-            NAME,
-            embedder=dying,
-            client=client,
-        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBCHAT_")}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(settings.data_dir), str(folder), NAME],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
     manifest = Manifest(settings.manifests_dir / f"{NAME}.sqlite")
     assert any(e.state == "pending" for e in manifest.entries().values())
     manifest.close()
@@ -955,6 +968,8 @@ def test_interrupted_sync_is_finished_at_the_next_start(
     stale.write_bytes(b"half an upload")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
+    client = make_client(settings)
+    assert count(client) > 0  # the first batch reached the store before the kill
     with TestClient(_app(settings, client)):
         deadline = time.monotonic() + 60  # detects a hang, not a timing
         while time.monotonic() < deadline:
