@@ -350,7 +350,8 @@ class FolderSync:
         try:
             data = read_file(path, self.max_bytes)
             file_hash = hashlib.sha256(data).hexdigest()  # this version's, if it changed since
-            doc = load_bytes(data, path.name, self.max_chars)
+            name = os.fsencode(path.name).decode("utf-8", "backslashreplace")  # title fallback
+            doc = load_bytes(data, name, self.max_chars)
         except SkippedFile as exc:
             report.skipped.append(FileProblem(source, exc.reason))
             return None

@@ -794,8 +794,10 @@ def test_file_name_that_is_not_utf8_is_escaped_and_the_rest_ingested(
 
     with open(os.path.join(os.fsencode(root), b"bad\xffname.txt"), "wb") as f:
         f.write(b"The ferry to the island leaves at noon.")
+    with open(os.path.join(os.fsencode(root), b"untitled\xfe.txt"), "wb") as f:
+        f.write(b"word " * 40)  # a first line too long for a title: the name is the title
     report = ingest_folder(settings, root, NAME, embedder=fake, client=client)
-    assert sorted(report.added) == sorted([*CORPUS, "bad\\xffname.txt"])
+    assert sorted(report.added) == sorted([*CORPUS, "bad\\xffname.txt", "untitled\\xfe.txt"])
     assert any(p.source == "bad\\xffname.txt" for p in report.notes)
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
     sources = {str(m["source"]) for _, m in rows(client)}
@@ -803,7 +805,9 @@ def test_file_name_that_is_not_utf8_is_escaped_and_the_rest_ingested(
     for source in sources:
         source.encode("utf-8")
     again = ingest_folder(settings, root, NAME, embedder=fake, client=client)
-    assert again.unchanged == len(CORPUS) + 1 and not again.added and not again.removed
+    titles = {str(m["title"]) for _, m in rows(client) if m["source"] == "untitled\\xfe.txt"}
+    assert titles == {"untitled\\xfe"}
+    assert again.unchanged == len(CORPUS) + 2 and not again.added and not again.removed
 
 
 def test_file_changed_during_ingest_stores_the_hash_of_its_text(
@@ -912,37 +916,50 @@ def test_upload_temp_files_are_invisible_to_the_scan(
     assert not [p for p in report.skipped if "kbchat-upload" in p.source]
 
 
-def test_interrupted_sync_is_finished_at_the_next_start(
-    tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A server killed mid-sync (pending files, partial chunks), a file added and an upload
-    left half-written while it was down: the next start finishes all of it by itself."""
+_KILLED_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from app.ingest import ingest_folder
+from app.settings import load_settings
+from tests.fakes import FakeEmbedder
+
+class KilledMidSync(FakeEmbedder):
+    def encode_passages(self, texts):
+        if self.calls >= 1:  # the first batch is written, the second never is
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode_passages(texts)
+
+settings = load_settings(data_dir=Path(sys.argv[1]), ingest={"embed_batch_chunks": 4})
+ingest_folder(settings, Path(sys.argv[2]), sys.argv[3], embedder=KilledMidSync())
+"""
+
+
+def test_interrupted_sync_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    """A sync killed with SIGKILL (pending files, partial chunks), a file added and an upload
+    left half-written while the server was down: the next start finishes all of it by itself."""
+    import signal
+    import subprocess
+    import sys
     import time
 
     from fastapi.testclient import TestClient
 
+    from app.store import make_client
     from ingestion.manifest import Manifest
 
     settings = load_settings(data_dir=tmp_path / "data")
     folder = settings.collections_dir / NAME
     write_files(folder, CORPUS)
-    dying = FakeEmbedder()
-    real_encode = dying.encode_passages
-
-    def killed_on_second(texts: list[str]) -> np.ndarray:
-        if dying.calls >= 1:
-            raise SystemExit("killed")  # the process dies: nothing after this runs
-        return real_encode(texts)
-
-    monkeypatch.setattr(dying, "encode_passages", killed_on_second)
-    with pytest.raises(SystemExit):
-        ingest_folder(
-            load_settings(data_dir=tmp_path / "data", ingest={"embed_batch_chunks": 4}),
-            folder,
-            NAME,
-            embedder=dying,
-            client=client,
-        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KBCHAT_")}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(settings.data_dir), str(folder), NAME],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
     manifest = Manifest(settings.manifests_dir / f"{NAME}.sqlite")
     assert any(e.state == "pending" for e in manifest.entries().values())
     manifest.close()
@@ -951,6 +968,8 @@ def test_interrupted_sync_is_finished_at_the_next_start(
     stale.write_bytes(b"half an upload")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
+    client = make_client(settings)
+    assert count(client) > 0  # the first batch reached the store before the kill
     with TestClient(_app(settings, client)):
         deadline = time.monotonic() + 60  # detects a hang, not a timing
         while time.monotonic() < deadline:
