@@ -101,6 +101,7 @@ def ingest(
         ("removed", len(report.removed)),
         ("failed", len(report.failed)),
         ("skipped", len(report.skipped)),
+        ("truncated", len(report.truncated)),
         ("chunks written", report.chunks_written),
         ("chunks removed", report.chunks_removed),
         ("seconds", f"{report.seconds:.2f}"),
@@ -108,7 +109,12 @@ def ingest(
     ):
         table.add_row(label, str(value))
     out.print(table)
-    for title, problems in (("failed", report.failed), ("skipped", report.skipped)):
+    for title, problems in (
+        ("failed", report.failed),
+        ("skipped", report.skipped),
+        ("truncated", report.truncated),
+        ("note", report.notes),
+    ):
         for p in problems:
             out.print(f"  {title}: {p.source}: {p.reason}", highlight=False)
 

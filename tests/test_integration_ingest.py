@@ -271,3 +271,14 @@ def test_unreachable_chroma_server_is_a_clear_error(cli: Any, tmp_path: Path) ->
     )
     assert proc.returncode == 2
     assert "chroma run" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ingest_report_names_cut_and_guessed_files(cli: Any, tmp_path: Path) -> None:
+    """The terminal report (not only --json) says which files were cut short, and why."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "long.txt").write_text("The monorail opened in 1901. " * 400, encoding="utf-8")
+    (kb / "odd.txt").write_bytes("Café au lait, crème brûlée. ".encode() * 20 + b"\xff\xfe bad")
+    out = cli.run("ingest", str(kb), KBCHAT_INGEST_MAX_CHARS="2000").stdout
+    assert "truncated: long.txt" in out
+    assert "note: odd.txt" in out
