@@ -412,3 +412,15 @@ def test_ready_names_no_store_detail(kb_dir: Path, tmp_path: Path, e5: Any) -> N
     assert answer.status_code == 503
     assert answer.json()["store_error"] == "unreachable"
     assert "secret-host" not in answer.text
+
+
+def test_start_up_recovery_survives_an_unreachable_store(
+    kb_dir: Path, tmp_path: Path, e5: Any
+) -> None:
+    class DownStore:
+        def list_collections(self) -> list[Any]:
+            raise ConnectionError("could not reach chroma")
+
+    services = make_app(kb_dir, tmp_path, e5).state.services
+    services.client = DownStore()
+    assert services.recover() == {}

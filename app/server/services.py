@@ -204,7 +204,12 @@ class Services:
         from ingestion.sync import TEMP_PREFIX
 
         reports: dict[str, SyncReport] = {}
-        for name in collection_names(self.client):
+        try:
+            names = collection_names(self.client)
+        except Exception:  # the store is down at start: /api/ready says so; nothing to finish
+            log.warning("start-up re-sync skipped: the store is unreachable", exc_info=True)
+            return reports
+        for name in names:
             try:
                 folder = self.folder(name)
                 if not folder.is_dir():
