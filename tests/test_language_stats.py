@@ -1,0 +1,163 @@
+"""Language centring: per-language means with shrinkage, recorded with the collection, and the
+Retriever's re-ranking, on a real (embedded) Chroma with vectors of known geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from langchain_core.embeddings import Embeddings
+
+from app.chat.retriever import Retriever
+from app.embeddings.e5 import EmbeddingSpec
+from app.language_stats import (
+    META_KEY,
+    CollectionMeans,
+    LanguageMeans,
+    compute_for_collection,
+    refresh,
+    stored,
+)
+from app.store import langchain_store, open_collection
+
+DIM = 64
+SPEC = EmbeddingSpec("toy/e5", "toy", "e5", DIM, 512)
+EN, DE, FR = 0, 1, 2  # language directions; topics use the axes from 10 on
+
+
+def unit(*parts: tuple[int, float]) -> np.ndarray:
+    v = np.zeros(DIM)
+    for axis, weight in parts:
+        v[axis] += weight
+    return v / np.linalg.norm(v)
+
+
+class Table(Embeddings):
+    """Queries are looked up by text: the geometry is the test's, not a model's."""
+
+    spec = SPEC
+
+    def __init__(self, queries: dict[str, np.ndarray]) -> None:
+        self.queries = queries
+
+    def embed_query(self, text: str) -> list[float]:
+        return [float(x) for x in self.queries[text]]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise AssertionError("documents are added with their vectors")
+
+
+def make_kb(
+    tmp_path: Path, docs: dict[str, tuple[str, np.ndarray]], queries: dict[str, np.ndarray]
+) -> tuple[Any, Any, Any]:
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    collection = open_collection(client, "toykb", SPEC, create=True)
+    collection.add(
+        ids=list(docs),
+        embeddings=[v.tolist() for _, v in docs.values()],
+        metadatas=[{"source": name, "language": lang} for name, (lang, _) in docs.items()],
+        documents=list(docs),
+    )
+    table = Table(queries)
+    return client, collection, langchain_store(client, "toykb", table)
+
+
+def test_means_shrink_small_languages_towards_the_overall_mean() -> None:
+    vectors = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 0, 3.0]])
+    langs = ["en", "en", "de", "fr"]
+    plain = LanguageMeans.compute(vectors, langs, {}, shrink=0)
+    np.testing.assert_allclose(plain.means["en"], [0.5, 0.5, 0])
+    np.testing.assert_allclose(plain.means["de"], [0, 0, 1])
+    overall = vectors.mean(axis=0)
+    shrunk = LanguageMeans.compute(vectors, langs, {}, shrink=2)
+    np.testing.assert_allclose(shrunk.means["en"], (vectors[:2].sum(0) + 2 * overall) / 4)
+    np.testing.assert_allclose(shrunk.means["de"], (vectors[2] + 2 * overall) / 3)
+    assert shrunk.counts == {"de": 1, "en": 2, "fr": 1}
+    q = np.array([0, 0, 1.0])
+    # the offset is q·(m_lang - m_all); an unknown language is not corrected
+    off = shrunk.offsets(q, ["de", "xx"])
+    assert off[0] == pytest.approx(q @ shrunk.means["de"] - q @ overall)
+    assert off[1] == 0.0
+
+
+def test_means_survive_json_and_are_ignored_under_another_model(tmp_path: Path) -> None:
+    docs = {"a": ("en", unit((EN, 1), (10, 1))), "b": ("de", unit((DE, 1), (11, 1)))}
+    _, collection, _ = make_kb(tmp_path, docs, {})
+    assert stored(collection, SPEC) is None
+    made = refresh(collection, SPEC)
+    assert made is not None
+    back = stored(collection, SPEC)
+    assert back is not None and back.counts == {"de": 1, "en": 1}
+    np.testing.assert_allclose(back.means["de"], made.means["de"], atol=1e-6)
+    other = EmbeddingSpec("other/e5", "toy", "e5", DIM, 512)
+    assert stored(collection, other) is None  # vectors of another model never mix
+
+
+def german_distractor_kb(tmp_path: Path) -> tuple[Any, Any, Any]:
+    """A German question about topic 10, answered by an English document; German documents on
+    other topics share the question's language direction and win on the raw cosine."""
+    docs = {f"en{t}.txt": ("en", unit((EN, 1.0), (t, 1.0))) for t in range(10, 16)}
+    docs |= {f"de{t}.txt": ("de", unit((DE, 1.5), (t, 1.0))) for t in range(20, 26)}
+    q = unit((DE, 1.0), (10, 1.0))
+    return make_kb(tmp_path, docs, {"frage": q})
+
+
+def test_centring_ranks_the_other_language_answer_first(tmp_path: Path) -> None:
+    client, _, store = german_distractor_kb(tmp_path)
+    raw = Retriever(store, k=3).retrieve("frage")
+    assert raw[0].source.startswith("de")  # the bias this fixes
+    centred = Retriever(store, k=3, centring=CollectionMeans(client, "toykb", SPEC)).retrieve(
+        "frage"
+    )
+    assert centred[0].source == "en10.txt"
+    assert centred[0].score == pytest.approx(0.5, abs=1e-3)  # Source.score stays the raw cosine
+    assert [s.number for s in centred] == [1, 2, 3]
+
+
+def test_cut_off_applies_to_the_raw_cosine(tmp_path: Path) -> None:
+    client, _, store = german_distractor_kb(tmp_path)
+    centring = CollectionMeans(client, "toykb", SPEC)
+    got = Retriever(store, k=5, min_score=0.55, centring=centring).retrieve("frage")
+    assert got and all(s.source.startswith("de") and s.score >= 0.55 for s in got)
+
+
+def test_one_german_document_among_fifty_english_is_not_hurt(tmp_path: Path) -> None:
+    """With one chunk, a language's own mean is that chunk: subtracting it would erase the chunk's
+    whole score. Shrinkage keeps it ranked first for questions about it, in either language."""
+    docs = {f"en{t}.txt": ("en", unit((EN, 0.5), (t, 1.0))) for t in range(10, 60)}
+    docs["de.txt"] = ("de", unit((DE, 0.5), (60, 1.0)))
+    queries = {"de": unit((DE, 0.5), (60, 1.0)), "en": unit((EN, 0.5), (60, 1.0))}
+    client, _, store = make_kb(tmp_path, docs, queries)
+    centring = CollectionMeans(client, "toykb", SPEC)
+    for question in queries:
+        assert Retriever(store, k=3, centring=centring).retrieve(question)[0].source == "de.txt"
+
+
+def test_means_are_computed_lazily_and_followed_after_a_change(tmp_path: Path) -> None:
+    client, collection, _ = german_distractor_kb(tmp_path)
+    assert META_KEY not in (collection.metadata or {})
+    centring = CollectionMeans(client, "toykb", SPEC)
+    first = centring.current()
+    assert first is not None and first.counts == {"de": 6, "en": 6}
+    assert stored(client.get_collection("toykb"), SPEC) is not None  # recorded for the next reader
+    collection.add(
+        ids=["fr"],
+        embeddings=[unit((FR, 1), (30, 1)).tolist()],
+        metadatas=[{"source": "fr.txt", "language": "fr"}],
+        documents=["fr"],
+    )
+    refresh(collection, SPEC)  # what every sync does (app/ingest.py)
+    later = centring.current()
+    assert later is not None and later.counts == {"de": 6, "en": 6, "fr": 1}
+
+
+def test_compute_for_an_empty_collection_is_none(tmp_path: Path) -> None:
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp_path / "c"))
+    empty = open_collection(client, "empty", SPEC, create=True)
+    assert compute_for_collection(empty, SPEC) is None
