@@ -25,6 +25,7 @@ class Hit:
     text: str
     chunk_index: int
     page: int | None = None
+    ranking_score: float | None = None  # what ranked it: the cosine minus its language offset
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +51,6 @@ def search(
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
     return [
-        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page)
+        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page, s.ranking_score)
         for s in Retriever(store, k=k, min_score=None, centring=centring).retrieve(query)
     ]

@@ -24,13 +24,26 @@ from app.store import langchain_store, open_collection
 
 DIM = 64
 SPEC = EmbeddingSpec("toy/e5", "toy", "e5", DIM, 512)
-EN, DE, FR = 0, 1, 2  # language directions; topics use the axes from 10 on
+EN, DE, FR = 0, 1, 2  # language directions; topics live in the axes from 10 on
 
 
 def unit(*parts: tuple[int, float]) -> np.ndarray:
     v = np.zeros(DIM)
     for axis, weight in parts:
         v[axis] += weight
+    return v / np.linalg.norm(v)
+
+
+def topics(n: int) -> np.ndarray:
+    """Random topic directions (seeded). Not orthogonal axes: HNSW drops nodes from a graph of
+    exactly equidistant points, and Chroma would then miss the very document under test."""
+    t = np.zeros((n, DIM))
+    t[:, 10:] = np.random.default_rng(0).normal(size=(n, DIM - 10))
+    return t / np.linalg.norm(t, axis=1, keepdims=True)
+
+
+def doc(language_axis: int, weight: float, topic: np.ndarray) -> np.ndarray:
+    v = weight * np.eye(DIM)[language_axis] + topic
     return v / np.linalg.norm(v)
 
 
@@ -100,9 +113,10 @@ def test_means_survive_json_and_are_ignored_under_another_model(tmp_path: Path) 
 def german_distractor_kb(tmp_path: Path) -> tuple[Any, Any, Any]:
     """A German question about topic 10, answered by an English document; German documents on
     other topics share the question's language direction and win on the raw cosine."""
-    docs = {f"en{t}.txt": ("en", unit((EN, 1.0), (t, 1.0))) for t in range(10, 16)}
-    docs |= {f"de{t}.txt": ("de", unit((DE, 1.5), (t, 1.0))) for t in range(20, 26)}
-    q = unit((DE, 1.0), (10, 1.0))
+    t = topics(12)
+    docs = {f"en{j}.txt": ("en", doc(EN, 1.0, t[j])) for j in range(6)}
+    docs |= {f"de{j}.txt": ("de", doc(DE, 1.5, t[j])) for j in range(6, 12)}
+    q = doc(DE, 1.0, t[0])
     return make_kb(tmp_path, docs, {"frage": q})
 
 
@@ -113,7 +127,7 @@ def test_centring_ranks_the_other_language_answer_first(tmp_path: Path) -> None:
     centred = Retriever(store, k=3, centring=CollectionMeans(client, "toykb", SPEC)).retrieve(
         "frage"
     )
-    assert centred[0].source == "en10.txt"
+    assert centred[0].source == "en0.txt"
     assert centred[0].score == pytest.approx(0.5, abs=1e-3)  # Source.score stays the raw cosine
     assert [s.number for s in centred] == [1, 2, 3]
 
@@ -128,9 +142,10 @@ def test_cut_off_applies_to_the_raw_cosine(tmp_path: Path) -> None:
 def test_one_german_document_among_fifty_english_is_not_hurt(tmp_path: Path) -> None:
     """With one chunk, a language's own mean is that chunk: subtracting it would erase the chunk's
     whole score. Shrinkage keeps it ranked first for questions about it, in either language."""
-    docs = {f"en{t}.txt": ("en", unit((EN, 0.5), (t, 1.0))) for t in range(10, 60)}
-    docs["de.txt"] = ("de", unit((DE, 0.5), (60, 1.0)))
-    queries = {"de": unit((DE, 0.5), (60, 1.0)), "en": unit((EN, 0.5), (60, 1.0))}
+    t = topics(51)
+    docs = {f"en{j}.txt": ("en", doc(EN, 0.5, t[j])) for j in range(50)}
+    docs["de.txt"] = ("de", doc(DE, 0.5, t[50]))
+    queries = {"de": doc(DE, 0.5, t[50]), "en": doc(EN, 0.5, t[50])}
     client, _, store = make_kb(tmp_path, docs, queries)
     centring = CollectionMeans(client, "toykb", SPEC)
     for question in queries:

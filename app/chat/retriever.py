@@ -12,7 +12,7 @@ the raw cosine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class Retriever:
     def retrieve(self, query: str) -> list[Source]:
         if self.centring is None:
             found = self.store.similarity_search_with_score(query, k=self.k)
-            return self._sources([(doc, 1.0 - float(d)) for doc, d in found])
+            return self._sources([(doc, 1.0 - float(d), None) for doc, d in found])
         vector = self.store.embeddings.embed_query(query)  # type: ignore[union-attr]
         found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
             vector, k=candidate_depth(self.k)
@@ -66,19 +66,21 @@ class Retriever:
         raw = np.array([1.0 - float(d) for _, d in found])
         means = self.centring.current()
         if means is None or not found:
-            return self._sources([(doc, float(r)) for (doc, _), r in zip(found, raw, strict=True)])
+            return self._sources(
+                [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)]
+            )
         languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
         centred = raw - means.offsets(np.asarray(vector), languages)
         keep = [i for i in range(len(found)) if self._passes(round(float(raw[i]), 4))]
         keep.sort(key=lambda i: -centred[i])
-        return self._sources([(found[i][0], float(raw[i])) for i in keep])
+        return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep])
 
     def _passes(self, score: float) -> bool:
         return self.min_score is None or score >= self.min_score
 
-    def _sources(self, ranked: list[tuple[Document, Any]]) -> list[Source]:
+    def _sources(self, ranked: list[tuple[Document, float, float | None]]) -> list[Source]:
         sources: list[Source] = []
-        for doc, similarity in ranked:
+        for doc, similarity, ranking in ranked:
             score = round(float(similarity), 4)  # Chroma's cosine distance -> similarity
             if not self._passes(score):
                 continue
@@ -97,6 +99,7 @@ class Retriever:
                     page=int(page) if page is not None else None,
                     section=str(meta.get("section", "")),
                     chunk_index=int(meta.get("chunk_index", 0)),
+                    ranking_score=None if ranking is None else round(ranking, 4),
                 )
             )
         return sources
