@@ -154,7 +154,8 @@ def evaluate(
         for q, vector, metas, distances in rows:
             if means is not None:
                 languages = [str(m.get("language", "und")) for m in metas]
-                centred = [1.0 - d for d in distances] - means.offsets(vector, languages)
+                raw = [1.0 - d for d in distances]
+                centred = raw - means.offsets(vector, languages, raw)
                 metas = [metas[i] for i in sorted(range(len(metas)), key=lambda i: -centred[i])]
             ranks.append(first_relevant_rank(q, dedupe_sources(metas, k)))
     return report(queries, ranks, k)

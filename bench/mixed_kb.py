@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 XQUAD = REPO.parent / "shared" / "data" / "xquad-dev"
-LANGS = sorted("ar de el en es hi ro ru th tr vi zh".split())
+LANGS = sorted(["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"])
 
 
 class CachedQueries:
@@ -98,8 +98,10 @@ def main() -> None:
         root = Path(tmp) / "kb"
         if "mixed" in scenarios:
             results["mixed"] = run("mixed", build_folder(args.data, root / "mixed", None), queries)
+            show("mixed", results["mixed"], args.k, args.json)
         if "en" in scenarios or "same" in scenarios:
-            results["en"] = run("en", build_folder(args.data, root / "en", ["en"]), queries)
+            results["en"] = run("corpus-en", build_folder(args.data, root / "en", ["en"]), queries)
+            show("en", results["en"], args.k, args.json)
         if "same" in scenarios:
             per_lang: dict[str, Any] = {}
             for lang in LANGS:
@@ -107,23 +109,28 @@ def main() -> None:
                 folder = build_folder(args.data, root / f"same-{lang}", [lang])
                 per_lang[lang] = run(f"same-{lang}", folder, qs)
             results["same"] = combine(per_lang)
+            show("same", results["same"], args.k, args.json)
             if "en" not in scenarios:
                 del results["en"]
     if args.json:
         print(json.dumps(results, indent=2))
+
+
+def show(scenario: str, variants: dict[str, Any], k: int, quiet: bool) -> None:
+    """One table per scenario as soon as it is done: recall@1 and MRR@k per question language."""
+    if quiet:
         return
-    for scenario, variants in results.items():
-        print(f"\n== {scenario} ({embedder.spec.model_id}, k={args.k}) ==")
-        names = list(variants)
-        langs = list(variants["raw"]["by_language"])
-        print(f"{'lang':>5} " + " ".join(f"{n:>24}" for n in names))
-        print(f"{'':>5} " + " ".join(f"{'R@1':>11} {'MRR@10':>12}" for _ in names))
-        for lang in [*langs, "all"]:
-            cells = []
-            for n in names:
-                m = variants[n]["overall"] if lang == "all" else variants[n]["by_language"][lang]
-                cells.append(f"{m['recall@1']:>11.3f} {m[f'mrr@{args.k}']:>12.3f}")
-            print(f"{lang:>5} " + " ".join(cells))
+    print(f"\n== {scenario} (k={k}) ==")
+    names = list(variants)
+    langs = list(variants["raw"]["by_language"])
+    print(f"{'lang':>5} " + " ".join(f"{n:>21}" for n in names))
+    print(f"{'':>5} " + " ".join(f"{'R@1':>10} {f'MRR@{k}':>10}" for _ in names))
+    for lang in [*langs, "all"]:
+        cells = []
+        for n in names:
+            m = variants[n]["overall"] if lang == "all" else variants[n]["by_language"][lang]
+            cells.append(f"{m['recall@1']:>10.3f} {m[f'mrr@{k}']:>10.3f}")
+        print(f"{lang:>5} " + " ".join(cells), flush=True)
 
 
 def combine(per_lang: dict[str, dict[str, Any]]) -> dict[str, Any]:

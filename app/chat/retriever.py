@@ -70,7 +70,7 @@ class Retriever:
                 [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)]
             )
         languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
-        centred = raw - means.offsets(np.asarray(vector), languages)
+        centred = raw - means.offsets(np.asarray(vector), languages, raw)
         keep = [i for i in range(len(found)) if self._passes(round(float(raw[i]), 4))]
         keep.sort(key=lambda i: -centred[i])
         return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep])
