@@ -4,11 +4,13 @@ Three scenarios, each ingested with the real pipeline (`ingest_folder`, the conf
 a temporary data dir and scored with `app.evaluation.evaluate`, questions in all 12 languages:
 - mixed: paragraph i only in LANGS[i % 12], the multilingual knowledge base of issue 8;
 - en: the English corpus;
-- same: each language's questions on its own-language corpus.
+- same: each language's questions on its own-language corpus;
+- one: 50 English paragraphs plus one paragraph in another language, the questions (12
+  languages) about that one paragraph; one run per language, rows by that paragraph's language.
 Question vectors are embedded once per run and reused. The per-language means come from the
 collection's own chunks (`app.language_stats`), never from the questions; `--shrink` lists the
 pseudo-counts to compare. Usage:
-  .venv/bin/python bench/mixed_kb.py [--shrink 0,5,20] [--scenarios mixed,en,same] [--json]
+  .venv/bin/python bench/mixed_kb.py [--shrink 0,1,5] [--scenarios mixed,en,same,one] [--json]
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def build_folder(data: Path, target: Path, languages: list[str] | None) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=XQUAD)
-    parser.add_argument("--shrink", default="0,5,20")
-    parser.add_argument("--scenarios", default="mixed,en,same")
+    parser.add_argument("--shrink", default="1")
+    parser.add_argument("--scenarios", default="mixed,en,same,one")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -102,6 +104,20 @@ def main() -> None:
         if "en" in scenarios or "same" in scenarios:
             results["en"] = run("corpus-en", build_folder(args.data, root / "en", ["en"]), queries)
             show("en", results["en"], args.k, args.json)
+        if "one" in scenarios:
+            trials: dict[str, Any] = {}
+            for i, lang in enumerate(x for x in LANGS if x != "en"):
+                target = f"xq{60 + 5 * i:03d}"
+                folder = root / f"one-{lang}"
+                folder.mkdir(parents=True)
+                for j in range(50):
+                    name = f"xq{j:03d}.txt"
+                    shutil.copy(args.data / "corpus" / "en" / name, folder / name)
+                shutil.copy(args.data / "corpus" / lang / f"{target}.txt", folder)
+                qs = [q for q in queries if q.paragraph_id == target]
+                trials[lang] = run(f"one-{lang}", folder, qs)
+            results["one"] = combine(trials)
+            show("one", results["one"], args.k, args.json)
         if "same" in scenarios:
             per_lang: dict[str, Any] = {}
             for lang in LANGS:
