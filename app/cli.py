@@ -229,6 +229,7 @@ def evaluate(
     """Measure retrieval (no LLM): recall@1/5/10, MRR and nDCG, overall and per language."""
     from app.embeddings.e5 import build_embeddings
     from app.evaluation import EvalInputError, evaluate, read_queries
+    from app.language_stats import refresh, stored
     from app.store import make_client, open_collection
 
     settings = _settings()
@@ -241,7 +242,10 @@ def evaluate(
         store = open_collection(
             make_client(settings), collection or settings.collection, embedder.spec
         )
-        result = evaluate(embedder, store, rows, k=k)
+        means = None
+        if settings.retrieval.language_centring:  # rank as search and chat do
+            means = stored(store, embedder.spec) or refresh(store, embedder.spec)
+        result = evaluate(embedder, store, rows, k=k, means=means)
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return

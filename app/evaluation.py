@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
     from app.embeddings.e5 import E5Embeddings
+    from app.language_stats import LanguageMeans
 
 CUTS = (1, 5, 10)
 
@@ -131,14 +132,30 @@ def evaluate(
     *,
     k: int = 10,
     batch: int = 256,
+    means: LanguageMeans | None = None,
 ) -> EvalReport:
-    """Rank documents for every query through the collection's index, then score the ranks."""
-    depth = min(max(4 * k, 20), max(collection.count(), 1))
+    """Rank documents for every query through the collection's index, then score the ranks.
+
+    With `means`, the candidates are re-ranked by language centring exactly as the Retriever
+    does (app/chat/retriever.py), over the same candidate depth.
+    """
+    from app.chat.retriever import candidate_depth
+
+    depth = max(4 * k, 20) if means is None else max(candidate_depth(k), 4 * k)
+    depth = min(depth, max(collection.count(), 1))
     ranks: list[int | None] = []
     for start in range(0, len(queries), batch):
         part = queries[start : start + batch]
         vectors: np.ndarray = embedder.encode([embedder.profile.query(q.question) for q in part])
-        found = collection.query(query_embeddings=vectors, n_results=depth, include=["metadatas"])
-        for q, metas in zip(part, found["metadatas"] or [], strict=True):
+        found = collection.query(
+            query_embeddings=vectors, n_results=depth, include=["metadatas", "distances"]
+        )
+        rows = zip(part, vectors, found["metadatas"] or [], found["distances"] or [], strict=True)
+        for q, vector, metas, distances in rows:
+            if means is not None:
+                languages = [str(m.get("language", "und")) for m in metas]
+                raw = [1.0 - d for d in distances]
+                centred = raw - means.offsets(vector, languages, raw)
+                metas = [metas[i] for i in sorted(range(len(metas)), key=lambda i: -centred[i])]
             ranks.append(first_relevant_rank(q, dedupe_sources(metas, k)))
     return report(queries, ranks, k)

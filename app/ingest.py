@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
+from app.language_stats import refresh, stored
 from app.store import (
     StoreError,
     collection_names,
@@ -76,7 +77,14 @@ def ingest_folder(
                     progress=progress,
                 )
                 plan = early if sync.bind() else sync.plan(root, name)
-                return sync.apply(plan)
+                report = sync.apply(plan)
+                if (
+                    report.chunks_written
+                    or report.chunks_removed
+                    or stored(collection, embedder.spec) is None
+                ):  # the per-language means follow every change (app/language_stats.py)
+                    refresh(collection, embedder.spec)
+                return report
             finally:
                 manifest.close()
     except Timeout as exc:

@@ -1,4 +1,4 @@
-"""Retrieval for `kbchat search`: embed the query in its profile's query form, ask Chroma."""
+"""Retrieval for `kbchat search`: the chat chain's Retriever, without the relevance cut-off."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.chat.retriever import Retriever
+from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class Hit:
     text: str
     chunk_index: int
     page: int | None = None
+    ranking_score: float | None = None  # what ranked it: the cosine minus its language offset
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,8 +45,12 @@ def search(
 
         embedder = build_embeddings(settings)
     client = client or make_client(settings)
-    store = langchain_store(client, collection_name or settings.collection, embedder)
+    name = collection_name or settings.collection
+    store = langchain_store(client, name, embedder)
+    centring = None
+    if settings.retrieval.language_centring:
+        centring = CollectionMeans(client, name, embedder.spec)
     return [
-        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page)
-        for s in Retriever(store, k=k, min_score=None).retrieve(query)
+        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page, s.ranking_score)
+        for s in Retriever(store, k=k, min_score=None, centring=centring).retrieve(query)
     ]

@@ -101,6 +101,12 @@ class RetrievalSettings(BaseModel):
         description="Cosine cut-off; unset: the calibrated default of the model (see docs).",
     )
     history_turns: int = Field(6, ge=0, le=50, description="Earlier turns the chain considers.")
+    language_centring: bool = Field(
+        True,
+        description="Rank by q·d minus q·(mean of the passage's language), so passages do not win"
+        " for sharing the question's language (docs/language_centring.md). The cut-off stays on"
+        " the raw cosine.",
+    )
 
 
 class ServerSettings(BaseModel):

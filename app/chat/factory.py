@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from app.chat.chain import ChatChain
 from app.chat.prompts import load_prompts
 from app.chat.retriever import Retriever, default_min_score
+from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
 
 if TYPE_CHECKING:
@@ -41,7 +42,11 @@ def build_chat_chain(
     min_score = settings.retrieval.min_score
     if min_score is None:
         min_score = default_min_score(embedder.spec.model_id)
-    retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score)
+    name = collection_name or settings.collection
+    centring = None
+    if settings.retrieval.language_centring:
+        centring = CollectionMeans(client, name, embedder.spec)
+    retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score, centring=centring)
     return ChatChain(
         retriever,
         prompts,

@@ -3,16 +3,26 @@
 E5 cosine scores crowd into roughly 0.7-1.0, so a fixed threshold means nothing across models:
 each known model gets a cut-off calibrated on labelled data (docs/calibration.md,
 bench/calibrate_cutoff.py). Unknown models get none; the LLM still says when it does not know.
+
+With language centring (app/language_stats.py) an over-fetched candidate set is re-ranked by
+q·d - q·(m_lang - m_all), so a passage no longer wins for being in the question's language. The
+cut-off still applies to the raw cosine, the score it was calibrated on, and `Source.score` stays
+the raw cosine.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from app.chat.types import Source
 
 if TYPE_CHECKING:
+    from langchain_core.documents import Document
     from langchain_core.vectorstores import VectorStore
+
+    from app.language_stats import CollectionMeans
 
 # Calibrated on XQuAD (bench/calibrate_cutoff.py); see docs/calibration.md for the method.
 CALIBRATED_MIN_SCORE: dict[str, float] = {
@@ -24,21 +34,58 @@ def default_min_score(model_id: str) -> float | None:
     return CALIBRATED_MIN_SCORE.get(model_id)
 
 
+def candidate_depth(k: int) -> int:
+    """How many raw hits language centring re-ranks: enough to reach other languages' best."""
+    return max(50, 10 * k)
+
+
 class Retriever:
     """Top-k chunks from one collection, in any language, that pass the cut-off."""
 
-    def __init__(self, store: VectorStore, *, k: int = 5, min_score: float | None = None) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        *,
+        k: int = 5,
+        min_score: float | None = None,
+        centring: CollectionMeans | None = None,
+    ) -> None:
         self.store = store
         self.k = k
         self.min_score = min_score
+        self.centring = centring
 
     def retrieve(self, query: str) -> list[Source]:
-        found = self.store.similarity_search_with_score(query, k=self.k)
+        if self.centring is None:
+            found = self.store.similarity_search_with_score(query, k=self.k)
+            return self._sources([(doc, 1.0 - float(d), None) for doc, d in found])
+        vector = self.store.embeddings.embed_query(query)  # type: ignore[union-attr]
+        found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
+            vector, k=candidate_depth(self.k)
+        )
+        raw = np.array([1.0 - float(d) for _, d in found])
+        means = self.centring.current()
+        if means is None or not found:
+            return self._sources(
+                [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)]
+            )
+        languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
+        centred = raw - means.offsets(np.asarray(vector), languages, raw)
+        keep = [i for i in range(len(found)) if self._passes(round(float(raw[i]), 4))]
+        keep.sort(key=lambda i: -centred[i])
+        return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep])
+
+    def _passes(self, score: float) -> bool:
+        return self.min_score is None or score >= self.min_score
+
+    def _sources(self, ranked: list[tuple[Document, float, float | None]]) -> list[Source]:
         sources: list[Source] = []
-        for doc, distance in found:
-            score = round(1.0 - float(distance), 4)  # Chroma's cosine distance -> similarity
-            if self.min_score is not None and score < self.min_score:
+        for doc, similarity, ranking in ranked:
+            score = round(float(similarity), 4)  # Chroma's cosine distance -> similarity
+            if not self._passes(score):
                 continue
+            if len(sources) == self.k:
+                break
             meta = doc.metadata
             page = meta.get("page")
             sources.append(
@@ -52,6 +99,7 @@ class Retriever:
                     page=int(page) if page is not None else None,
                     section=str(meta.get("section", "")),
                     chunk_index=int(meta.get("chunk_index", 0)),
+                    ranking_score=None if ranking is None else round(ranking, 4),
                 )
             )
         return sources

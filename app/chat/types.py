@@ -41,6 +41,7 @@ class Source:
     page: int | None = None
     section: str = ""
     chunk_index: int = 0
+    ranking_score: float | None = None  # cosine minus the language offset, when centring ranked
 
 
 @dataclass
