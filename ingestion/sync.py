@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ingestion.chunking import Chunk, TokenChunker
-from ingestion.language import detect_language
+from ingestion.language import declared_language, detect_language
 from ingestion.loaders import (
     DEFAULT_MAX_CHARS,
     SUPPORTED_EXTENSIONS,
@@ -365,7 +365,9 @@ class FolderSync:
         if doc.cut:
             report.truncated.append(FileProblem(source, doc.cut))
         report.notes += [FileProblem(source, note) for note in doc.notes]
-        language = detect_language("\n".join(s.text for s in doc.sections))
+        language = declared_language(doc.language) or detect_language(
+            "\n".join(s.text for s in doc.sections)
+        )
         return _Pending(source, file_hash, doc, language, [], kind)
 
     def _chunk(self, item: _Pending, report: SyncReport) -> _Pending | None:

@@ -984,3 +984,15 @@ def test_interrupted_sync_is_finished_at_the_next_start(tmp_path: Path) -> None:
     assert set(chunks_per_source(client)) == {*CORPUS, "late.md"}
     assert_consistent(client, folder)
     assert not stale.exists()
+
+
+def test_html_lang_attribute_is_the_chunks_language_when_valid(
+    settings: Settings, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    """Too few words to detect a language, but the page says which it is; a bogus tag doesn't."""
+    page = "<html lang='{}'><body><p>Horário: 9h-17h. Preço: 5 €.</p></body></html>"
+    folder = tmp_path / "pages"
+    write_files(folder, {"pt.html": page.format("pt-BR"), "bogus.html": page.format("x-foo")})
+    ingest_folder(settings, folder, NAME, embedder=fake, client=client)
+    languages = {str(m["source"]): m["language"] for _, m in rows(client)}
+    assert languages == {"pt.html": "pt", "bogus.html": "und"}
