@@ -214,7 +214,9 @@ def test_first_ingest(
     assert titles["de.txt"] == "Öffnungszeiten der Stadtbibliothek"
     assert titles["fr.html"] == "Guide de la bibliothèque"
     sections = {m["section"] for _, m in rows(client) if m["source"] == "en.md"}
-    assert "Library Guide > Opening hours" in sections
+    assert sections == {"Library Guide"}  # the short last section joined the one before it
+    en = client.get_collection(NAME).get(where={"source": "en.md"}, include=["documents"])
+    assert any("## Opening hours" in d and "nine in the morning" in d for d in en["documents"])
     docs = client.get_collection(NAME).get(where={"source": "fr.html"}, include=["documents"])
     assert not any("secret" in d or "color:red" in d for d in docs["documents"])
     assert_consistent(client, root)
@@ -996,3 +998,17 @@ def test_html_lang_attribute_is_the_chunks_language_when_valid(
     ingest_folder(settings, folder, NAME, embedder=fake, client=client)
     languages = {str(m["source"]): m["language"] for _, m in rows(client)}
     assert languages == {"pt.html": "pt", "bogus.html": "und"}
+
+
+def test_chunk_min_tokens_setting_reaches_the_chunker(
+    client: Any, fake: FakeEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "notes"
+    write_files(folder, {"hours.md": "# Hours\n\nOpen 9-5.\n\n## Phone\n\nCall 555.\n"})
+    ingest_folder(load_settings(data_dir=tmp_path / "a"), folder, "merged", embedder=fake,
+                  client=client)  # fmt: skip
+    monkeypatch.setenv("KBCHAT_CHUNK_MIN_TOKENS", "0")
+    ingest_folder(load_settings(data_dir=tmp_path / "b"), folder, "apart", embedder=fake,
+                  client=client)  # fmt: skip
+    assert client.get_collection("merged").count() == 1
+    assert client.get_collection("apart").count() == 2
