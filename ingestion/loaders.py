@@ -9,6 +9,8 @@ Work per file is bounded: the file is read once (never through a symbolic link, 
 FIFO or device), text formats decode only the prefix that can yield ``max_chars`` characters,
 HTML markup is cut and docx XML refused above ``MARKUP_PER_CHAR * max_chars`` before parsing, and
 PDF/docx extraction stops at ``max_chars``. What was cut is said in ``LoadedDocument.cut``.
+
+HTML keeps only a page's main content (see `html_to_text`) and records its ``lang`` attribute.
 """
 
 from __future__ import annotations
