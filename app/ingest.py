@@ -69,6 +69,7 @@ def ingest_folder(
                     embedder,
                     chunk_tokens=settings.chunk.tokens,
                     chunk_overlap=settings.chunk.overlap,
+                    chunk_min_tokens=settings.chunk.min_tokens,
                     max_bytes=max_bytes,
                     max_chars=settings.ingest.max_chars,
                     max_chunks=settings.ingest.max_chunks,

@@ -52,6 +52,11 @@ class ChunkSettings(BaseModel):
         description="Max tokens of a chunk; capped so prefix + chunk fit the model's window.",
     )
     overlap: int = Field(64, ge=0, description="Tokens shared by neighbouring chunks.")
+    min_tokens: int = Field(
+        48,
+        ge=0,
+        description="Smallest chunk: a shorter section joins its neighbour (0 keeps every one).",
+    )
 
 
 class IngestSettings(BaseModel):

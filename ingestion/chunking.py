@@ -8,6 +8,12 @@ Work is bounded per document: text is handed to the splitters in windows of at m
 ``WINDOW_CHARS`` (cut at a paragraph, line or space), so a 50 MB single line is never tokenised
 whole, and ``split(doc, max_chunks=N)`` stops after N chunks. Runs of headings with no text under
 them (a table of contents, 10,000 headings) are merged into chunks instead of one chunk each.
+
+No chunk is shorter than ``min_tokens`` when a neighbour can take it: a two-sentence section or a
+lone heading embeds as a vague vector that wins unrelated searches, so it joins the next piece of
+the same page (else the previous one) while the pair fits in a chunk. A document shorter than
+that as a whole is still one chunk. ``Chunk.section`` is the heading path of the chunk's first
+piece ("Title > Section > Subsection", six levels).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ if TYPE_CHECKING:
     from ingestion.loaders import LoadedDocument
 
 WINDOW_CHARS = 100_000
-_HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
+_HEADINGS = [("#" * level, f"h{level}") for level in range(1, 7)]
+DEFAULT_MIN_TOKENS = 48
 # No "" (character) separator: LangChain would measure every character alone and overcount
 # scripts without spaces (Thai, long CJK runs); such text is cut by token windows instead.
 _SENTENCE_SEPARATORS = [
@@ -98,6 +105,7 @@ class TokenChunker:
         passage_prefix: str,
         chunk_tokens: int,
         overlap: int,
+        min_tokens: int = DEFAULT_MIN_TOKENS,
     ) -> None:
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
@@ -108,6 +116,7 @@ class TokenChunker:
             raise ValueError(f"max sequence length {max_tokens} leaves no room for text")
         self.chunk_tokens = min(chunk_tokens, room)
         self.overlap = min(overlap, self.chunk_tokens // 2)
+        self.min_tokens = min(min_tokens, self.chunk_tokens // 2)
         self._markdown = MarkdownHeaderTextSplitter(_HEADINGS, strip_headers=False)
         sentences = [re.escape(s) for s in _SENTENCE_SEPARATORS]
         markdown = RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN)
@@ -138,7 +147,7 @@ class TokenChunker:
 
     def split_capped(self, doc: LoadedDocument, max_chunks: int | None = None) -> SplitResult:
         chunks: list[Chunk] = []
-        for text, heading, page in self._pieces(doc):
+        for text, heading, page in self._merge_small(self._pieces(doc)):
             if max_chunks is not None and len(chunks) >= max_chunks:
                 return SplitResult(chunks, cut=True)
             chunks.append(Chunk(text, len(chunks), self.model_tokens(text), heading, page))
@@ -156,6 +165,47 @@ class TokenChunker:
                 ]
                 for text, heading in self._merge_heading_runs(parts):
                     yield from ((t, heading, section.page) for t in self._fit(text, True))
+
+    def _merge_small(
+        self, pieces: Iterator[tuple[str, str, int | None]]
+    ) -> Iterator[tuple[str, str, int | None]]:
+        """Join each piece under ``min_tokens`` to the next piece, else to the previous one."""
+        if self.min_tokens <= 0:
+            yield from pieces
+            return
+        prev: tuple[str, str, int | None] | None = None
+        cur = next(pieces, None)
+        while cur is not None:
+            nxt = next(pieces, None)
+            while nxt is not None and self._small(cur[0]):
+                joined = self._joined(cur, nxt)
+                if joined is None:
+                    break
+                cur, nxt = joined, next(pieces, None)
+            joined = self._joined(prev, cur) if prev and self._small(cur[0]) else None
+            if joined is not None:
+                prev = joined
+            else:
+                if prev is not None:
+                    yield prev
+                prev = cur
+            cur = nxt
+        if prev is not None:
+            yield prev
+
+    def _small(self, text: str) -> bool:
+        return self.count(text) < self.min_tokens
+
+    def _joined(
+        self, first: tuple[str, str, int | None], second: tuple[str, str, int | None]
+    ) -> tuple[str, str, int | None] | None:
+        """Both pieces as one chunk, if they share a page and fit; the first one's heading."""
+        if first[2] != second[2]:
+            return None
+        text = f"{first[0]}\n\n{second[0]}"
+        if self.count(text) > self.chunk_tokens or self.model_tokens(text) > self.max_tokens:
+            return None
+        return text, first[1], first[2]
 
     def _merge_heading_runs(self, parts: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
         """Carry heading-only parts forward into the next part while they fit in one chunk."""

@@ -84,3 +84,18 @@ def _among(sample: str, candidates: frozenset[str]) -> str:
         return UNDETERMINED
     best = max(totals, key=totals.__getitem__)
     return best if totals[best] / mass >= MIN_PROBABILITY else UNDETERMINED
+
+
+def declared_language(tag: str) -> str | None:
+    """The ISO 639-1 code of a language tag a file declares ("fr-FR" -> "fr"), if we know it.
+
+    A page's own ``lang`` attribute is better evidence than a guess from a few boilerplate
+    lines, but only when it names a language the classifier knows; "und", "x-foo" or a typo
+    mean: detect instead.
+    """
+    primary = tag.strip().replace("_", "-").split("-")[0].lower()
+    if not primary.isascii() or not primary.isalpha() or len(primary) not in (2, 3):
+        return None
+    code = _TO_ISO639_1.get(primary, primary)
+    known = {_TO_ISO639_1.get(str(c), str(c)) for c in _identifier().nb_classes}
+    return code if code in known and code != UNDETERMINED else None

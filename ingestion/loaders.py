@@ -9,6 +9,8 @@ Work per file is bounded: the file is read once (never through a symbolic link, 
 FIFO or device), text formats decode only the prefix that can yield ``max_chars`` characters,
 HTML markup is cut and docx XML refused above ``MARKUP_PER_CHAR * max_chars`` before parsing, and
 PDF/docx extraction stops at ``max_chars``. What was cut is said in ``LoadedDocument.cut``.
+
+HTML keeps only a page's main content (see `html_to_text`) and records its ``lang`` attribute.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
@@ -96,6 +100,7 @@ class LoadedDocument:
     encoding: str | None  # detected encoding for text formats, None for pdf/docx
     cut: str = ""  # why and where the text was cut short ("" when complete)
     notes: tuple[str, ...] = ()  # guesses worth telling the user (encoding fallbacks)
+    language: str = ""  # the language the file declares (HTML lang="..."), "" when none
 
     @property
     def text(self) -> str:
@@ -307,7 +312,15 @@ def _load_markdown(text: str, encoding: str, stem: str) -> LoadedDocument:
 
 # --------------------------------------------------------------------------- html
 
-_HTML_DROP = ("script", "style", "noscript", "template", "head")
+_HTML_DROP = ("script", "style", "noscript", "template", "head", "svg")
+# Site chrome, never the page's content: dropped before extraction (trafilatura falls back to
+# the whole body on short pages, so it cannot be trusted to drop them there).
+_HTML_CHROME = ("nav", "form", "menu", "dialog")
+# Site chrome too, except inside <article> or <main>, where they hold an article's own parts.
+_HTML_CHROME_OUTSIDE_MAIN = ("header", "footer", "aside")
+# Above this much markup (scripts and styles dropped) trafilatura is skipped: its fallback
+# extractors are quadratic (about 3 s at this size for a page of 5,000 tiny paragraphs).
+MAIN_CONTENT_MAX_MARKUP = 150_000
 _HTML_HEADINGS = {f"h{i}": i for i in range(1, 7)}
 _HTML_BLOCKS = frozenset(
     {
@@ -379,15 +392,110 @@ def _walk_html(node: Any, out: _HtmlText, in_pre: bool = False) -> None:
             _walk_html(child, out, in_pre)
 
 
-def html_to_text(html: str) -> tuple[str, str]:
-    """Visible text of an HTML page as markdown-ish text; returns ``(text, title)``.
+def _declared_language(soup: Any) -> str:
+    """The page's own ``lang`` (or ``xml:lang``) attribute on <html>, as written."""
+    root = soup.find("html")
+    if root is None:
+        return ""
+    value = root.get("lang") or root.get("xml:lang") or ""
+    return _collapse(value if isinstance(value, str) else " ".join(value))[:35]
 
-    Uses parsed text only (never raw markup), so escaped ``&lt;tag&gt;`` becomes
-    literal text and real ``<script>`` content is dropped.
+
+def _main_text(markup: str) -> str | None:
+    """The page's main content as plain text (trafilatura), or None if it found none.
+
+    ``favor_recall`` keeps lists and short sections that the precise mode drops on plain pages;
+    trafilatura never fetches anything when given a string.
     """
-    from bs4 import BeautifulSoup
+    import trafilatura
+
+    return trafilatura.extract(
+        markup,
+        output_format="txt",
+        favor_recall=True,
+        include_comments=False,
+        include_tables=True,
+        include_formatting=False,
+        include_links=False,
+        include_images=False,
+        deduplicate=False,
+        with_metadata=False,
+    )
+
+
+def _in_main(block: str, lines: set[str], main: str) -> bool:
+    """Every line (or table cell) of a walked block occurs in the extracted main text."""
+    for line in block.split("\n"):
+        for cell in line.removeprefix("- ").split(" | "):
+            cell = cell.strip()
+            if cell and cell not in lines and cell not in main:
+                return False
+    return True
+
+
+def _keep_main(blocks: list[str], main: str) -> list[str]:
+    """The walked blocks that belong to the main text, each heading kept with its text.
+
+    Walking the page ourselves keeps its structure ('#' headings, list items, table rows),
+    which trafilatura's own output flattens on short pages; trafilatura only chooses. A heading
+    stays when some text under it (before the next heading of its level or higher) stays.
+    """
+    main_lines = {_collapse(line) for line in main.split("\n")}
+    flat = _collapse(main)
+    keep = [not b.startswith("#") and _in_main(b, main_lines, flat) for b in blocks]
+    levels = [len(b) - len(b.lstrip("#")) if b.startswith("#") else 0 for b in blocks]
+    below: list[int] = []  # open headings (indexes), innermost last
+    for i, level in enumerate(levels):
+        if level:
+            while below and levels[below[-1]] >= level:
+                below.pop()
+            below.append(i)
+        elif keep[i]:
+            for j in below:
+                keep[j] = True
+    return [b for b, k in zip(blocks, keep, strict=True) if k]
+
+
+def _blocks(node: Any) -> list[str]:
+    out = _HtmlText()
+    _walk_html(node, out)
+    out.flush()
+    return out.blocks
+
+
+def _drop_chrome(soup: Any) -> None:
+    for tag in soup.find_all(_HTML_CHROME):
+        tag.decompose()
+    for tag in soup.find_all(_HTML_CHROME_OUTSIDE_MAIN):
+        if not tag.decomposed and tag.find_parent(["article", "main"]) is None:
+            tag.decompose()
+
+
+@dataclass(frozen=True)
+class HtmlPage:
+    """What an HTML page yields: main text ('#' headings), title and declared language."""
+
+    text: str
+    title: str
+    language: str = ""
+
+
+def html_to_text(html: str) -> HtmlPage:
+    """Main content of an HTML page as markdown-ish text, with its title and ``lang``.
+
+    Navigation, headers, footers, cookie banners, menus and sidebars would otherwise become
+    chunks that win unrelated searches, so trafilatura picks the main content. Its fallback
+    extractors take time quadratic in the number of blocks, so pages with more than
+    ``MAIN_CONTENT_MAX_MARKUP`` characters of markup (after scripts and styles are dropped), and
+    pages where it keeps nothing (very short ones), keep the whole walk. Either way the
+    elements that are site chrome by definition (nav, forms, menus; headers, footers and
+    asides outside the article) are removed first. Only parsed text is kept (never raw
+    markup), so escaped ``&lt;tag&gt;`` becomes literal text and ``<script>`` content is dropped.
+    """
+    from bs4 import BeautifulSoup, Comment
 
     soup = BeautifulSoup(html, "lxml")
+    language = _declared_language(soup)
     title = ""
     if soup.title is not None:
         title = _collapse(soup.title.get_text())
@@ -397,18 +505,34 @@ def html_to_text(html: str) -> tuple[str, str]:
         h1 = soup.find("h1")
         if h1 is not None:
             title = _collapse(h1.get_text())
-    out = _HtmlText()
-    _walk_html(soup, out)
-    out.flush()
-    return "\n\n".join(out.blocks), title
+    _drop_chrome(soup)
+    kept: list[str] = []
+    if len(html) <= MAIN_CONTENT_MAX_MARKUP * 4:  # cheap guard before serialising
+        for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
+            comment.extract()
+        cleaned = str(soup)
+        if len(cleaned) <= MAIN_CONTENT_MAX_MARKUP:
+            try:
+                main = _main_text(cleaned)
+            except RecursionError:
+                raise
+            except Exception as exc:  # a trafilatura bug must not lose the page: walk it all
+                logger.warning("main-content extraction failed, using the whole page: %r", exc)
+                main = None
+            if main and main.strip():
+                kept = _keep_main(_blocks(soup), main)
+    if not any(not b.startswith("#") for b in kept):
+        kept = _blocks(soup)
+    return HtmlPage("\n\n".join(kept), title, language)
 
 
 def _load_html(text: str, encoding: str, stem: str) -> LoadedDocument:
     try:
-        body, title = html_to_text(text)
+        page = html_to_text(text)
     except RecursionError as exc:
         raise BrokenFile("HTML nested too deeply") from exc
-    return _converted(body, title, stem, encoding)
+    doc = _converted(page.text, page.title, stem, encoding)
+    return dataclasses.replace(doc, language=page.language)
 
 
 # --------------------------------------------------------------------------- pdf

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ingestion.chunking import Chunk, TokenChunker
-from ingestion.language import detect_language
+from ingestion.chunking import DEFAULT_MIN_TOKENS, Chunk, TokenChunker
+from ingestion.language import declared_language, detect_language
 from ingestion.loaders import (
     DEFAULT_MAX_CHARS,
     SUPPORTED_EXTENSIONS,
@@ -255,6 +255,7 @@ class FolderSync:
         chunk_tokens: int,
         chunk_overlap: int,
         max_bytes: int,
+        chunk_min_tokens: int = DEFAULT_MIN_TOKENS,
         max_chars: int = DEFAULT_MAX_CHARS,
         max_chunks: int = DEFAULT_MAX_CHUNKS,
         batch_chunks: int = 512,
@@ -266,6 +267,7 @@ class FolderSync:
         self.embedder = embedder
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
+        self.chunk_min_tokens = chunk_min_tokens
         self.max_bytes = max_bytes
         self.max_chars = max_chars
         self.max_chunks = max_chunks
@@ -283,6 +285,7 @@ class FolderSync:
                 passage_prefix=self.embedder.profile.passage_prefix,
                 chunk_tokens=self.chunk_tokens,
                 overlap=self.chunk_overlap,
+                min_tokens=self.chunk_min_tokens,
             )
         return self._chunker
 
@@ -365,7 +368,9 @@ class FolderSync:
         if doc.cut:
             report.truncated.append(FileProblem(source, doc.cut))
         report.notes += [FileProblem(source, note) for note in doc.notes]
-        language = detect_language("\n".join(s.text for s in doc.sections))
+        language = declared_language(doc.language) or detect_language(
+            "\n".join(s.text for s in doc.sections)
+        )
         return _Pending(source, file_hash, doc, language, [], kind)
 
     def _chunk(self, item: _Pending, report: SyncReport) -> _Pending | None:

@@ -53,13 +53,15 @@ def doc(text: str, markup: str = "plain") -> LoadedDocument:
     return LoadedDocument("t", [Section(text)], markup, "utf-8")
 
 
-def chunker(chunk_tokens: int = 100, overlap: int = 0) -> TokenChunker:
+def chunker(chunk_tokens: int = 100, overlap: int = 0, min_tokens: int = 0) -> TokenChunker:
+    """No merging of small pieces unless asked, so each test sees the mechanism it is about."""
     return TokenChunker(
         real_tokenizer(),
         max_tokens=MAX,
         passage_prefix=PREFIX,
         chunk_tokens=chunk_tokens,
         overlap=overlap,
+        min_tokens=min_tokens,
     )
 
 
@@ -253,3 +255,85 @@ def test_a_huge_single_line_is_split_in_windows() -> None:
     capped = c.split_capped(doc(line), max_chunks=20)
     assert capped.cut and len(capped.chunks) == 20
     assert all(ch.tokens <= c.max_tokens for ch in capped.chunks)
+
+
+# --------------------------------------------------------------------------- clean chunks
+
+
+def product_chunker() -> TokenChunker:
+    """The chunker as ingestion builds it by default (512 tokens, overlap 64, default minimum)."""
+    return TokenChunker(
+        real_tokenizer(), max_tokens=MAX, passage_prefix=PREFIX, chunk_tokens=512, overlap=64
+    )
+
+
+def test_short_section_between_long_ones_is_not_a_tiny_chunk() -> None:
+    long_a = long_text("en", 1600, paragraph_every=4)
+    long_b = long_text("de", 1600, paragraph_every=4)
+    md = (
+        f"# Library Guide\n\n## Lending\n\n{long_a}\n\n"
+        "## Lost cards\n\nReport a lost card at the desk. A new one costs two euros.\n\n"
+        f"## Ausleihe\n\n{long_b}\n"
+    )
+    c = product_chunker()
+    chunks = c.split(doc(md, "markdown"))
+    assert min(c.count(ch.text) for ch in chunks) >= 32  # the lost-cards section alone: 20
+    lost = [ch for ch in chunks if "two euros" in ch.text]
+    assert len(lost) == 1
+    # the heading stays with the text it titles, and the chunk says where it starts
+    assert lost[0].text.startswith("## Lost cards")
+    assert lost[0].section == "Library Guide > Lost cards"
+    assert "".join(ch.text for ch in chunks).count("two euros") == 1
+
+
+def test_small_last_section_joins_the_previous_one() -> None:
+    md = f"# Guide\n\n{long_text('en', 1200, paragraph_every=4)}\n\n## Contact\n\nCall us.\n"
+    c = product_chunker()
+    chunks = c.split(doc(md, "markdown"))
+    assert len(chunks) == 1  # nothing follows the small section: it joins the one before
+    assert chunks[0].text.startswith("# Guide") and chunks[0].text.endswith("Call us.")
+    assert chunks[0].section == "Guide"
+
+
+def test_short_document_stays_one_chunk() -> None:
+    c = product_chunker()
+    tiny = c.split(
+        doc("# Hours\n\nOpen 9-5.\n\n## Phone\n\nCall 555.\n\n## Mail\n\nWrite.", "markdown")
+    )
+    assert len(tiny) == 1 and "Open 9-5." in tiny[0].text and "Write." in tiny[0].text
+    assert tiny[0].section == "Hours"
+    assert [ch.text for ch in c.split(doc("Closed today."))] == ["Closed today."]
+
+
+def test_small_pieces_do_not_merge_across_pages() -> None:
+    d = LoadedDocument("p", [Section("Seite eins.", page=1), Section("Seite zwei.", page=2)],
+                       "plain", None)  # fmt: skip
+    assert [(ch.text, ch.page) for ch in product_chunker().split(d)] == [
+        ("Seite eins.", 1),
+        ("Seite zwei.", 2),
+    ]
+
+
+def test_section_is_the_full_heading_path() -> None:
+    body = long_text("en", 800)
+    md = f"# Manual\n\n## Setup\n\n### Wiring\n\n#### Fuses\n\n{body}\n"
+    chunks = product_chunker().split(doc(md, "markdown"))
+    assert [ch.section for ch in chunks] == ["Manual > Setup > Wiring > Fuses"]
+
+
+def test_html_boilerplate_never_becomes_a_chunk() -> None:
+    """The issue's case: nav, cookie banner and footer are no chunk; the headings survive."""
+    from ingestion.loaders import load_bytes
+    from tests.test_loaders import BOILERPLATE_PAGE, BOILERPLATE_TEXTS
+
+    chunks = product_chunker().split(load_bytes(BOILERPLATE_PAGE.encode(), "velo.html"))
+    texts = "\n".join(ch.text for ch in chunks)
+    for junk in BOILERPLATE_TEXTS:
+        assert junk not in texts, junk
+    for heading in ("# Louer un vélo en ville", "## Caution et paiement", "## Retour du vélo"):
+        assert heading in texts
+    assert {ch.section for ch in chunks} <= {
+        "Louer un vélo en ville",
+        "Louer un vélo en ville > Caution et paiement",
+        "Louer un vélo en ville > Retour du vélo",
+    }

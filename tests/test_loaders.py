@@ -423,3 +423,66 @@ def test_fifo_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.txt")
     with pytest.raises(SkippedFile, match="not a regular file"):
         load_file(tmp_path / "pipe.txt")  # today: blocks forever waiting for a writer
+
+
+# --------------------------------------------------------------------------- html main content
+
+BOILERPLATE_PAGE = """<!doctype html>
+<html lang="fr-FR"><head><meta charset="utf-8"><title>Location de vélos – Vélo Ville</title></head>
+<body>
+<header><div class="logo">Vélo Ville</div><nav>Accueil | Contact</nav></header>
+<div id="cookie-banner" class="cookie-consent">Nous utilisons des cookies pour améliorer votre
+expérience. <button>Accepter tous les cookies</button></div>
+<aside class="sidebar"><ul><li><a href="/promo">Promotions du mois</a></li>
+<li><a href="/blog">Notre blog</a></li></ul></aside>
+<main><article>
+<h1>Louer un vélo en ville</h1>
+<p>Nos vélos se louent à l'heure, à la journée ou à la semaine dans chacune de nos trois
+boutiques du centre. Chaque location comprend un casque, un antivol et une assistance.</p>
+<h2>Caution et paiement</h2>
+<p>Une caution de 150 euros est demandée au départ de la location, par carte bancaire ou en
+espèces. Elle est rendue intégralement au retour du vélo s'il n'est pas endommagé.</p>
+<h2>Retour du vélo</h2>
+<p>Le vélo doit être rendu avant 19 heures à la boutique de départ ou dans une autre boutique
+du réseau. Un retard de plus d'une heure est facturé comme une heure supplémentaire.</p>
+<ul><li>Boutique Gare</li><li>Boutique Marché</li></ul>
+</article></main>
+<footer><p>© 2024 Vélo Ville – Mentions légales – Plan du site</p></footer>
+</body></html>
+"""
+BOILERPLATE_TEXTS = ("Accueil", "Contact", "cookies", "Mentions légales", "Promotions", "blog")
+
+
+def test_html_keeps_main_content_only(tmp_path: Path) -> None:
+    doc = load_file(_write(tmp_path, "velo.html", BOILERPLATE_PAGE.encode("utf-8")))
+    text = doc.text
+    for junk in BOILERPLATE_TEXTS:
+        assert junk not in text, junk
+    lines = text.split("\n")
+    assert lines[0] == "# Louer un vélo en ville"
+    assert "## Caution et paiement" in lines and "## Retour du vélo" in lines
+    assert "- Boutique Gare" in lines  # structure survives, not just the paragraphs
+    assert doc.markup == "markdown"
+    assert doc.title == "Location de vélos – Vélo Ville"
+    assert doc.language == "fr-FR"
+
+
+def test_short_html_page_without_main_content_falls_back_to_the_walk(tmp_path: Path) -> None:
+    html = "<html><body><nav>Home | Shop</nav><h1>Hours</h1><p>Open 9-5.</p></body></html>"
+    doc = load_file(_write(tmp_path, "short.html", html.encode()))
+    assert "Open 9-5." in doc.text and "# Hours" in doc.text.split("\n")
+    assert "Shop" not in doc.text
+    assert doc.language == ""
+
+
+def test_large_html_page_skips_trafilatura_but_drops_boilerplate(tmp_path: Path) -> None:
+    from ingestion.loaders import MAIN_CONTENT_MAX_MARKUP
+
+    body = "".join(
+        f"<p>Paragraph {i} of a long manual about bicycle maintenance.</p>" for i in range(4000)
+    )
+    html = f"<html><body><nav>Accueil | Contact</nav>{body}<footer>Mentions</footer></body></html>"
+    assert len(html) > MAIN_CONTENT_MAX_MARKUP
+    doc = load_file(_write(tmp_path, "big.html", html.encode()))
+    assert "Paragraph 3999 of" in doc.text
+    assert "Accueil" not in doc.text and "Mentions" not in doc.text

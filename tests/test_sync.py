@@ -214,7 +214,9 @@ def test_first_ingest(
     assert titles["de.txt"] == "Öffnungszeiten der Stadtbibliothek"
     assert titles["fr.html"] == "Guide de la bibliothèque"
     sections = {m["section"] for _, m in rows(client) if m["source"] == "en.md"}
-    assert "Library Guide > Opening hours" in sections
+    assert sections == {"Library Guide"}  # the short last section joined the one before it
+    en = client.get_collection(NAME).get(where={"source": "en.md"}, include=["documents"])
+    assert any("## Opening hours" in d and "nine in the morning" in d for d in en["documents"])
     docs = client.get_collection(NAME).get(where={"source": "fr.html"}, include=["documents"])
     assert not any("secret" in d or "color:red" in d for d in docs["documents"])
     assert_consistent(client, root)
@@ -985,3 +987,29 @@ def test_interrupted_sync_is_finished_at_the_next_start(tmp_path: Path) -> None:
     assert set(chunks_per_source(client)) == {*CORPUS, "late.md"}
     assert_consistent(client, folder)
     assert not stale.exists()
+
+
+def test_html_lang_attribute_is_the_chunks_language_when_valid(
+    settings: Settings, client: Any, fake: FakeEmbedder, tmp_path: Path
+) -> None:
+    """Too few words to detect a language, but the page says which it is; a bogus tag doesn't."""
+    page = "<html lang='{}'><body><p>Horário: 9h-17h. Preço: 5 €.</p></body></html>"
+    folder = tmp_path / "pages"
+    write_files(folder, {"pt.html": page.format("pt-BR"), "bogus.html": page.format("x-foo")})
+    ingest_folder(settings, folder, NAME, embedder=fake, client=client)
+    languages = {str(m["source"]): m["language"] for _, m in rows(client)}
+    assert languages == {"pt.html": "pt", "bogus.html": "und"}
+
+
+def test_chunk_min_tokens_setting_reaches_the_chunker(
+    client: Any, fake: FakeEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "notes"
+    write_files(folder, {"hours.md": "# Hours\n\nOpen 9-5.\n\n## Phone\n\nCall 555.\n"})
+    ingest_folder(load_settings(data_dir=tmp_path / "a"), folder, "merged", embedder=fake,
+                  client=client)  # fmt: skip
+    monkeypatch.setenv("KBCHAT_CHUNK_MIN_TOKENS", "0")
+    ingest_folder(load_settings(data_dir=tmp_path / "b"), folder, "apart", embedder=fake,
+                  client=client)  # fmt: skip
+    assert client.get_collection("merged").count() == 1
+    assert client.get_collection("apart").count() == 2
