@@ -10,25 +10,13 @@ much was sent by then, and the server's RSS and peak RSS. Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import select
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-import httpx
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
+from server_process import REPO, bench_env, kbchat_serve, status_kb
 
 
 def send_chunked(port: int, path: str, total: int, chunk: int = 256 * 1024) -> tuple[str, int]:
@@ -59,29 +47,8 @@ def main() -> None:
     from tests.live_server import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "KBCHAT_DATA_DIR": tmp, "HF_HUB_OFFLINE": "1"}
-        models = REPO / "data" / "models"
-        if models.is_dir():
-            os.symlink(models, Path(tmp) / "models")  # reuse the materialised model
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=2).is_success:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    sys.exit("server did not become ready")
-                time.sleep(0.5)
+        with kbchat_serve(bench_env(tmp), port) as server:
             before = status_kb(server.pid, "VmRSS")
             started = time.monotonic()
             status, sent = send_chunked(port, "/api/chat", args.mib * 2**20)
@@ -93,9 +60,6 @@ def main() -> None:
                 f"server RSS before {before / 1024:.0f} MiB, after {after / 1024:.0f} MiB "
                 f"(+{(after - before) / 1024:.0f}), peak {peak / 1024:.0f} MiB"
             )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

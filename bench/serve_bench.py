@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
+from server_process import REPO, bench_env, kbchat_serve, status_kb
 
-REPO = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     "¿Cuántos años de garantía tiene la batería?",
     "Wie lange dauert das Laden des Akkus?",
@@ -35,10 +33,7 @@ QUESTIONS = [
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_kb(pid, "VmRSS") / 1024
 
 
 def one_chat(client: httpx.Client, base: str, i: int) -> tuple[float, float, float]:
@@ -87,17 +82,12 @@ def main() -> None:
     from tests.openai_stub import OpenAIStub
 
     with tempfile.TemporaryDirectory() as tmp, OpenAIStub(reply="Answer [1].") as stub:
-        env = {
-            **os.environ,
-            "KBCHAT_DATA_DIR": tmp,
-            "OPENAI_BASE_URL": stub.base_url,
-            "KBCHAT_LLM_MODEL": "stub",
-            "KBCHAT_SERVER_RATE_LIMIT": "1000000/minute",
-            "HF_HUB_OFFLINE": "1",
-        }
-        models = REPO / "data" / "models"
-        if models.is_dir():
-            os.symlink(models, Path(tmp) / "models")  # reuse the materialised model
+        env = bench_env(
+            tmp,
+            OPENAI_BASE_URL=stub.base_url,
+            KBCHAT_LLM_MODEL="stub",
+            KBCHAT_SERVER_RATE_LIMIT="1000000/minute",
+        )
         subprocess.run(
             [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
             env=env,
@@ -106,25 +96,8 @@ def main() -> None:
             capture_output=True,
         )
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{base}/api/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    sys.exit("server did not become ready")
-                time.sleep(0.5)
+        with kbchat_serve(env, port) as server:
             run_level(base, 4, 20)  # warm up
             print(
                 f"{'clients':>7} {'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'retrieval p50':>14}"
@@ -150,9 +123,6 @@ def main() -> None:
                 f"(growth {rss_mb(server.pid) - rss_100:+.0f} MB; soak took "
                 f"{time.perf_counter() - started:.0f} s)"
             )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

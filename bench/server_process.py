@@ -1,0 +1,59 @@
+"""What the server benchmarks share: a real `kbchat serve` subprocess on loopback over a temporary
+data dir (reusing the materialised model), started, awaited until ready, and always stopped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench_env(data_dir: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's kbchat processes; the checkout's model is linked in."""
+    models = REPO / "data" / "models"
+    if models.is_dir() and not (Path(data_dir) / "models").exists():
+        os.symlink(models, Path(data_dir) / "models")  # reuse the materialised model
+    return {**os.environ, "KBCHAT_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1", **extra}
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A /proc/PID/status memory field (VmRSS, VmHWM) in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@contextmanager
+def kbchat_serve(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`kbchat serve` on 127.0.0.1:port, yielded once /api/ready answers 200."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=2).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                sys.exit("server did not become ready")
+            time.sleep(0.5)
+        yield server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
