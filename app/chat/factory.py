@@ -38,11 +38,11 @@ def build_chat_chain(
         llm = build_chat_model(settings)
     prompts = load_prompts(settings.prompts_dir)
     client = client or make_client(settings)
-    store = langchain_store(client, collection_name or settings.collection, embedder)
+    name = collection_name or settings.collection
+    store = langchain_store(client, name, embedder)
     min_score = settings.retrieval.min_score
     if min_score is None:
         min_score = default_min_score(embedder.spec.model_id)
-    name = collection_name or settings.collection
     centring = None
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
