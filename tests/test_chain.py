@@ -174,6 +174,25 @@ def test_generative_streams_tokens_then_done(prompts: PromptSet) -> None:
     assert retriever.queries == [ES_QUESTION]
 
 
+def test_generative_sources_list_the_cited_first(prompts: PromptSet) -> None:
+    chain = ChatChain(FakeRetriever(SOURCES), prompts, generic("Cubre 160.000 km [2]."))
+    _, result = run(chain, ES_QUESTION)
+    assert result.cited == [2]
+    assert [s.number for s in result.sources] == [2, 1]  # reordered, never renumbered
+    assert result.sources[0].source == "es/garantia.md"
+
+
+def test_repeated_passages_reach_neither_the_llm_nor_the_sources(prompts: PromptSet) -> None:
+    again = source(3, "Die Garantie der Batterie gilt acht Jahre.", source="kopie/doc1.md")
+    llm = RecordingChatModel(replies=["Acht Jahre [1]."])
+    chain = ChatChain(FakeRetriever([*SOURCES, again, SOURCES[0]]), prompts, llm)
+    _, result = run(chain, DE_QUESTION)
+    assert result.sources == SOURCES
+    human = human_text(llm.calls[0])
+    assert human.count("Die Garantie der Batterie gilt acht Jahre.") == 1
+    assert '<source id="3"' not in human
+
+
 def test_invoke_returns_the_done_result(prompts: PromptSet) -> None:
     chain = ChatChain(FakeRetriever(SOURCES), prompts, generic("Acht Jahre [1]."))
     result = chain.invoke(DE_QUESTION)
@@ -263,19 +282,37 @@ def test_no_llm_is_extractive_in_the_question_language(prompts: PromptSet) -> No
     assert result.mode == "extractive"
     assert result.language == "de"
     assert result.grounded is True
-    assert result.answer.startswith(prompts.message("de", "no_llm"))
-    assert "[1] Die Garantie der Batterie gilt acht Jahre." in result.answer
-    assert "[2] La garantía cubre 160.000 km." in result.answer
-    assert "Doc 2 (es/garantia.md)" in result.answer
+    # the note, then a short answer (no picker given: the best passage's lead sentence)
+    note = prompts.message("de", "no_llm")
+    assert result.answer == f"{note}\n\nDie Garantie der Batterie gilt acht Jahre. [1]"
+    assert result.cited == [1]
+    assert result.sources == SOURCES  # the whole passages stay available as sources
     assert result.error is None
 
 
-def test_extractive_truncates_long_passages(prompts: PromptSet) -> None:
-    long_text = "Akku " * 400  # 2000 characters
-    chain = ChatChain(FakeRetriever([source(1, long_text)]), prompts, None)
+def test_extractive_answer_stays_short_for_long_passages(prompts: PromptSet) -> None:
+    long_text = "Der Akku hält lange. " * 100  # 2100 characters
+    chain = ChatChain(FakeRetriever([source(1, long_text), source(2, long_text)]), prompts, None)
     _, result = run(chain, DE_QUESTION)
-    assert " …" in result.answer
-    assert len(result.answer) < len(long_text)
+    short = result.answer.removeprefix(prompts.message("de", "no_llm") + "\n\n")
+    assert short == "Der Akku hält lange. [1]"
+    assert result.sources[0].text == long_text
+
+
+def test_extractive_answer_is_the_sentence_that_answers(prompts: PromptSet) -> None:
+    from app.chat.extractive import SentencePicker
+    from tests.test_extractive import KeywordEmbeddings
+
+    sources = [
+        source(1, "Im Winter dauert das Laden länger. Die App zeigt die Restzeit."),
+        source(2, "Der Lack hält zwölf Jahre. Die Garantie der Batterie gilt acht Jahre."),
+    ]
+    picker = SentencePicker(KeywordEmbeddings("garantie", "batterie", "winter"))
+    chain = ChatChain(FakeRetriever(sources), prompts, None, picker=picker)
+    _, result = run(chain, "Wie lange gilt die Garantie der Batterie?")
+    assert result.answer.endswith("\n\nDie Garantie der Batterie gilt acht Jahre. [2]")
+    assert result.cited == [2]
+    assert [s.number for s in result.sources] == [2, 1]  # cited first, numbers unchanged
 
 
 def test_no_llm_and_no_sources_says_no_answer(prompts: PromptSet) -> None:
@@ -318,10 +355,10 @@ def test_llm_failure_falls_back_to_passages(prompts: PromptSet, exc: Exception, 
     assert len(llm.calls) == 1
     assert result.error == code  # a stable code; the exception's text stays in the log
     assert str(exc) not in result.answer and type(exc).__name__ not in result.answer
-    assert result.answer.startswith(prompts.message("de", "llm_error"))
-    assert "[1] Die Garantie der Batterie gilt acht Jahre." in result.answer
-    assert "[2]" in result.answer
-    assert result.cited == [1, 2]
+    note = prompts.message("de", "llm_error")
+    assert result.answer == f"{note}\n\nDie Garantie der Batterie gilt acht Jahre. [1]"
+    assert result.cited == [1]
+    assert result.sources == SOURCES
     assert "".join(tokens) == result.answer
     assert result.mode == "generative"
 
@@ -336,7 +373,7 @@ def test_llm_failure_mid_stream_keeps_the_tokens(prompts: PromptSet) -> None:
     assert result.answer == "".join(tokens)
     assert result.answer.startswith("Die Garantie gilt [1]\n\n")
     assert result.error == "llm_incomplete" and result.finish_reason == "length"
-    assert result.cited == [1, 2]
+    assert result.cited == [1]
 
 
 def test_stream_without_finish_reason_is_incomplete(prompts: PromptSet) -> None:
@@ -345,7 +382,7 @@ def test_stream_without_finish_reason_is_incomplete(prompts: PromptSet) -> None:
     chain = ChatChain(FakeRetriever(SOURCES), prompts, llm, retries=2)
     tokens, result = run(chain, DE_QUESTION)
     assert tokens[:2] == ["Die Garantie", " gilt"]
-    assert tokens[2] == "\n\n" + chain._extractive("de", SOURCES, "llm_error")
+    assert tokens[2] == "\n\n" + chain._extractive("de", SOURCES, "llm_error", DE_QUESTION)
     assert result.error == "llm_incomplete" and result.finish_reason == "length"
     assert len(llm.calls) == 1  # text was shown: a retry would repeat it
 

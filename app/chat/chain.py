@@ -3,9 +3,11 @@
 1. A follow-up becomes a standalone question for retrieval (an LLM condense step, or without an
    LLM the recent user turns together); the user's own words and language go to the answer step.
 2. Retrieval across languages, with the embedding profile's query form and a relevance cut-off.
-3. Numbered sources as delimited data; the LLM answers in the question's language, citing [n],
-   streaming. Without an LLM: the best passages, quoted with their numbers, under a short note.
-4. LLM faults become a short localised message plus the passages found (after any partial text);
+3. Numbered sources (deduplicated, `app.chat.sources`) as delimited data; the LLM answers in the
+   question's language, citing [n], streaming. Without an LLM: the best one to three sentences of
+   the best passages with their [n] (`app.chat.extractive`), under a short note. Either way the
+   result lists the cited sources first, numbers unchanged.
+4. LLM faults become a short localised note plus that short answer (after any partial text);
    nothing raises to the caller. The result carries a stable code (`app.chat.types.LLM_ERRORS`);
    the upstream detail goes to the log only. A stream that ends without a finish reason (a cut
    connection) is a fault too, never a complete answer.
@@ -33,6 +35,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 
+from app.chat.extractive import SentencePicker
+from app.chat.sources import cited_first, distinct_sources
 from app.chat.types import ChatResult, Done, LLMError, Source, Token, Turn
 from ingestion.language import detect_language
 
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
-EXCERPT_CHARS = 700
 _TEXT = StrOutputParser()
 
 
@@ -116,10 +119,12 @@ class ChatChain:
         deadline: float | None = None,
         attempt_timeout: float | None = None,
         retries: int = 0,
+        picker: SentencePicker | None = None,
     ) -> None:
         """`deadline`: seconds for the whole answer (None: unbounded); `attempt_timeout`: the
         most one LLM request may take, passed per call (None: the client's own); `retries`:
-        further attempts on retryable faults, only before the first token."""
+        further attempts on retryable faults, only before the first token; `picker`: chooses the
+        sentences of an answer without LLM (None: the best passage's first sentence)."""
         self.retriever = retriever
         self.prompts = prompts
         self.llm = llm
@@ -127,6 +132,7 @@ class ChatChain:
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.retries = retries
+        self.picker = picker or SentencePicker(None)
         self._answer_prompt: Runnable | None = None
         self._condense: Runnable | None = None
         if llm is not None:
@@ -164,13 +170,13 @@ class ChatChain:
         language = question_language(question, history, self.prompts.languages)
         query = self.standalone_question(question, history, deadline)
         started = time.perf_counter()
-        sources = self.retriever.retrieve(query)
+        sources = distinct_sources(self.retriever.retrieve(query))
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
         result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._answer_prompt is None:
-            result.answer = self._extractive(language, sources, "no_llm")
+            result.answer = self._extractive(language, sources, "no_llm", query)
             yield Token(result.answer)
-            yield Done(result)
+            yield Done(_cited_first(result))
             return
         result.mode = "generative"
         if not sources:  # nothing relevant: say so without spending an LLM call
@@ -198,13 +204,12 @@ class ChatChain:
             if parts:
                 result.finish_reason = "length"  # OpenAI's word for an answer cut short
             log.warning("LLM answer failed (%s): %s: %s", result.error, type(exc).__name__, exc)
-            fallback = self._extractive(language, sources, "llm_error")
+            fallback = self._extractive(language, sources, "llm_error", query)
             fallback = f"\n\n{fallback}" if parts else fallback
             parts.append(fallback)
             yield Token(fallback)
         result.answer = "".join(parts)
-        result.cited = cited_numbers(result.answer, sources)
-        yield Done(result)
+        yield Done(_cited_first(result))
 
     def _generate(self, messages: Any, deadline: float | None, result: ChatResult) -> Iterator[str]:
         """The answer's text pieces; raises LLMFault unless the model says it finished (then
@@ -278,17 +283,22 @@ class ChatChain:
                 log.warning("condense step failed: %s: %s", type(exc).__name__, exc)
         return "\n".join([*earlier[-2:], question])
 
-    def _extractive(self, language: str, sources: Sequence[Source], note_key: str) -> str:
+    def _extractive(
+        self, language: str, sources: Sequence[Source], note_key: str, query: str
+    ) -> str:
+        """The short note, then the one to three sentences that answer `query` best, each with
+        its [n]; the whole passages travel as the result's sources, not in the answer."""
         if not sources:
             key = "no_answer" if note_key == "no_llm" else "llm_error_no_sources"
             return self.prompts.message(language, key)
-        lines = [self.prompts.message(language, note_key), ""]
-        for s in sources:
-            excerpt = s.text if len(s.text) <= EXCERPT_CHARS else s.text[:EXCERPT_CHARS] + " …"
-            where = s.title if s.title and s.title != s.source else ""
-            where = f"{where} ({s.source})" if where else s.source
-            lines.append(f"[{s.number}] {excerpt.strip()}\n    — {where}")
-        return "\n".join(lines)
+        return f"{self.prompts.message(language, note_key)}\n\n{self.picker.answer(query, sources)}"
+
+
+def _cited_first(result: ChatResult) -> ChatResult:
+    """Record which sources the answer cites and list those first (numbers unchanged)."""
+    result.cited = cited_numbers(result.answer, result.sources)
+    result.sources = cited_first(result.sources, result.cited)
+    return result
 
 
 def _left(deadline: float | None, cap: float | None) -> float | None:

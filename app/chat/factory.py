@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.chat.chain import ChatChain
+from app.chat.extractive import SentencePicker
 from app.chat.prompts import load_prompts
 from app.chat.retriever import Retriever, default_min_score
 from app.language_stats import CollectionMeans
@@ -55,4 +56,5 @@ def build_chat_chain(
         deadline=settings.llm.deadline,
         attempt_timeout=settings.llm.timeout,
         retries=settings.llm.max_retries,
+        picker=SentencePicker(embedder),
     )

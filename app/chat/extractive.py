@@ -1,0 +1,180 @@
+"""Short extractive answers: the one to three sentences of the best passages that answer best.
+
+Without an LLM (or when it fails) the answer is a few sentences with their [n], not whole
+passages; the passages themselves stay in the result's sources. Sentences are cut with sentencex
+(Wikimedia's rule-based segmenter, ~300 languages, abbreviations and CJK/Arabic/Devanagari
+punctuation included) and scored by the embedding model: each sentence in passage form against
+the query, plus a share of its passage's own score, because a sentence read alone loses the
+context (names, the subject) that made its passage match. Measured on XQuAD dev with
+bench/extractive_bench.py (docs/extractive_answers.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import sentencex
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+
+    from app.chat.types import Source
+
+MAX_CHARS = 600  # the whole short answer, citations included
+MAX_SENTENCES = 3
+SENTENCE_CHARS = 300  # a longer "sentence" (a run-on list, a table row) is cut into pieces
+MIN_LETTERS = 3  # pieces with fewer (a bullet mark, a page number) are no answer on their own
+# Thai and Lao end sentences with a space, not a mark, so no punctuation rule finds them: there
+# a run of whitespace is the boundary, and the pieces are packed up to this length.
+SPACE_DELIMITED = {"th": 160, "lo": 160}
+_LETTER = re.compile(r"[^\W\d_]")
+_SPACES = re.compile(r"\s+")
+_CLAUSE = re.compile(r"(?<=[,;:，、；：])")
+_CITATION = re.compile(r"\s*\[\d{1,3}\]")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One candidate: its text, the [n] of its source, and where it stands in that source."""
+
+    number: int
+    text: str
+    rank: int  # the source's position in the ranked list
+    position: int  # the sentence's position inside the source
+
+
+def split_sentences(text: str, language: str) -> list[str]:
+    """Sentences of a passage; a line break always ends one (headings, list items)."""
+    pieces: list[str] = []
+    limit = SPACE_DELIMITED.get(language)
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if limit is not None:
+            pieces.extend(_pack(_SPACES.split(line), limit, " "))
+            continue
+        for sentence in sentencex.segment(language if language != "und" else "en", line):
+            pieces.extend(_bounded(sentence.strip(), SENTENCE_CHARS))
+    return [p for p in pieces if len(_LETTER.findall(p)) >= MIN_LETTERS] or pieces
+
+
+def _bounded(text: str, limit: int) -> list[str]:
+    """`text` in pieces of at most `limit` characters: at spaces, else after commas, else cut."""
+    if len(text) <= limit:
+        return [text] if text else []
+    words = _SPACES.split(text)
+    if len(words) > 1 and max(map(len, words)) <= limit:
+        return _pack(words, limit, " ")
+    clauses = [c for c in _CLAUSE.split(text) if c]
+    if len(clauses) > 1 and max(map(len, clauses)) <= limit:
+        return _pack(clauses, limit, "")
+    return [text[i : i + limit] for i in range(0, len(text), limit)]
+
+
+def _pack(parts: list[str], limit: int, joiner: str) -> list[str]:
+    """Consecutive parts joined into pieces no longer than `limit` (a longer part stands alone)."""
+    pieces: list[str] = []
+    current = ""
+    for part in parts:
+        if not part:
+            continue
+        joined = f"{current}{joiner}{part}" if current else part
+        if len(joined) <= limit or not current:
+            current = joined
+        else:
+            pieces.append(current)
+            current = part
+    if current:
+        pieces.append(current)
+    return [p for piece in pieces for p in ([piece] if len(piece) <= limit else _cut(piece, limit))]
+
+
+def _cut(text: str, limit: int) -> list[str]:
+    return [text[i : i + limit] for i in range(0, len(text), limit)]
+
+
+class SentencePicker:
+    """Picks the answer sentences from the top passages with the embedding model.
+
+    `passages`: how many of the ranked sources are read; `max_candidates` bounds the sentences
+    embedded per answer (the CPU cost); a second or third sentence is added only when it scores
+    within `margin` of the best one and the answer stays within `max_chars`; `passage_weight`:
+    the share of the passage's own similarity added to each of its sentences' scores. Without
+    embeddings (tests, a chain built by hand) it falls back to the best passage's first sentence.
+    """
+
+    def __init__(
+        self,
+        embeddings: Embeddings | None,
+        *,
+        passages: int = 3,
+        max_candidates: int = 48,
+        max_sentences: int = MAX_SENTENCES,
+        max_chars: int = MAX_CHARS,
+        margin: float = 0.02,
+        passage_weight: float = 0.5,
+    ) -> None:
+        if max_chars < SENTENCE_CHARS + 8:
+            raise ValueError(f"max_chars must leave room for one sentence ({SENTENCE_CHARS + 8})")
+        self.embeddings = embeddings
+        self.passages = passages
+        self.max_candidates = max_candidates
+        self.max_sentences = max_sentences
+        self.max_chars = max_chars
+        self.margin = margin
+        self.passage_weight = passage_weight
+
+    def candidates(self, sources: Sequence[Source]) -> list[Sentence]:
+        found = [
+            Sentence(s.number, text, rank, position)
+            for rank, s in enumerate(sources[: self.passages])
+            for position, text in enumerate(split_sentences(s.text, s.language))
+        ]
+        return found[: self.max_candidates]
+
+    def scores(
+        self, query: str, candidates: Sequence[Sentence], sources: Sequence[Source]
+    ) -> np.ndarray:
+        """Each candidate's cosine with the query, plus `passage_weight` x its source's score."""
+        if self.embeddings is None:  # reading order: the lead sentence wins by a wide margin
+            return -np.array([c.rank * 1000 + c.position for c in candidates], np.float32)
+        q = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+        m = np.asarray(self.embeddings.embed_documents([c.text for c in candidates]), np.float32)
+        passage = np.array([sources[c.rank].score for c in candidates], dtype=np.float32)
+        return np.asarray(m @ q + self.passage_weight * passage)
+
+    def pick(self, query: str, sources: Sequence[Source]) -> list[Sentence]:
+        """At most `max_sentences` sentences, in the order they are best read: grouped by
+        source (the source of the best sentence first), each source's in reading order."""
+        candidates = self.candidates(sources)
+        if not candidates:
+            return []
+        scores = self.scores(query, candidates, sources)
+        order = [int(i) for i in np.argsort(-scores, kind="stable")]
+        chosen = [order[0]]
+        used = len(cite(candidates[order[0]]))
+        for i in order[1:]:
+            if len(chosen) == self.max_sentences or scores[i] < scores[order[0]] - self.margin:
+                break
+            size = len(cite(candidates[i])) + 1
+            if used + size <= self.max_chars:
+                chosen.append(i)
+                used += size
+        first_seen = {candidates[i].rank: n for n, i in reversed(list(enumerate(chosen)))}
+        picked = [candidates[i] for i in chosen]
+        return sorted(picked, key=lambda c: (first_seen[c.rank], c.position))
+
+    def answer(self, query: str, sources: Sequence[Source]) -> str:
+        """The short answer: the picked sentences, each followed by its [n]; '' if none."""
+        return " ".join(cite(s) for s in self.pick(query, sources))
+
+
+def cite(sentence: Sentence) -> str:
+    """A sentence with its source's [n]; a citation-like mark in the text itself is dropped, so
+    the answer's [n] always mean our sources."""
+    return f"{_CITATION.sub('', sentence.text).strip()} [{sentence.number}]"

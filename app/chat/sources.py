@@ -1,0 +1,55 @@
+"""Source lists as users see them: each passage once, the cited ones first.
+
+Numbers are given once, right after retrieval (`distinct_sources`), and never change after the
+answer is written: the answer's [n] and `ChatResult.cited` keep meaning the same passage in every
+front end (CLI, API, SSE, /v1, Gradio, widget). `cited_first` only reorders the list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from difflib import SequenceMatcher
+
+from app.chat.types import Source
+
+NEAR_IDENTICAL = 0.9  # difflib ratio above which two passages say the same (a copied file)
+_SPACE = re.compile(r"\s+")
+
+
+def _normalised(text: str) -> str:
+    return _SPACE.sub(" ", text).strip().casefold()
+
+
+def _same(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    return matcher.real_quick_ratio() >= NEAR_IDENTICAL and matcher.ratio() >= NEAR_IDENTICAL
+
+
+def distinct_sources(sources: Sequence[Source]) -> list[Source]:
+    """Ranked sources without repeats, numbered 1..n again: a second hit on the same chunk of
+    the same file, or a passage (near-)identical to a better-ranked one from another file, is
+    dropped; the better-ranked one stays."""
+    kept: list[Source] = []
+    seen: set[tuple[str, int, int | None]] = set()
+    texts: list[str] = []
+    for s in sources:
+        key = (s.source, s.chunk_index, s.page)
+        text = _normalised(s.text)
+        if key in seen or any(_same(text, t) for t in texts):
+            continue
+        seen.add(key)
+        texts.append(text)
+        kept.append(s if s.number == len(kept) + 1 else replace(s, number=len(kept) + 1))
+    return kept
+
+
+def cited_first(sources: Sequence[Source], cited: Sequence[int]) -> list[Source]:
+    """The cited sources (in rank order), then the rest; numbers unchanged."""
+    marked = set(cited)
+    return [s for s in sources if s.number in marked] + [
+        s for s in sources if s.number not in marked
+    ]
