@@ -127,6 +127,39 @@ def test_extractive_mode_without_llm(kb: Path, e5: Any) -> None:
     assert result.sources[0].source == "en/tea.txt"
 
 
+ETNA = (
+    "Mount Etna is an active stratovolcano on the east coast of Sicily, Italy, between the "
+    "cities of Messina and Catania. It lies above the convergent plate margin between the "
+    "African Plate and the Eurasian Plate. It is one of the tallest active volcanoes in Europe. "
+    "Its height changes after each eruption; in 2021 it was measured at 3,357 metres. "
+    "The volcano covers an area of 1,190 square kilometres with a basal circumference of 140 "
+    "kilometres. Farmers grow grapes, olives and citrus on its fertile lower slopes. "
+    "A cable car and a road bring visitors up to 2,500 metres on the southern flank. "
+    "UNESCO listed Mount Etna as a World Heritage Site in June 2013."
+)
+
+
+def test_extractive_answer_is_the_answering_sentence_of_a_long_passage(
+    tmp_path: Path, e5: Any
+) -> None:
+    from app.ingest import ingest_folder
+    from app.settings import load_settings
+
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "etna.txt").write_text(ETNA, encoding="utf-8")
+    (tmp_path / "kb" / "tea.txt").write_text(DOCS["en/tea.txt"], encoding="utf-8")
+    settings = load_settings(data_dir=tmp_path / "data")
+    ingest_folder(settings, tmp_path / "kb", "chat", embedder=e5)
+    chain = chain_for(tmp_path / "data", e5)
+    result = chain.invoke("Wann wurde der Ätna zum UNESCO-Welterbe erklärt?")
+    short = result.answer.removeprefix(chain.prompts.message("de", "no_llm") + "\n\n")
+    assert short.startswith("UNESCO listed Mount Etna as a World Heritage Site in June 2013.")
+    assert short.endswith("[1]") and len(short) <= 600
+    assert len(short) < len(ETNA) / 2  # a sentence or two, not the passage
+    assert result.sources[0].source == "etna.txt" and result.sources[0].text.strip() == ETNA
+    assert result.cited[0] == 1
+
+
 FAULT_CODES = {
     "500": "llm_unavailable",
     "429": "llm_rate_limited",
