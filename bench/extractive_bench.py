@@ -1,13 +1,15 @@
 """Short extractive answers on XQuAD dev: how often the picked sentences hold the gold answer.
 
 Each language's questions are asked of that language's paragraphs (the same-language knowledge
-base; by default the first 40 paragraphs and 60 questions spread over them, to fit a small CPU).
-The top passages come from the raw cosine, as the retriever would give them, and
+base), or with `--corpus en` of the English ones (judged by the English answer spans). By
+default the first 24 paragraphs and 48 questions per language spread over them, to fit a small
+CPU. The top passages come from the raw cosine, as the retriever would give them, and
 `app.chat.extractive.SentencePicker` (the product's code) picks the sentences. Compared with the
 naive answer, the first sentence of the best passage. A hit: one of the question's gold answer
 spans is inside the picked text. "top1 passage": the whole best passage (the ceiling for p1).
 Vectors are cached on disk, so a rerun costs little. Usage:
-  nice -n 10 .venv/bin/python bench/extractive_bench.py [--limit N] [--weights 0,0.5,1] [--json]
+  nice -n 10 .venv/bin/python bench/extractive_bench.py [--corpus same|en] [--passages 1,3]
+  [--weights 0,0.5,1] [--margins 0.02] [--json]
 """
 
 from __future__ import annotations
@@ -67,10 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=XQUAD)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/kbchat-cache-extract/vectors.pkl"))
-    parser.add_argument("--paragraphs", type=int, default=40, help="corpus: the first N paragraphs")
-    parser.add_argument("--limit", type=int, default=60, help="questions per language (0: all)")
+    parser.add_argument("--paragraphs", type=int, default=24, help="corpus: the first N paragraphs")
+    parser.add_argument("--limit", type=int, default=48, help="questions per language (0: all)")
     parser.add_argument("--passages", default="1,3", help="how many top passages are read")
     parser.add_argument("--weights", default="0,0.5,1", help="passage_weight values to compare")
+    parser.add_argument("--margins", default="0.02", help="margin values to compare")
+    parser.add_argument(
+        "--corpus", default="same", help="'same': each language's own paragraphs; 'en': English"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -82,11 +88,16 @@ def main() -> None:
     cached = CachedEmbeddings(build_embeddings(load_settings()), args.cache)
     queries = [json.loads(line) for line in (args.data / "queries.jsonl").open(encoding="utf-8")]
     variants = [
-        (int(p), float(w)) for p in args.passages.split(",") for w in args.weights.split(",")
+        (int(p), float(w), float(m))
+        for p in args.passages.split(",")
+        for w in args.weights.split(",")
+        for m in args.margins.split(",")
     ]
     rows: dict[str, dict[str, Any]] = {}
+    english = {q["xid"]: q["answers"] for q in queries if q["lang"] == "en"}
     for lang in LANGS:
-        files = sorted((args.data / "corpus" / lang).glob("*.txt"))[: args.paragraphs]
+        corpus = lang if args.corpus == "same" else args.corpus
+        files = sorted((args.data / "corpus" / corpus).glob("*.txt"))[: args.paragraphs]
         ids = [f.stem for f in files]
         texts = [f.read_text(encoding="utf-8").strip() for f in files]
         passages = cached.warm("p", texts)
@@ -94,7 +105,7 @@ def main() -> None:
         if args.limit and len(qs) > args.limit:  # spread over the paragraphs, not the first few
             qs = [qs[int(i * len(qs) / args.limit)] for i in range(args.limit)]
         qvec = cached.warm("q", [q["question"] for q in qs])
-        cached.warm("p", [s for t in texts for s in split_sentences(t, lang)])
+        cached.warm("p", [s for t in texts for s in split_sentences(t, corpus)])
         cached.save()
         counts: dict[str, list[float]] = {}
         started = time.perf_counter()
@@ -102,21 +113,24 @@ def main() -> None:
             sims = passages @ v
             top = [int(i) for i in np.argsort(-sims)[:3]]
             sources = [
-                Source(n + 1, ids[i], ids[i], lang, float(sims[i]), texts[i])
+                Source(n + 1, ids[i], ids[i], corpus, float(sims[i]), texts[i])
                 for n, i in enumerate(top)
             ]
 
-            def hit(text: str, q: dict[str, Any] = q) -> float:
-                return float(any(a.strip() in text for a in q["answers"]))
+            gold = q["answers"] if corpus == lang else english[q["xid"]]
 
-            first = split_sentences(sources[0].text, lang)[:1]
+            def hit(text: str, gold: list[str] = gold) -> float:
+                return float(any(a.strip() in text for a in gold))
+
+            first = split_sentences(sources[0].text, corpus)[:1]
             found = {"first": hit(first[0] if first else ""), "top1 passage": hit(sources[0].text)}
-            for p, w in variants:
-                picker = SentencePicker(cached, passages=p, passage_weight=w)
+            for p, w, m in variants:
+                picker = SentencePicker(cached, passages=p, passage_weight=w, margin=m)
                 picked = picker.pick(q["question"], sources)
-                found[f"p{p} w{w} one"] = hit(picked[0].text)
-                found[f"p{p} w{w} answer"] = hit(" ".join(s.text for s in picked))
-                found[f"p{p} w{w} chars"] = len(picker.answer(q["question"], sources))
+                name = f"p{p} w{w}" + (f" m{m}" if m != 0.02 else "")
+                found[f"{name} one"] = hit(picked[0].text)
+                found[f"{name} answer"] = hit(" ".join(s.text for s in picked))
+                found[f"{name} chars"] = len(picker.answer(q["question"], sources))
             for name, value in found.items():
                 counts.setdefault(name, []).append(value)
             counts.setdefault("gold in top3", []).append(
