@@ -197,6 +197,19 @@ def test_duplicates_are_dropped_and_numbers_stay_consecutive() -> None:
     ]
 
 
+def test_a_lightly_edited_copy_is_dropped_a_related_passage_stays() -> None:
+    copy = LONG.replace("three plants", "3 plants").replace("Tyres", "Tires")
+    related = (
+        "The battery warranty covers the cells and the battery management system. Damage from "
+        "accidents is not covered. Service intervals for the battery are two years."
+    )
+    sources = [source(1, LONG), source(2, copy), source(3, related)]
+    assert [(s.number, s.source) for s in distinct_sources(sources)] == [
+        (1, "doc1.md"),
+        (2, "doc3.md"),
+    ]
+
+
 def test_different_chunks_of_one_file_both_stay() -> None:
     sources = [
         source(1, "The warranty lasts eight years.", chunk_index=0),

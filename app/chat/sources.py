@@ -10,23 +10,22 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from difflib import SequenceMatcher
 
 from app.chat.types import Source
 
-NEAR_IDENTICAL = 0.9  # difflib ratio above which two passages say the same (a copied file)
+NEAR_IDENTICAL = 0.9  # Jaccard similarity of character 5-grams: the same text, lightly edited
 _SPACE = re.compile(r"\s+")
 
 
-def _normalised(text: str) -> str:
-    return _SPACE.sub(" ", text).strip().casefold()
+def _shingles(text: str) -> frozenset[str]:
+    """Character 5-grams of the normalised text: language-neutral (no word splitting), and
+    linear, where difflib's ratio is quadratic (2.5 s for five 2,000-character passages)."""
+    text = _SPACE.sub(" ", text).strip().casefold()
+    return frozenset(text[i : i + 5] for i in range(max(1, len(text) - 4)))
 
 
-def _same(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    matcher = SequenceMatcher(None, a, b, autojunk=False)
-    return matcher.real_quick_ratio() >= NEAR_IDENTICAL and matcher.ratio() >= NEAR_IDENTICAL
+def _same(a: frozenset[str], b: frozenset[str]) -> bool:
+    return a == b or len(a & b) >= NEAR_IDENTICAL * len(a | b)
 
 
 def distinct_sources(sources: Sequence[Source]) -> list[Source]:
@@ -35,10 +34,10 @@ def distinct_sources(sources: Sequence[Source]) -> list[Source]:
     dropped; the better-ranked one stays."""
     kept: list[Source] = []
     seen: set[tuple[str, int, int | None]] = set()
-    texts: list[str] = []
+    texts: list[frozenset[str]] = []
     for s in sources:
         key = (s.source, s.chunk_index, s.page)
-        text = _normalised(s.text)
+        text = _shingles(s.text)
         if key in seen or any(_same(text, t) for t in texts):
             continue
         seen.add(key)
