@@ -116,7 +116,7 @@ class SentencePicker:
         max_candidates: int = 48,
         max_sentences: int = MAX_SENTENCES,
         max_chars: int = MAX_CHARS,
-        margin: float = 0.02,
+        margin: float = 0.03,
         passage_weight: float = 0.5,
     ) -> None:
         if max_chars < SENTENCE_CHARS + 8:
