@@ -112,6 +112,16 @@ def test_lines_end_sentences_and_long_runs_are_cut() -> None:
     assert all(len(p) <= SENTENCE_CHARS for p in split_sentences(no_spaces, "zh"))
 
 
+def test_markdown_headings_and_list_markers_are_left_out() -> None:
+    text = (
+        "## Warranty period  \n- **Battery:** 2 years from the date of purchase.\n1. Blades: none"
+    )
+    assert split_sentences(text, "en") == [
+        "**Battery:** 2 years from the date of purchase.",
+        "Blades: none",
+    ]
+
+
 # --------------------------------------------------------------------------- picking
 
 
@@ -130,6 +140,16 @@ def test_the_sentence_that_answers_is_picked_and_cited() -> None:
     assert answer.startswith("The battery warranty lasts eight years or 160,000 km")
     assert answer.endswith("[2]")
     assert "Tyres" not in answer and len(answer) <= MAX_CHARS
+
+
+def test_the_title_and_section_headings_are_no_answer() -> None:
+    text = (
+        "NORDLICHT ROBOTICS - COMPANY HISTORY\n\nNordlicht Robotics was founded in 2011 in Tromsø."
+    )
+    history = source(1, text, title="NORDLICHT ROBOTICS - COMPANY HISTORY", section="")
+    picker = SentencePicker(KeywordEmbeddings("company", "history", "founded"))
+    answer = picker.answer("company history", [history])
+    assert answer == "Nordlicht Robotics was founded in 2011 in Tromsø. [1]"
 
 
 def test_at_most_three_sentences_within_600_characters() -> None:

@@ -32,6 +32,9 @@ MIN_LETTERS = 3  # pieces with fewer (a bullet mark, a page number) are no answe
 # a run of whitespace is the boundary, and the pieces are packed up to this length.
 SPACE_DELIMITED = {"th": 160, "lo": 160}
 _LETTER = re.compile(r"[^\W\d_]")
+_HEADING = re.compile(r"^#{1,6}\s")  # a Markdown heading line: it names a topic, answers nothing
+_BULLET = re.compile(r"^(?:[-*+•]|\d{1,3}[.)])\s+")
+_NOT_WORD = re.compile(r"[\W_]+")
 _SPACES = re.compile(r"\s+")
 _CLAUSE = re.compile(r"(?<=[,;:，、；：])")
 _CITATION = re.compile(r"\s*\[\d{1,3}\]")
@@ -48,12 +51,13 @@ class Sentence:
 
 
 def split_sentences(text: str, language: str) -> list[str]:
-    """Sentences of a passage; a line break always ends one (headings, list items)."""
+    """Sentences of a passage; a line break always ends one (list items), Markdown headings and
+    list markers are left out."""
     pieces: list[str] = []
     limit = SPACE_DELIMITED.get(language)
     for line in text.splitlines():
-        line = line.strip()
-        if not line:
+        line = _BULLET.sub("", line.strip())
+        if not line or _HEADING.match(line):
             continue
         if limit is not None:
             pieces.extend(_pack(_SPACES.split(line), limit, " "))
@@ -130,11 +134,14 @@ class SentencePicker:
         self.passage_weight = passage_weight
 
     def candidates(self, sources: Sequence[Source]) -> list[Sentence]:
-        found = [
-            Sentence(s.number, text, rank, position)
-            for rank, s in enumerate(sources[: self.passages])
-            for position, text in enumerate(split_sentences(s.text, s.language))
-        ]
+        """The sentences of the top sources, less their title and headings (which the model
+        scores high for naming the topic, though they answer nothing)."""
+        found: list[Sentence] = []
+        for rank, s in enumerate(sources[: self.passages]):
+            headings = {_key(h) for h in (s.title, *s.section.split(" > "))}
+            for position, text in enumerate(split_sentences(s.text, s.language)):
+                if _key(text) not in headings:
+                    found.append(Sentence(s.number, text, rank, position))
         return found[: self.max_candidates]
 
     def scores(
@@ -172,6 +179,10 @@ class SentencePicker:
     def answer(self, query: str, sources: Sequence[Source]) -> str:
         """The short answer: the picked sentences, each followed by its [n]; '' if none."""
         return " ".join(cite(s) for s in self.pick(query, sources))
+
+
+def _key(text: str) -> str:
+    return _NOT_WORD.sub(" ", text).strip().casefold()
 
 
 def cite(sentence: Sentence) -> str:
