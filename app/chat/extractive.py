@@ -117,7 +117,7 @@ class SentencePicker:
         embeddings: Embeddings | None,
         *,
         passages: int = 3,
-        max_candidates: int = 48,
+        max_candidates: int = 32,
         max_sentences: int = MAX_SENTENCES,
         max_chars: int = MAX_CHARS,
         margin: float = 0.03,
