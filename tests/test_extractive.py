@@ -152,6 +152,11 @@ def test_the_title_and_section_headings_are_no_answer() -> None:
     assert answer == "Nordlicht Robotics was founded in 2011 in Tromsø. [1]"
 
 
+def test_a_passage_of_headings_only_is_still_quoted() -> None:
+    picker = SentencePicker(KeywordEmbeddings("warranty"))
+    assert picker.answer("warranty", [source(1, "## Warranty")]) == "## Warranty [1]"
+
+
 def test_at_most_three_sentences_within_600_characters() -> None:
     same = " ".join(f"Battery fact number {i} is here." for i in range(12))
     picker = SentencePicker(KeywordEmbeddings("battery"), margin=1.0)

@@ -62,7 +62,7 @@ def split_sentences(text: str, language: str) -> list[str]:
         if limit is not None:
             pieces.extend(_pack(_SPACES.split(line), limit, " "))
             continue
-        for sentence in sentencex.segment(language if language != "und" else "en", line):
+        for sentence in sentencex.segment(language if language not in ("", "und") else "en", line):
             pieces.extend(_bounded(sentence.strip(), SENTENCE_CHARS))
     return [p for p in pieces if len(_LETTER.findall(p)) >= MIN_LETTERS] or pieces
 
@@ -142,6 +142,9 @@ class SentencePicker:
             for position, text in enumerate(split_sentences(s.text, s.language)):
                 if _key(text) not in headings:
                     found.append(Sentence(s.number, text, rank, position))
+        if not found and sources:  # only headings: quote the best passage's start, never nothing
+            start = _bounded(" ".join(sources[0].text.split()), SENTENCE_CHARS)[:1]
+            found = [Sentence(sources[0].number, text, 0, 0) for text in start]
         return found[: self.max_candidates]
 
     def scores(
