@@ -335,6 +335,20 @@ def test_no_sources_answers_without_calling_the_llm(prompts: PromptSet) -> None:
     assert result.cited == []
 
 
+def test_no_sentence_scoring_past_the_deadline(prompts: PromptSet) -> None:
+    from app.chat.extractive import SentencePicker
+    from tests.test_extractive import KeywordEmbeddings
+
+    embeddings = KeywordEmbeddings("garantie")
+    sources = [source(1, "Der Lack hält zwölf Jahre. Die Garantie gilt acht Jahre.")]
+    chain = ChatChain(FakeRetriever(sources), prompts, None, picker=SentencePicker(embeddings))
+    late = chain._extractive("de", sources, "llm_error", "Garantie?", time.monotonic())
+    assert late.endswith("\n\nDer Lack hält zwölf Jahre. [1]")  # the lead sentence, at once
+    assert embeddings.embedded == []
+    in_time = chain._extractive("de", sources, "llm_error", "Garantie?", time.monotonic() + 60)
+    assert in_time.endswith("\n\nDie Garantie gilt acht Jahre. [1]")
+
+
 # --------------------------------------------------------------------------- LLM faults
 
 

@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 _TEXT = StrOutputParser()
+PICK_SECONDS = 1.0  # what picking sentences may need; with less left, the lead sentence is quoted
+_LEAD = SentencePicker(None)
 
 
 def question_language(
@@ -174,7 +176,7 @@ class ChatChain:
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
         result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._answer_prompt is None:
-            result.answer = self._extractive(language, sources, "no_llm", query)
+            result.answer = self._extractive(language, sources, "no_llm", query, deadline)
             yield Token(result.answer)
             yield Done(_cited_first(result))
             return
@@ -204,7 +206,7 @@ class ChatChain:
             if parts:
                 result.finish_reason = "length"  # OpenAI's word for an answer cut short
             log.warning("LLM answer failed (%s): %s: %s", result.error, type(exc).__name__, exc)
-            fallback = self._extractive(language, sources, "llm_error", query)
+            fallback = self._extractive(language, sources, "llm_error", query, deadline)
             fallback = f"\n\n{fallback}" if parts else fallback
             parts.append(fallback)
             yield Token(fallback)
@@ -284,14 +286,23 @@ class ChatChain:
         return "\n".join([*earlier[-2:], question])
 
     def _extractive(
-        self, language: str, sources: Sequence[Source], note_key: str, query: str
+        self,
+        language: str,
+        sources: Sequence[Source],
+        note_key: str,
+        query: str,
+        deadline: float | None = None,
     ) -> str:
         """The short note, then the one to three sentences that answer `query` best, each with
-        its [n]; the whole passages travel as the result's sources, not in the answer."""
+        its [n]; the whole passages travel as the result's sources, not in the answer. Scoring
+        sentences embeds them: past (or near) the deadline the best passage's lead sentence is
+        quoted instead, so the fallback never makes the answer later than promised."""
         if not sources:
             key = "no_answer" if note_key == "no_llm" else "llm_error_no_sources"
             return self.prompts.message(language, key)
-        return f"{self.prompts.message(language, note_key)}\n\n{self.picker.answer(query, sources)}"
+        left = _left(deadline, None)
+        picker = self.picker if left is None or left >= PICK_SECONDS else _LEAD
+        return f"{self.prompts.message(language, note_key)}\n\n{picker.answer(query, sources)}"
 
 
 def _cited_first(result: ChatResult) -> ChatResult:
