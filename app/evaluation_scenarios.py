@@ -108,10 +108,18 @@ class CachedEmbeddings(E5Embeddings):
             self.encode(texts[start : start + batch])
 
     def save(self) -> None:
+        """Write the cache, keeping what another run saved there meanwhile."""
         if self.path is None or len(self.vectors) == self._saved:
             return
+        if self.path.exists():
+            with np.load(self.path) as stored:
+                keys, vectors = stored["keys"].tolist(), stored["vectors"]
+                for key, vector in zip(keys, vectors, strict=True):
+                    self.vectors.setdefault(key, vector)
         keys = np.array(list(self.vectors))
-        np.savez(self.path, keys=keys, vectors=np.stack(list(self.vectors.values())))
+        part = self.path.with_suffix(".part.npz")
+        np.savez(part, keys=keys, vectors=np.stack(list(self.vectors.values())))
+        part.replace(self.path)  # a reader never sees half a file
         self._saved = len(self.vectors)
 
 
