@@ -247,6 +247,12 @@ def evaluate(
     langs: Annotated[
         str | None, typer.Option("--langs", help="Only questions in these languages: de,zh.")
     ] = None,
+    per_language: Annotated[
+        int | None,
+        typer.Option(
+            "--per-language", min=1, help="At most N questions per language, evenly spaced."
+        ),
+    ] = None,
     chart: Annotated[
         Path | None,
         typer.Option("--chart", help="Write an HTML chart of per-language recall@1 here."),
@@ -263,7 +269,7 @@ def evaluate(
     as search and chat do with the current settings.
     """
     from app.embeddings.e5 import build_embeddings
-    from app.evaluation import EvalInputError, read_queries
+    from app.evaluation import EvalInputError, read_queries, sample_per_language
     from app.evaluation_scenarios import (
         CachedEmbeddings,
         Comparison,
@@ -285,6 +291,8 @@ def evaluate(
         try:
             if queries is not None:
                 rows = [q for q in read_queries(queries) if wanted is None or q.lang in wanted]
+                if per_language is not None:
+                    rows = sample_per_language(rows, per_language)
                 if not rows:
                     _fail(f"no questions in {queries} for --langs {langs}")
                 name = collection or settings.collection
@@ -295,7 +303,15 @@ def evaluate(
                 assert dataset is not None
                 data = Dataset(dataset)
                 for sc in scenario or ["mixed"]:
-                    results[sc] = run_scenario(settings, data, sc, embedder, k=k, languages=wanted)
+                    results[sc] = run_scenario(
+                        settings,
+                        data,
+                        sc,
+                        embedder,
+                        k=k,
+                        languages=wanted,
+                        per_language=per_language,
+                    )
                     embedder.save()
                     if not as_json:
                         _print_comparison(sc, results[sc])

@@ -89,6 +89,19 @@ def read_queries(path: Path) -> list[EvalQuery]:
     return out
 
 
+def sample_per_language(queries: list[EvalQuery], n: int) -> list[EvalQuery]:
+    """At most n questions per language, evenly spaced in file order, so a quick run still
+    covers the whole corpus (XQuAD's questions come paragraph by paragraph)."""
+    groups: dict[str, list[EvalQuery]] = defaultdict(list)
+    for q in queries:
+        groups[q.lang].append(q)
+    keep = set()
+    for rows in groups.values():
+        step = max(len(rows) / n, 1.0)
+        keep |= {id(rows[int(i * step)]) for i in range(min(n, len(rows)))}
+    return [q for q in queries if id(q) in keep]
+
+
 def first_relevant_rank(query: EvalQuery, ranked_sources: list[str]) -> int | None:
     for rank, source in enumerate(ranked_sources, 1):
         if query.matches(source):

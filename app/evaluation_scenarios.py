@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.embeddings.e5 import E5Embeddings
-from app.evaluation import EvalQuery, EvalReport, document_ranks, read_queries, report
+from app.evaluation import (
+    EvalQuery,
+    EvalReport,
+    document_ranks,
+    read_queries,
+    report,
+    sample_per_language,
+)
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -286,13 +293,20 @@ def run_scenario(
     *,
     k: int = 10,
     languages: list[str] | None = None,
+    per_language: int | None = None,
     workdir: Path | None = None,
 ) -> Comparison:
-    """Build, ingest and score one scenario; `languages` keeps only those questions."""
+    """Build, ingest and score one scenario; `languages` keeps only those questions, and
+    `per_language` at most that many per language (`sample_per_language`)."""
     from app.ingest import ingest_folder
     from app.store import make_client
 
     runs = plan(data, scenario)
+    pool = data.queries
+    if languages is not None:
+        pool = [q for q in pool if q.lang in languages]
+    if per_language is not None:
+        pool = sample_per_language(pool, per_language)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         local = settings.model_copy(
             update={
@@ -304,11 +318,7 @@ def run_scenario(
         scored: list[EvalQuery] = []
         ranks: dict[str, list[int | None]] = {"raw": [], "corrected": []}
         for run in runs:
-            queries = [
-                q
-                for q in data.queries
-                if run.questions(q) and (languages is None or q.lang in languages)
-            ]
+            queries = [q for q in pool if run.questions(q)]
             if not queries:
                 continue
             folder = run.build(Path(tmp) / "kb" / run.name)

@@ -269,3 +269,13 @@ def test_document_ranks_collapse_chunks_and_cut_at_k() -> None:
     ]
     assert document_ranks(ranked.__getitem__, queries, 3) == [2, 3, None]
     assert document_ranks(ranked.__getitem__, queries, 2) == [2, None, None]
+
+
+def test_sample_per_language_spreads_evenly_and_keeps_order() -> None:
+    from app.evaluation import sample_per_language
+
+    queries = [EvalQuery(f"{lang}{i}", lang, "a.md") for lang in ("de", "zh") for i in range(10)]
+    queries.append(EvalQuery("ar0", "ar", "a.md"))
+    picked = [q.question for q in sample_per_language(queries, 3)]
+    assert picked == ["de0", "de3", "de6", "zh0", "zh3", "zh6", "ar0"]
+    assert sample_per_language(queries, 50) == queries
