@@ -217,6 +217,8 @@ def test_eval_cli_with_a_dataset_writes_json_and_a_chart(
     mixed = result["scenarios"]["mixed"]
     assert mixed["queries"] == len(QUESTIONS) and mixed["raw"]["queries"] == len(QUESTIONS)
     assert set(mixed["by_language"]) == set(mixed["raw"]["by_language"]) == {"de", "en", "fr"}
+    sample = cli.json("eval", "--dataset", str(dataset), "--per-language", "2", "--langs", "en,fr")
+    assert sample["scenarios"]["mixed"]["queries_by_language"] == {"en": 2, "fr": 2}
     assert chart.read_text(encoding="utf-8").count("<svg") == 2
     table = cli.run("eval", "--dataset", str(dataset), "-s", "blend", check=False)
     assert table.returncode == 2 and "unknown scenario 'blend'" in table.stderr
