@@ -221,48 +221,136 @@ def chat(collection: CollectionOpt = None) -> None:
 
 @app.command("eval")
 def evaluate(
-    queries: Annotated[Path, typer.Argument(help="JSONL: question, source or paragraph_id, lang")],
+    queries: Annotated[
+        Path | None,
+        typer.Argument(help="JSONL: question, source or paragraph_id, lang (with -c)."),
+    ] = None,
     collection: CollectionOpt = None,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Ranking depth.")] = 10,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset",
+            help="Instead of QUERIES: a folder with corpus/<lang>/<id>.<ext> and queries.jsonl;"
+            " each --scenario builds a knowledge base from it in a temporary data dir.",
+        ),
+    ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="With --dataset: mixed, pooled, same or single:<lang>; repeat for several"
+            " (default: mixed).",
+        ),
+    ] = None,
+    langs: Annotated[
+        str | None, typer.Option("--langs", help="Only questions in these languages: de,zh.")
+    ] = None,
+    per_language: Annotated[
+        int | None,
+        typer.Option(
+            "--per-language", min=1, help="At most N questions per language, evenly spaced."
+        ),
+    ] = None,
+    chart: Annotated[
+        Path | None,
+        typer.Option("--chart", help="Write an HTML chart of per-language recall@1 here."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Keep the vectors here so that reruns embed nothing."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure retrieval (no LLM): recall@1/5/10, MRR and nDCG, overall and per language."""
-    from app.embeddings.e5 import build_embeddings
-    from app.evaluation import EvalInputError, evaluate, read_queries
-    from app.language_stats import refresh, stored
-    from app.store import make_client, open_collection
+    """Measure retrieval (no LLM): recall@1/5/10, MRR and nDCG per language, raw model alongside.
 
+    "raw" ranks by the model's cosine with every ranking correction off; the other figures rank
+    as search and chat do with the current settings.
+    """
+    from app.embeddings.e5 import build_embeddings
+    from app.evaluation import EvalInputError, read_queries, sample_per_language
+    from app.evaluation_scenarios import (
+        CachedEmbeddings,
+        Comparison,
+        Dataset,
+        compare_on_collection,
+        run_scenario,
+    )
+    from app.store import make_client
+
+    if (queries is None) == (dataset is None):
+        _fail("give either a QUERIES file (with -c) or --dataset DIR")
+    if scenario and dataset is None:
+        _fail("--scenario needs --dataset")
+    wanted = [x.strip() for x in langs.split(",") if x.strip()] if langs else None
     settings = _settings()
+    results: dict[str, Comparison] = {}
     with _user_errors():
+        embedder = CachedEmbeddings(build_embeddings(settings), cache_dir)
         try:
-            rows = read_queries(queries)
+            if queries is not None:
+                rows = [q for q in read_queries(queries) if wanted is None or q.lang in wanted]
+                if per_language is not None:
+                    rows = sample_per_language(rows, per_language)
+                if not rows:
+                    _fail(f"no questions in {queries} for --langs {langs}")
+                name = collection or settings.collection
+                embedder.prime_queries([q.question for q in rows])
+                client = make_client(settings)
+                results[name] = compare_on_collection(settings, client, name, embedder, rows, k)
+            else:
+                assert dataset is not None
+                data = Dataset(dataset)
+                for sc in scenario or ["mixed"]:
+                    results[sc] = run_scenario(
+                        settings,
+                        data,
+                        sc,
+                        embedder,
+                        k=k,
+                        languages=wanted,
+                        per_language=per_language,
+                    )
+                    embedder.save()
+                    if not as_json:
+                        _print_comparison(sc, results[sc])
         except (EvalInputError, OSError) as exc:
             _fail(str(exc))
-        embedder = build_embeddings(settings)
-        store = open_collection(
-            make_client(settings), collection or settings.collection, embedder.spec
-        )
-        means = None
-        if settings.retrieval.language_centring:  # rank as search and chat do
-            means = stored(store, embedder.spec) or refresh(store, embedder.spec)
-        result = evaluate(embedder, store, rows, k=k, means=means)
+        finally:
+            embedder.save()
+    if chart is not None:
+        from app.evaluation_chart import write_chart
+
+        err.print(f"chart: {write_chart(chart, results)}", highlight=False)
     if as_json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-        return
-    names = list(result.overall)
-    table = Table(title=f"retrieval on {result.queries} queries (k={result.k})")
+        body = (
+            next(iter(results.values())).to_dict()
+            if queries is not None
+            else {
+                "dataset": str(dataset),
+                "scenarios": {n: c.to_dict() for n, c in results.items()},
+            }
+        )
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+    elif queries is not None:
+        _print_comparison(next(iter(results)), next(iter(results.values())))
+
+
+def _print_comparison(title: str, result: Any) -> None:
+    """Each metric as configured, the raw model's figure in brackets."""
+    corrected, raw = result.corrected, result.raw
+    names = list(corrected.overall)
+    table = Table(title=f"{title}: retrieval on {corrected.queries} queries (k={corrected.k})")
     table.add_column("language")
     table.add_column("queries", justify="right")
     for name in names:
-        table.add_column(name, justify="right")
-    counts = {q.lang: 0 for q in rows}
-    for q in rows:
-        counts[q.lang] += 1
-    for lang, metrics in result.by_language.items():
-        table.add_row(lang, str(counts[lang]), *(f"{metrics[n]:.3f}" for n in names))
-    table.add_row(
-        "all", str(result.queries), *(f"{result.overall[n]:.3f}" for n in names), style="bold"
-    )
+        table.add_column(f"{name} (raw)", justify="right")
+    for lang, metrics in corrected.by_language.items():
+        cells = (f"{metrics[n]:.3f} ({raw.by_language[lang][n]:.3f})" for n in names)
+        table.add_row(lang, str(corrected.counts[lang]), *cells)
+    cells = (f"{corrected.overall[n]:.3f} ({raw.overall[n]:.3f})" for n in names)
+    table.add_row("all", str(corrected.queries), *cells, style="bold")
     out.print(table)
 
 

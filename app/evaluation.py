@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class EvalReport:
     queries: int
     overall: dict[str, float]
     by_language: dict[str, dict[str, float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # questions per language
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class EvalReport:
             "queries": self.queries,
             "overall": self.overall,
             "by_language": self.by_language,
+            "queries_by_language": self.counts,
         }
 
 
@@ -86,6 +89,19 @@ def read_queries(path: Path) -> list[EvalQuery]:
     return out
 
 
+def sample_per_language(queries: list[EvalQuery], n: int) -> list[EvalQuery]:
+    """At most n questions per language, evenly spaced in file order, so a quick run still
+    covers the whole corpus (XQuAD's questions come paragraph by paragraph)."""
+    groups: dict[str, list[EvalQuery]] = defaultdict(list)
+    for q in queries:
+        groups[q.lang].append(q)
+    keep = set()
+    for rows in groups.values():
+        step = max(len(rows) / n, 1.0)
+        keep |= {id(rows[int(i * step)]) for i in range(min(n, len(rows)))}
+    return [q for q in queries if id(q) in keep]
+
+
 def first_relevant_rank(query: EvalQuery, ranked_sources: list[str]) -> int | None:
     for rank, source in enumerate(ranked_sources, 1):
         if query.matches(source):
@@ -113,6 +129,7 @@ def report(queries: list[EvalQuery], ranks: list[int | None], k: int) -> EvalRep
         len(queries),
         score_ranks(ranks, k),
         {lang: score_ranks(rs, k) for lang, rs in sorted(groups.items())},
+        {lang: len(rs) for lang, rs in sorted(groups.items())},
     )
 
 
@@ -123,6 +140,21 @@ def dedupe_sources(metadatas: list[Any], k: int) -> list[str]:
         if len(seen) == k:
             break
     return list(seen)
+
+
+def document_ranks(
+    search: Callable[[str], Iterable[str]], queries: list[EvalQuery], k: int
+) -> list[int | None]:
+    """Rank of each query's document among the first k distinct documents `search` returns.
+
+    `search` maps a question to chunk sources, best first (the product's Retriever in
+    app/evaluation_scenarios.py); a document's chunks count once, at its best rank.
+    """
+    ranks: list[int | None] = []
+    for q in queries:
+        documents = list(dict.fromkeys(search(q.question)))[:k]
+        ranks.append(first_relevant_rank(q, documents))
+    return ranks
 
 
 def evaluate(

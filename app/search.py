@@ -40,6 +40,28 @@ def search(
     embedder: E5Embeddings | None = None,
     client: ClientAPI | None = None,
 ) -> list[Hit]:
+    retriever = ranking_retriever(
+        settings, collection_name=collection_name, k=k, embedder=embedder, client=client
+    )
+    return [
+        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page, s.ranking_score)
+        for s in retriever.retrieve(query)
+    ]
+
+
+def ranking_retriever(
+    settings: Settings,
+    *,
+    collection_name: str | None = None,
+    k: int = 5,
+    embedder: E5Embeddings | None = None,
+    client: ClientAPI | None = None,
+) -> Retriever:
+    """The Retriever ranking exactly as settings.retrieval says, with no cut-off.
+
+    `kbchat search` and `kbchat eval` both rank through it, so an evaluation measures the
+    ranking users get, whichever corrections are switched on.
+    """
     if embedder is None:
         from app.embeddings.e5 import build_embeddings
 
@@ -50,7 +72,4 @@ def search(
     centring = None
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
-    return [
-        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page, s.ranking_score)
-        for s in Retriever(store, k=k, min_score=None, centring=centring).retrieve(query)
-    ]
+    return Retriever(store, k=k, min_score=None, centring=centring)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -45,13 +44,15 @@ class CachedQueries:
 
 
 def build_folder(data: Path, target: Path, languages: list[str] | None) -> Path:
-    """languages None: the mixed KB; else every paragraph in the one language given."""
-    target.mkdir(parents=True)
-    files = sorted((data / "corpus" / "en").glob("*.txt"))
-    for i, f in enumerate(files):
-        lang = LANGS[i % len(LANGS)] if languages is None else languages[0]
-        shutil.copy(data / "corpus" / lang / f.name, target / f.name)
-    return target
+    """languages None: the mixed KB; else every paragraph in the one language given.
+
+    The builders are `kbchat eval --dataset`'s (app/evaluation_scenarios.py), so this benchmark
+    and the command build the same knowledge bases."""
+    from app.evaluation_scenarios import Dataset, build_mixed, build_single
+
+    if languages is None:
+        return build_mixed(Dataset(data), target)
+    return build_single(Dataset(data), target, languages[0])
 
 
 def main() -> None:
@@ -68,6 +69,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from app.embeddings.e5 import build_embeddings
     from app.evaluation import evaluate, read_queries
+    from app.evaluation_scenarios import Dataset, build_one_among
     from app.ingest import ingest_folder
     from app.language_stats import compute_for_collection
     from app.settings import load_settings
@@ -76,6 +78,7 @@ def main() -> None:
     settings = load_settings()
     embedder = build_embeddings(settings)
     queries = read_queries(args.data / "queries.jsonl")
+    dataset = Dataset(args.data)
     cached = CachedQueries(embedder)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,12 +111,7 @@ def main() -> None:
             trials: dict[str, Any] = {}
             for i, lang in enumerate(x for x in LANGS if x != "en"):
                 target = f"xq{60 + 5 * i:03d}"
-                folder = root / f"one-{lang}"
-                folder.mkdir(parents=True)
-                for j in range(50):
-                    name = f"xq{j:03d}.txt"
-                    shutil.copy(args.data / "corpus" / "en" / name, folder / name)
-                shutil.copy(args.data / "corpus" / lang / f"{target}.txt", folder)
+                folder = build_one_among(dataset, root / f"one-{lang}", "en", 50, lang, target)
                 qs = [q for q in queries if q.paragraph_id == target]
                 trials[lang] = run(f"one-{lang}", folder, qs)
             results["one"] = combine(trials)

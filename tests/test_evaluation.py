@@ -157,6 +157,7 @@ def test_report_groups_per_language() -> None:
         "queries": 4,
         "overall": rep.overall,
         "by_language": rep.by_language,
+        "queries_by_language": {"de": 2, "en": 2},
     }
     with pytest.raises(ValueError):
         report(queries, [1, 2], 10)  # one rank per query
@@ -255,3 +256,26 @@ def test_evaluate_wrong_targets_are_not_first(collection: Any) -> None:
     assert rep.overall["recall@1"] == 0.0
     assert rep.overall["recall@10"] == 1.0  # four files: every one is somewhere in the top 10
     assert 0.0 < rep.overall["mrr@10"] < 1.0
+
+
+def test_document_ranks_collapse_chunks_and_cut_at_k() -> None:
+    from app.evaluation import document_ranks
+
+    ranked = {"q1": ["a.md", "a.md", "b.md"], "q2": ["a.md", "b.md", "c.md"], "q3": []}
+    queries = [
+        EvalQuery("q1", "en", "b.md"),
+        EvalQuery("q2", "en", "c.md"),
+        EvalQuery("q3", "en", "a.md"),
+    ]
+    assert document_ranks(ranked.__getitem__, queries, 3) == [2, 3, None]
+    assert document_ranks(ranked.__getitem__, queries, 2) == [2, None, None]
+
+
+def test_sample_per_language_spreads_evenly_and_keeps_order() -> None:
+    from app.evaluation import sample_per_language
+
+    queries = [EvalQuery(f"{lang}{i}", lang, "a.md") for lang in ("de", "zh") for i in range(10)]
+    queries.append(EvalQuery("ar0", "ar", "a.md"))
+    picked = [q.question for q in sample_per_language(queries, 3)]
+    assert picked == ["de0", "de3", "de6", "zh0", "zh3", "zh6", "ar0"]
+    assert sample_per_language(queries, 50) == queries
