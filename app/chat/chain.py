@@ -33,7 +33,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 
-from app.chat.types import ChatResult, Done, LLMError, Source, Token, Turn
+from app.chat.types import ChatResult, Done, LLMError, Mode, Source, Token, Turn
 from ingestion.language import detect_language
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from app.chat.prompts import PromptSet
     from app.chat.retriever import Retriever
+    from app.chat.small_talk import SmallTalk
 
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
@@ -116,10 +117,12 @@ class ChatChain:
         deadline: float | None = None,
         attempt_timeout: float | None = None,
         retries: int = 0,
+        small_talk: SmallTalk | None = None,
     ) -> None:
         """`deadline`: seconds for the whole answer (None: unbounded); `attempt_timeout`: the
         most one LLM request may take, passed per call (None: the client's own); `retries`:
-        further attempts on retryable faults, only before the first token."""
+        further attempts on retryable faults, only before the first token; `small_talk`: detects
+        greetings and thanks, which get a canned reply without retrieval (None: never)."""
         self.retriever = retriever
         self.prompts = prompts
         self.llm = llm
@@ -127,6 +130,7 @@ class ChatChain:
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.retries = retries
+        self.small_talk = small_talk
         self._answer_prompt: Runnable | None = None
         self._condense: Runnable | None = None
         if llm is not None:
@@ -141,7 +145,7 @@ class ChatChain:
             self._condense = self._condense_prompt | llm | _TEXT
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return "generative" if self.llm is not None else "extractive"
 
     def invoke(
@@ -161,6 +165,14 @@ class ChatChain:
         if deadline is None and self.deadline is not None:
             deadline = time.monotonic() + self.deadline
         history = list(history)[-2 * self.history_turns :] if self.history_turns else []
+        chat = self.small_talk.match(question) if self.small_talk is not None else None
+        if chat is not None:  # a greeting or thanks: a canned reply, no retrieval, no sources
+            language = detect_language(question, self.prompts.languages)
+            language = chat.language if language == "und" else language
+            reply = self.prompts.message(language, f"small_talk_{chat.kind}")
+            yield Token(reply)
+            yield Done(ChatResult(reply, [], language, self.mode, False, small_talk=True))
+            return
         language = question_language(question, history, self.prompts.languages)
         query = self.standalone_question(question, history, deadline)
         started = time.perf_counter()
