@@ -112,6 +112,25 @@ class RetrievalSettings(BaseModel):
         " for sharing the question's language (docs/language_centring.md). The cut-off stays on"
         " the raw cosine.",
     )
+    small_talk: bool = Field(
+        True,
+        description="Greetings, thanks and goodbyes get a short canned reply in their language,"
+        " without retrieval or sources (prompts/small_talk.json; needs a calibrated model).",
+    )
+    small_talk_min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Similarity to a small-talk exemplar that makes a short turn small talk;"
+        " unset: the calibrated value of the model (docs/calibration.md).",
+    )
+    min_margin: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="A passage must also score this much above the question's mean similarity to"
+        " generic reference sentences; unset: the calibrated value of the model (docs).",
+    )
 
 
 class ServerSettings(BaseModel):

@@ -37,7 +37,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, Prom
 
 from app.chat.extractive import SentencePicker
 from app.chat.sources import cited_first, distinct_sources
-from app.chat.types import ChatResult, Done, LLMError, Source, Token, Turn
+from app.chat.types import ChatResult, Done, LLMError, Mode, Source, Token, Turn
 from ingestion.language import detect_language
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from app.chat.prompts import PromptSet
     from app.chat.retriever import Retriever
+    from app.chat.small_talk import SmallTalk
 
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
@@ -122,11 +123,14 @@ class ChatChain:
         attempt_timeout: float | None = None,
         retries: int = 0,
         picker: SentencePicker | None = None,
+        small_talk: SmallTalk | None = None,
     ) -> None:
         """`deadline`: seconds for the whole answer (None: unbounded); `attempt_timeout`: the
         most one LLM request may take, passed per call (None: the client's own); `retries`:
         further attempts on retryable faults, only before the first token; `picker`: chooses the
-        sentences of an answer without LLM (None: the best passage's first sentence)."""
+        sentences of an answer without LLM (None: the best passage's first sentence);
+        `small_talk`: detects greetings and thanks, which get a canned reply without retrieval
+        (None: never)."""
         self.retriever = retriever
         self.prompts = prompts
         self.llm = llm
@@ -135,6 +139,7 @@ class ChatChain:
         self.attempt_timeout = attempt_timeout
         self.retries = retries
         self.picker = picker or SentencePicker(None)
+        self.small_talk = small_talk
         self._answer_prompt: Runnable | None = None
         self._condense: Runnable | None = None
         if llm is not None:
@@ -149,7 +154,7 @@ class ChatChain:
             self._condense = self._condense_prompt | llm | _TEXT
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return "generative" if self.llm is not None else "extractive"
 
     def invoke(
@@ -169,6 +174,14 @@ class ChatChain:
         if deadline is None and self.deadline is not None:
             deadline = time.monotonic() + self.deadline
         history = list(history)[-2 * self.history_turns :] if self.history_turns else []
+        chat = self.small_talk.match(question) if self.small_talk is not None else None
+        if chat is not None:  # a greeting or thanks: a canned reply, no retrieval, no sources
+            language = detect_language(question, self.prompts.languages)
+            language = chat.language if language == "und" else language
+            reply = self.prompts.message(language, f"small_talk_{chat.kind}")
+            yield Token(reply)
+            yield Done(ChatResult(reply, [], language, self.mode, False, small_talk=True))
+            return
         language = question_language(question, history, self.prompts.languages)
         query = self.standalone_question(question, history, deadline)
         started = time.perf_counter()

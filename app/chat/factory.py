@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 from app.chat.chain import ChatChain
 from app.chat.extractive import SentencePicker
 from app.chat.prompts import load_prompts
+from app.chat.relevance import Relevance, default_min_margin
 from app.chat.retriever import Retriever, default_min_score
+from app.chat.small_talk import SmallTalk, default_small_talk_score, load_exemplars
 from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
 
@@ -47,7 +49,24 @@ def build_chat_chain(
     centring = None
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
-    retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score, centring=centring)
+    min_margin = settings.retrieval.min_margin
+    if min_margin is None:
+        min_margin = default_min_margin(embedder.spec.model_id)
+    relevance = None if min_margin is None else Relevance(embedder, min_margin)
+    retriever = Retriever(
+        store,
+        k=settings.retrieval.k,
+        min_score=min_score,
+        centring=centring,
+        relevance=relevance,
+    )
+    small_talk = None
+    talk_score = settings.retrieval.small_talk_min_score
+    if talk_score is None:
+        talk_score = default_small_talk_score(embedder.spec.model_id)
+    if settings.retrieval.small_talk and talk_score is not None:
+        exemplars = load_exemplars(settings.prompts_dir / "small_talk.json")
+        small_talk = SmallTalk(embedder, exemplars, min_score=talk_score)
     return ChatChain(
         retriever,
         prompts,
@@ -57,4 +76,5 @@ def build_chat_chain(
         attempt_timeout=settings.llm.timeout,
         retries=settings.llm.max_retries,
         picker=SentencePicker(embedder),
+        small_talk=small_talk,
     )

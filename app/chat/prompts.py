@@ -20,6 +20,8 @@ MESSAGE_KEYS = {
     "llm_error",
     "llm_error_no_sources",
     "sources",
+    "small_talk_hello",  # reply to a greeting, "how are you", "who are you"
+    "small_talk_bye",  # reply to thanks and goodbyes
 }
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from langchain_core.documents import Document
     from langchain_core.vectorstores import VectorStore
 
+    from app.chat.relevance import Relevance
     from app.language_stats import CollectionMeans
 
 # Calibrated on XQuAD (bench/calibrate_cutoff.py); see docs/calibration.md for the method.
@@ -49,40 +50,55 @@ class Retriever:
         k: int = 5,
         min_score: float | None = None,
         centring: CollectionMeans | None = None,
+        relevance: Relevance | None = None,
     ) -> None:
+        """`relevance`: a per-query cut-off (the margin over the query's background) on top of
+        `min_score`; both apply to the raw cosine."""
         self.store = store
         self.k = k
         self.min_score = min_score
         self.centring = centring
+        self.relevance = relevance
 
     def retrieve(self, query: str) -> list[Source]:
-        if self.centring is None:
+        if self.centring is None and self.relevance is None:
             found = self.store.similarity_search_with_score(query, k=self.k)
-            return self._sources([(doc, 1.0 - float(d), None) for doc, d in found])
+            return self._sources([(doc, 1.0 - float(d), None) for doc, d in found], self.min_score)
         vector = self.store.embeddings.embed_query(query)  # type: ignore[union-attr]
+        cutoff = self._cutoff(vector)
         found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
-            vector, k=candidate_depth(self.k)
+            vector, k=self.k if self.centring is None else candidate_depth(self.k)
         )
+        if self.centring is None:
+            return self._sources([(doc, 1.0 - float(d), None) for doc, d in found], cutoff)
         raw = np.array([1.0 - float(d) for _, d in found])
         means = self.centring.current()
         if means is None or not found:
             return self._sources(
-                [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)]
+                [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)], cutoff
             )
         languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
         centred = raw - means.offsets(np.asarray(vector), languages, raw)
-        keep = [i for i in range(len(found)) if self._passes(round(float(raw[i]), 4))]
+        keep = [i for i in range(len(found)) if _passes(round(float(raw[i]), 4), cutoff)]
         keep.sort(key=lambda i: -centred[i])
-        return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep])
+        return self._sources(
+            [(found[i][0], float(raw[i]), float(centred[i])) for i in keep], cutoff
+        )
 
-    def _passes(self, score: float) -> bool:
-        return self.min_score is None or score >= self.min_score
+    def _cutoff(self, vector: list[float]) -> float | None:
+        """This query's cut-off on the raw cosine: the fixed one, raised by the relevance rule."""
+        floor = self.relevance.cutoff(np.asarray(vector)) if self.relevance else None
+        if floor is None or self.min_score is None:
+            return self.min_score if floor is None else floor
+        return max(floor, self.min_score)
 
-    def _sources(self, ranked: list[tuple[Document, float, float | None]]) -> list[Source]:
+    def _sources(
+        self, ranked: list[tuple[Document, float, float | None]], cutoff: float | None
+    ) -> list[Source]:
         sources: list[Source] = []
         for doc, similarity, ranking in ranked:
             score = round(float(similarity), 4)  # Chroma's cosine distance -> similarity
-            if not self._passes(score):
+            if not _passes(score, cutoff):
                 continue
             if len(sources) == self.k:
                 break
@@ -103,3 +119,7 @@ class Retriever:
                 )
             )
         return sources
+
+
+def _passes(score: float, cutoff: float | None) -> bool:
+    return cutoff is None or score >= cutoff

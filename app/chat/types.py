@@ -56,6 +56,7 @@ class ChatResult:
     finish_reason: Literal["stop", "length"] = "stop"  # "length": the LLM's text was cut short
     cited: list[int] = field(default_factory=list)
     retrieval_ms: float = 0.0  # embedding the query and searching the store
+    small_talk: bool = False  # a greeting, thanks or goodbye: a canned reply, no retrieval
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
