@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from app.chat.chain import ChatChain
 from app.chat.prompts import load_prompts
 from app.chat.retriever import Retriever, default_min_score
+from app.chat.translate import kb_translation
 from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
 
@@ -43,10 +44,12 @@ def build_chat_chain(
     min_score = settings.retrieval.min_score
     if min_score is None:
         min_score = default_min_score(embedder.spec.model_id)
-    centring = None
-    if settings.retrieval.language_centring:
-        centring = CollectionMeans(client, name, embedder.spec)
+    means = CollectionMeans(client, name, embedder.spec)
+    centring = means if settings.retrieval.language_centring else None
     retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score, centring=centring)
+    translation = None
+    if settings.llm.translate_query:
+        translation = kb_translation(means, prompts, settings.llm.translate_languages)
     return ChatChain(
         retriever,
         prompts,
@@ -55,4 +58,5 @@ def build_chat_chain(
         deadline=settings.llm.deadline,
         attempt_timeout=settings.llm.timeout,
         retries=settings.llm.max_retries,
+        translation=translation,
     )
