@@ -94,7 +94,8 @@ def main() -> None:
             row = json.loads(line)
             by_xid[row["xid"]][row["lang"]] = SimpleNamespace(**row)
     xids = sorted(x for x, langs in by_xid.items() if set(LANGS) <= set(langs))
-    sample = random.Random(args.seed).sample(xids, args.per_language)
+    order = random.Random(args.seed).sample(xids, len(xids))  # a larger run extends a smaller
+    sample = order[: args.per_language]
 
     rows: list[dict[str, Any]] = []
     for n, xid in enumerate(sample, 1):

@@ -136,6 +136,14 @@ def test_no_other_language_means_no_translate_call(stub: OpenAIStub, prompts: Pr
     assert retriever.queries == [QUESTION]
 
 
+def test_a_first_turn_searches_the_users_own_words(stub: OpenAIStub, prompts: PromptSet) -> None:
+    stub.reply = translating(f"question: What is the capital of France?\nen: {EN}")
+    chain, retriever = chain_with(stub, prompts)
+    result = chain.invoke(QUESTION)
+    assert retriever.queries == [QUESTION, EN]  # the rewritten "question:" line is not used
+    assert result.retrieval_query == QUESTION
+
+
 def test_follow_up_uses_the_models_standalone_question(
     stub: OpenAIStub, prompts: PromptSet
 ) -> None:
