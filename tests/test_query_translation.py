@@ -216,7 +216,7 @@ def test_parse_reads_labels_names_and_markup() -> None:
         "Sure! Here you go:\n"
         '**Question**: "Wann öffnete sie?"\n'
         "- German: Wann wurde sie eröffnet?\n"
-        "EN：When did it open?\n"
+        "EN：<When did it open?>\n"
         "en: a second English line is ignored\n"
     )
     parsed = parse_variants(reply, ["de", "en"], NAMES)

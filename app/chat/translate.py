@@ -26,6 +26,7 @@ MAX_VARIANT_CHARS = 400
 """Longest standalone question or translation kept; a longer line is not a question."""
 _MAX_LINES = 40  # lines of the reply looked at; the rest is not read
 _MAX_REPLY_CHARS = 16_000
+_TEMPLATE = ("the question in", "the standalone question")  # prompts/condense_translate.txt
 _LABEL = re.compile(
     r"^[\s>*_\-•#]*(?P<label>[A-Za-z][A-Za-z ()\-]{0,40}?)[\s*_]*[:：]\s*(?P<text>.*)$"
 )
@@ -137,6 +138,8 @@ def _clean(text: str) -> str | None:
     text = text.strip().strip("\"'“”«»「」*").strip()
     if not text or len(text) > MAX_VARIANT_CHARS:
         return None
-    if text.startswith("<") and text.endswith(">"):  # the template echoed back
-        return None
+    if text.startswith("<") and text.endswith(">"):  # kept the template's brackets
+        text = text[1:-1].strip()
+        if not text or text.casefold().startswith(_TEMPLATE):  # or echoed the template itself
+            return None
     return text
