@@ -95,6 +95,19 @@ class LLMSettings(BaseModel):
         description="Seconds a user waits at most for one answer, queue and retries included; "
         "then the localised fallback (error llm_timeout).",
     )
+    translate_query: bool = Field(
+        False,
+        description="The condense call also translates the question into the knowledge base's "
+        "main languages; retrieval searches each and fuses them (one LLM call per question, "
+        "first turns too). See docs/query_translation.md.",
+    )
+    translate_languages: int = Field(
+        3,
+        ge=1,
+        le=8,
+        description="Most languages to translate into: the knowledge base's languages by chunk "
+        "count, until they cover 80% of its chunks; the question's own language is skipped.",
+    )
 
 
 class RetrievalSettings(BaseModel):

@@ -36,7 +36,9 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
 
 from app.chat.extractive import SentencePicker
+from app.chat.fusion import retrieve_fused
 from app.chat.sources import cited_first, distinct_sources
+from app.chat.translate import parse_variants, prompt_inputs, queries
 from app.chat.types import ChatResult, Done, LLMError, Mode, Source, Token, Turn
 from ingestion.language import detect_language
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from app.chat.prompts import PromptSet
     from app.chat.retriever import Retriever
     from app.chat.small_talk import SmallTalk
+    from app.chat.translate import QueryTranslation
 
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,3})\]")
@@ -124,13 +127,15 @@ class ChatChain:
         retries: int = 0,
         picker: SentencePicker | None = None,
         small_talk: SmallTalk | None = None,
+        translation: QueryTranslation | None = None,
     ) -> None:
         """`deadline`: seconds for the whole answer (None: unbounded); `attempt_timeout`: the
         most one LLM request may take, passed per call (None: the client's own); `retries`:
         further attempts on retryable faults, only before the first token; `picker`: chooses the
         sentences of an answer without LLM (None: the best passage's first sentence);
         `small_talk`: detects greetings and thanks, which get a canned reply without retrieval
-        (None: never)."""
+        (None: never); `translation`: when set (and with an LLM), the condense call also
+        translates the question for retrieval."""
         self.retriever = retriever
         self.prompts = prompts
         self.llm = llm
@@ -140,6 +145,7 @@ class ChatChain:
         self.retries = retries
         self.picker = picker or SentencePicker(None)
         self.small_talk = small_talk
+        self.translation = translation
         self._answer_prompt: Runnable | None = None
         self._condense: Runnable | None = None
         if llm is not None:
@@ -152,6 +158,7 @@ class ChatChain:
             )
             self._condense_prompt = PromptTemplate.from_template(prompts.condense)
             self._condense = self._condense_prompt | llm | _TEXT
+            self._translate_prompt = PromptTemplate.from_template(prompts.condense_translate)
 
     @property
     def mode(self) -> Mode:
@@ -183,9 +190,10 @@ class ChatChain:
             yield Done(ChatResult(reply, [], language, self.mode, False, small_talk=True))
             return
         language = question_language(question, history, self.prompts.languages)
-        query = self.standalone_question(question, history, deadline)
+        searches = self.retrieval_queries(question, history, language, deadline)
+        query = searches[0]
         started = time.perf_counter()
-        sources = distinct_sources(self.retriever.retrieve(query))
+        sources = distinct_sources(retrieve_fused(self.retriever, searches))
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
         result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._answer_prompt is None:
@@ -274,6 +282,39 @@ class ChatChain:
                 log.info("LLM attempt %d failed (%s), retrying in %.1f s", attempt + 1, exc, delay)
                 time.sleep(delay)
                 attempt += 1
+
+    def retrieval_queries(
+        self, question: str, history: Sequence[Turn], language: str, deadline: float | None = None
+    ) -> list[str]:
+        """The standalone question, then its translations into the knowledge base's main
+        languages (other than `language`) when translation is on: one LLM call for both. Any
+        fault or unreadable reply: the plain question (or recent turns), as without translation.
+        """
+        targets = [] if self.translation is None else list(self.translation.languages())
+        targets = [code for code in targets if code != language]
+        if self.llm is None or self.translation is None or not targets:
+            return [self.standalone_question(question, history, deadline)]
+        earlier = [t.content for t in history if t.role == "user"]
+        fallback = "\n".join([*earlier[-2:], question])
+        names = self.translation.names
+        transcript = "\n".join(f"{t.role}: {t.content}" for t in history)
+        try:
+            timeout = _left(deadline, self.attempt_timeout)
+            if timeout is not None and timeout <= 0:
+                raise LLMFault("llm_timeout", "deadline reached before condensing")
+            llm = self.llm if timeout is None else self.llm.bind(timeout=timeout)
+            reply = (self._translate_prompt | llm | _TEXT).invoke(
+                prompt_inputs(question, transcript, targets, names)
+            )
+        except Exception as exc:  # search with what the user wrote
+            log.warning("condense/translate step failed: %s: %s", type(exc).__name__, exc)
+            return [fallback]
+        variants = parse_variants(str(reply), targets, names)
+        if variants.standalone is None and not variants.translations:
+            log.warning("condense/translate reply unreadable; searching the plain question")
+            return [fallback]
+        standalone = question if not earlier else variants.standalone or fallback
+        return queries(standalone, variants)  # a first turn searches the user's own words
 
     def standalone_question(
         self, question: str, history: Sequence[Turn], deadline: float | None = None

@@ -10,6 +10,7 @@ from app.chat.prompts import load_prompts
 from app.chat.relevance import Relevance, default_min_margin
 from app.chat.retriever import Retriever, default_min_score
 from app.chat.small_talk import SmallTalk, default_small_talk_score, load_exemplars
+from app.chat.translate import kb_translation
 from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
 
@@ -46,9 +47,8 @@ def build_chat_chain(
     min_score = settings.retrieval.min_score
     if min_score is None:
         min_score = default_min_score(embedder.spec.model_id)
-    centring = None
-    if settings.retrieval.language_centring:
-        centring = CollectionMeans(client, name, embedder.spec)
+    means = CollectionMeans(client, name, embedder.spec)
+    centring = means if settings.retrieval.language_centring else None
     min_margin = settings.retrieval.min_margin
     if min_margin is None:
         min_margin = default_min_margin(embedder.spec.model_id)
@@ -67,6 +67,9 @@ def build_chat_chain(
     if settings.retrieval.small_talk and talk_score is not None:
         exemplars = load_exemplars(settings.prompts_dir / "small_talk.json")
         small_talk = SmallTalk(embedder, exemplars, min_score=talk_score)
+    translation = None
+    if settings.llm.translate_query:
+        translation = kb_translation(means, prompts, settings.llm.translate_languages)
     return ChatChain(
         retriever,
         prompts,
@@ -77,4 +80,5 @@ def build_chat_chain(
         retries=settings.llm.max_retries,
         picker=SentencePicker(embedder),
         small_talk=small_talk,
+        translation=translation,
     )

@@ -11,6 +11,7 @@ _REQUIRED = {
     "system.txt": {"language_name"},
     "answer.txt": {"context", "question", "language_name"},
     "condense.txt": {"history", "question"},
+    "condense_translate.txt": {"history", "question", "languages"},
 }
 MESSAGE_KEYS = {
     "name_en",
@@ -38,6 +39,7 @@ class PromptSet:
     answer: str
     condense: str
     messages: dict[str, dict[str, str]]  # language code -> key -> text
+    condense_translate: str = ""  # condense plus translations (app/chat/translate.py)
 
     @property
     def languages(self) -> frozenset[str]:
@@ -102,4 +104,5 @@ def load_prompts(folder: Path) -> PromptSet:
         answer=_read(folder, "answer.txt"),
         condense=_read(folder, "condense.txt"),
         messages=messages,
+        condense_translate=_read(folder, "condense_translate.txt"),
     )
