@@ -44,7 +44,9 @@ RAW_RANKING: dict[str, Any] = {"language_centring": False}
 """Every ranking correction in RetrievalSettings with its "off" value: applied together they give
 the raw model's cosine ranking. A new correction adds its field here (tests check that every
 RetrievalSettings field is either here or in NOT_RANKING)."""
-NOT_RANKING = frozenset({"k", "min_score", "history_turns"})
+NOT_RANKING = frozenset(
+    {"k", "min_score", "min_margin", "history_turns", "small_talk", "small_talk_min_score"}
+)
 """RetrievalSettings fields that do not change the order of the ranking."""
 SCENARIOS = ("mixed", "pooled", "same", "single:<lang>")
 
