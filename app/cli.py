@@ -227,6 +227,7 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure retrieval (no LLM): recall@1/5/10, MRR and nDCG, overall and per language."""
+    from app.chat.ranking import build_ranker
     from app.embeddings.e5 import build_embeddings
     from app.evaluation import EvalInputError, evaluate, read_queries
     from app.language_stats import refresh, stored
@@ -245,7 +246,8 @@ def evaluate(
         means = None
         if settings.retrieval.language_centring:  # rank as search and chat do
             means = stored(store, embedder.spec) or refresh(store, embedder.spec)
-        result = evaluate(embedder, store, rows, k=k, means=means)
+        ranker = build_ranker(settings, embedder)
+        result = evaluate(embedder, store, rows, k=k, means=means, ranker=ranker)
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return

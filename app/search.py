@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.chat.ranking import build_ranker
 from app.chat.retriever import Retriever
 from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
@@ -50,7 +51,10 @@ def search(
     centring = None
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
+    retriever = Retriever(
+        store, k=k, min_score=None, centring=centring, ranker=build_ranker(settings, embedder)
+    )
     return [
         Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page, s.ranking_score)
-        for s in Retriever(store, k=k, min_score=None, centring=centring).retrieve(query)
+        for s in retriever.retrieve(query)
     ]

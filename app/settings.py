@@ -112,6 +112,20 @@ class RetrievalSettings(BaseModel):
         " for sharing the question's language (docs/language_centring.md). The cut-off stays on"
         " the raw cosine.",
     )
+    query_correction: Literal["off", "mean", "direction"] = Field(
+        "off",
+        description="Correct the question's vector for its language before ranking: subtract the"
+        " mean of generic sentences in that language (mean) or their top principal direction"
+        " (direction). Statistics come from a shipped Tatoeba sample, computed once per model"
+        " and cached in the data dir (docs/language_centring.md).",
+    )
+    lexical_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Bonus for exact word overlap: BM25 over the model's own tokens among the"
+        " candidates, divided by the query's best, times this weight; 0 turns it off.",
+    )
 
 
 class ServerSettings(BaseModel):

@@ -164,7 +164,7 @@ class ChatChain:
         language = question_language(question, history, self.prompts.languages)
         query = self.standalone_question(question, history, deadline)
         started = time.perf_counter()
-        sources = self.retriever.retrieve(query)
+        sources = self.retriever.retrieve(query, language)
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
         result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._answer_prompt is None:

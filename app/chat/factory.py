@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.chat.chain import ChatChain
 from app.chat.prompts import load_prompts
+from app.chat.ranking import build_ranker
 from app.chat.retriever import Retriever, default_min_score
 from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
@@ -46,7 +47,13 @@ def build_chat_chain(
     centring = None
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
-    retriever = Retriever(store, k=settings.retrieval.k, min_score=min_score, centring=centring)
+    retriever = Retriever(
+        store,
+        k=settings.retrieval.k,
+        min_score=min_score,
+        centring=centring,
+        ranker=build_ranker(settings, embedder),
+    )
     return ChatChain(
         retriever,
         prompts,
