@@ -12,7 +12,8 @@ text (bench/vector_cache.py, --cache), so a rerun embeds only what is new. The p
 come from the collection's own chunks (`app.language_stats`), never from the questions; `--shrink`
 lists the pseudo-counts to compare. `--variants` adds the other ranking levers, through the same
 `app.chat.ranking.Ranker` the product uses: names joined by "+" from centred (shrink 1), mean or
-direction (query correction, app/query_correction.py) and lexN (lexical bonus of weight N).
+direction (query correction, app/query_correction.py; "mean0.5": half strength) and lexN
+(lexical bonus of weight N).
 `--per-paragraph N` keeps the first N questions of each paragraph and language (0: all). Usage:
   .venv/bin/python bench/mixed_kb.py [--shrink 0,1,5] [--scenarios mixed,en,same,one] [--json]
       [--variants centred+mean,centred+lex0.02] [--per-paragraph 1] [--langs de,zh]
@@ -173,8 +174,15 @@ def ranker_for(variant: str, embedder: Any, cache: Path) -> tuple[Any, bool]:
     parts = variant.split("+")
     correction = lexical = None
     for part in parts:
-        if part in ("mean", "direction"):
-            correction = QueryCorrection(embedder, cache / "reference", mode=part)  # type: ignore[arg-type]
+        if part.startswith(("mean", "direction")):
+            mode = "mean" if part.startswith("mean") else "direction"
+            strength = float(part[len(mode) :] or 1)
+            correction = QueryCorrection(
+                embedder,
+                cache / "reference",
+                mode=mode,  # type: ignore[arg-type]
+                strength=strength,
+            )
         elif part.startswith("lex"):
             lexical = LexicalBonus(embedder.tokenizer, float(part[3:]))
         elif part != "centred":

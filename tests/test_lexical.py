@@ -47,3 +47,15 @@ def test_scripts_without_spaces_are_split(tokenizer: Tokenizer) -> None:
     texts = ["东京大学成立于1877年。", "这台设备需要四个小时充电。"]
     bonus = LexicalBonus(tokenizer, 0.02).scores("东京大学是什么时候成立的？", texts)
     assert bonus[0] > bonus[1]
+
+
+def test_bm25_agrees_with_the_bm25s_library(tokenizer: Tokenizer) -> None:
+    import bm25s
+
+    lexical = LexicalBonus(tokenizer, 0.02)
+    texts = [*TEXTS, "Graz Graz Graz liegt in der Steiermark.", "1998 war ein Jahr."]
+    for query in ("Was geschah 1998 in Graz?", "Wann wurde die Firma gegründet?", "akku"):
+        index = bm25s.BM25()
+        index.index([lexical.tokens(t) for t in texts], show_progress=False)
+        expected = index.get_scores(lexical.tokens(query))
+        assert np.allclose(lexical.bm25(query, texts), expected, atol=1e-5)
