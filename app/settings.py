@@ -113,11 +113,17 @@ class RetrievalSettings(BaseModel):
         " the raw cosine.",
     )
     query_correction: Literal["off", "mean", "direction"] = Field(
-        "off",
+        "mean",
         description="Correct the question's vector for its language before ranking: subtract the"
         " mean of generic sentences in that language (mean) or their top principal direction"
         " (direction). Statistics come from a shipped Tatoeba sample, computed once per model"
         " and cached in the data dir (docs/language_centring.md).",
+    )
+    query_correction_strength: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="How much of the language's mean (or direction) is subtracted; 1 is all.",
     )
     lexical_weight: float = Field(
         0.0,

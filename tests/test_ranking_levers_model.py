@@ -29,9 +29,8 @@ def test_levers_rank_the_demo_answer_first_everywhere(tmp_path: Path, e5: Any) -
 
     kb = tmp_path / "kb"
     shutil.copytree(EXAMPLES, kb)  # the Spanish HTML page included
-    levers = {"query_correction": "mean", "lexical_weight": 0.02}
-    on = load_settings(data_dir=tmp_path / "data", retrieval=levers)
-    centred = load_settings(data_dir=tmp_path / "data")
+    on = load_settings(data_dir=tmp_path / "data")  # the defaults: centring and correction
+    centred = load_settings(data_dir=tmp_path / "data", retrieval={"query_correction": "off"})
     client = make_client(on)
     ingest_folder(on, kb, "demo", embedder=e5, client=client)
     collection = open_collection(client, "demo", e5.spec)

@@ -68,7 +68,10 @@ def build_ranker(settings: Settings, embedder: E5Embeddings) -> Ranker | None:
         from app.query_correction import QueryCorrection
 
         correction = QueryCorrection(
-            embedder, settings.data_dir / "language_reference", mode=retrieval.query_correction
+            embedder,
+            settings.data_dir / "language_reference",
+            mode=retrieval.query_correction,
+            strength=retrieval.query_correction_strength,
         )
     if retrieval.lexical_weight > 0:
         from app.lexical import LexicalBonus
