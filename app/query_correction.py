@@ -4,13 +4,15 @@ A question's E5 vector carries its language as well as its meaning: every questi
 leans the same way, towards German passages. The mean of many unrelated German sentences (in the
 query form the model sees at search time) estimates that lean; subtracting it ("mean") or the
 language's top principal direction ("direction") from the question before scoring leaves more of
-the meaning. The sentences are a Tatoeba sample shipped with the package (app/data, see NOTICE),
-never the user's questions or documents, so the statistics are the same for every knowledge base.
+the meaning. The default ("shift") replaces the lean by the knowledge base's own: q - (mean of
+the question's language - mean of the passages' languages), weighted by chunk counts. The
+sentences are a Tatoeba sample shipped with the package (app/data, see NOTICE), never the user's
+questions or documents, so the statistics are the same for every knowledge base.
 
 They depend on the model: they are computed for the configured model, one language at a time when
-a question in it first arrives, and cached under the data dir in a folder named after the model's
-embedding spec (the same keys as app/language_stats.py), which is also recorded inside each file
-and checked on load, so two models never share statistics.
+a question (or, for "shift", a knowledge base) in it is first met, and cached under the data dir
+in a folder named after the model's embedding spec (the same keys as app/language_stats.py),
+which is also recorded inside each file and checked on load, so two models never share them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from app.embeddings.e5 import EmbeddingSpec
 
 SAMPLE = Path(__file__).parent / "data" / "reference_sentences.json.gz"
-Mode = Literal["mean", "direction"]
+Mode = Literal["shift", "mean", "direction"]
 
 
 class QueryEncoder(Protocol):
@@ -95,7 +97,7 @@ class QueryCorrection:
         encoder: QueryEncoder,
         cache_dir: Path,
         *,
-        mode: Mode = "mean",
+        mode: Mode = "shift",
         strength: float = 1.0,
         sentences: Mapping[str, list[str]] | None = None,
     ) -> None:
@@ -109,12 +111,38 @@ class QueryCorrection:
     def sentences(self) -> Mapping[str, list[str]]:
         return self._sentences if self._sentences is not None else shipped_sentences()
 
-    def correct(self, vector: np.ndarray, language: str | None) -> np.ndarray:
-        """The vector corrected for `language`; unchanged when the language has no reference."""
+    def correct(
+        self, vector: np.ndarray, language: str | None, target: Mapping[str, int] | None = None
+    ) -> np.ndarray:
+        """The vector corrected for `language`; unchanged when the language has no reference.
+
+        Mode "shift" moves the question from its language's mean to the mean of the knowledge
+        base's languages (`target`: chunk count per language), so a question already in the
+        passages' language is left alone and one in another language is carried over to them.
+        """
         reference = self.reference(language) if language else None
+        q = np.asarray(vector, dtype=np.float64)
         if reference is None:
-            return np.asarray(vector, dtype=np.float64)
-        return reference.correct(vector, self.mode, self.strength)
+            return q
+        if self.mode != "shift":
+            return reference.correct(q, self.mode, self.strength)
+        goal = self.blend(target or {})
+        if goal is None:
+            return q
+        shifted = q - self.strength * (reference.mean - goal)
+        norm = float(np.linalg.norm(shifted))
+        return shifted / norm if norm > 0 else q
+
+    def blend(self, target: Mapping[str, int]) -> np.ndarray | None:
+        """Count-weighted mean of the reference means of the languages in `target`."""
+        total, acc = 0, None
+        for lang, count in target.items():
+            reference = self.reference(lang) if count > 0 else None
+            if reference is None:
+                continue  # "und" or a language without sentences: left out of the blend
+            acc = count * reference.mean if acc is None else acc + count * reference.mean
+            total += count
+        return None if acc is None else acc / total
 
     def reference(self, language: str) -> LanguageReference | None:
         if language in self._known:

@@ -112,12 +112,13 @@ class RetrievalSettings(BaseModel):
         " for sharing the question's language (docs/language_centring.md). The cut-off stays on"
         " the raw cosine.",
     )
-    query_correction: Literal["off", "mean", "direction"] = Field(
-        "mean",
-        description="Correct the question's vector for its language before ranking: subtract the"
-        " mean of generic sentences in that language (mean) or their top principal direction"
+    query_correction: Literal["off", "shift", "mean", "direction"] = Field(
+        "shift",
+        description="Correct the question's vector for its language before ranking: move it from"
+        " the mean of generic sentences in its language to that of the knowledge base's"
+        " languages (shift), subtract its language's mean (mean) or top principal direction"
         " (direction). Statistics come from a shipped Tatoeba sample, computed once per model"
-        " and cached in the data dir (docs/language_centring.md).",
+        " and language and cached in the data dir (docs/language_centring.md).",
     )
     query_correction_strength: float = Field(
         0.5,

@@ -174,8 +174,8 @@ def ranker_for(variant: str, embedder: Any, cache: Path) -> tuple[Any, bool]:
     parts = variant.split("+")
     correction = lexical = None
     for part in parts:
-        if part.startswith(("mean", "direction")):
-            mode = "mean" if part.startswith("mean") else "direction"
+        if part.startswith(("mean", "direction", "shift")):
+            mode = next(m for m in ("mean", "direction", "shift") if part.startswith(m))
             strength = float(part[len(mode) :] or 1)
             correction = QueryCorrection(
                 embedder,

@@ -107,3 +107,42 @@ def test_the_shipped_sample_covers_the_detector_languages() -> None:
         sample
     )
     assert all(100 <= len(rows) <= 300 for rows in sample.values() if len(rows) >= 100)
+
+
+class TwoLanguageEncoder(FakeEncoder):
+    """German reference sentences lean along axis 2, English ones along axis 3."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        axis = 2 if texts[0].startswith("query: Satz") else 3
+        rows = []
+        for i, _ in enumerate(texts):
+            v = np.array([0.1 * (i % 3), 0.1 * (i % 2), 0.0, 0.0])
+            v[axis] = 1.0
+            rows.append(v / np.linalg.norm(v))
+        return np.array(rows)
+
+
+def test_shift_moves_a_question_to_the_knowledge_base_languages(tmp_path: Path) -> None:
+    sentences = {**SENTENCES, "en": [f"Sentence {i}" for i in range(12)]}
+    shift = QueryCorrection(TwoLanguageEncoder(), tmp_path, mode="shift", sentences=sentences)
+    # A German question over an English knowledge base loses German, gains English.
+    moved = shift.correct(QUESTION_DE, "de", {"en": 40})
+    assert moved[2] < QUESTION_DE[2] and moved[3] > 0
+    assert np.isclose(np.linalg.norm(moved), 1.0)
+    # Over a German knowledge base it is left as it is, and without a target too.
+    assert np.allclose(shift.correct(QUESTION_DE, "de", {"de": 40}), QUESTION_DE)
+    assert np.allclose(shift.correct(QUESTION_DE, "de"), QUESTION_DE)
+    # Languages without sentences ("und") are left out of the blend.
+    assert np.allclose(shift.correct(QUESTION_DE, "de", {"de": 10, "und": 99}), QUESTION_DE)
+    # And the ranking: the centring-free geometry above, German lean removed, English added.
+    scores = Ranker(shift).scores(
+        "q",
+        QUESTION_DE,
+        "de",
+        raw=[0.0, 0.0],
+        texts=["", ""],
+        languages=["de", "en"],
+        vectors=np.array([CHARGING_DE, FOUNDING_EN]),
+    )
+    assert scores[1] > scores[0]

@@ -10,6 +10,7 @@ The relevance cut-off and `Source.score` stay on the raw cosine (app/chat/retrie
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -51,7 +52,10 @@ class Ranker:
         q = np.asarray(vector, dtype=np.float64)
         scores = np.asarray(raw, dtype=np.float64)
         if self.correction is not None and vectors is not None and len(vectors):
-            q = self.correction.correct(q, language)
+            # The knowledge base's languages: the collection's chunk counts (recorded for
+            # centring), else the candidates' own.
+            target = dict(means.counts) if means is not None else Counter(languages)
+            q = self.correction.correct(q, language, target)
             scores = np.asarray(vectors, dtype=np.float64) @ q
         if means is not None and len(scores):
             scores = scores - means.offsets(q, languages, scores)
