@@ -31,9 +31,10 @@ import numpy as np
 from app.language_stats import _spec_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from app.embeddings.e5 import EmbeddingSpec
+    from app.settings import Settings
 
 SAMPLE = Path(__file__).parent / "data" / "reference_sentences.json.gz"
 Mode = Literal["shift", "mean", "direction"]
@@ -179,3 +180,17 @@ class QueryCorrection:
         )
         tmp.replace(path)
         return reference
+
+
+def prepare(settings: Settings, encoder: Any, languages: Iterable[str]) -> None:
+    """Compute (or load) the statistics of `languages` now, so the first question does not wait.
+
+    Called after a sync with the collection's languages; an encoder without query encoding (a
+    test fake) or correction turned off does nothing.
+    """
+    mode = settings.retrieval.query_correction
+    if mode == "off" or not callable(getattr(encoder, "encode", None)):
+        return
+    correction = QueryCorrection(encoder, settings.data_dir / "language_reference", mode=mode)
+    for language in languages:
+        correction.reference(language)

@@ -68,7 +68,8 @@ def build_ranker(settings: Settings, embedder: E5Embeddings) -> Ranker | None:
     """The levers the settings turn on (None: none of them)."""
     retrieval = settings.retrieval
     correction = lexical = None
-    if retrieval.query_correction != "off":
+    # An embedder without batch query encoding (the tests' fakes) cannot make the statistics.
+    if retrieval.query_correction != "off" and callable(getattr(embedder, "encode", None)):
         from app.query_correction import QueryCorrection
 
         correction = QueryCorrection(
