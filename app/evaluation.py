@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     from chromadb.api.models.Collection import Collection
 
+    from app.chat.ranking import Ranker
     from app.embeddings.e5 import E5Embeddings
     from app.language_stats import LanguageMeans
 
@@ -165,29 +166,45 @@ def evaluate(
     k: int = 10,
     batch: int = 256,
     means: LanguageMeans | None = None,
+    ranker: Ranker | None = None,
 ) -> EvalReport:
     """Rank documents for every query through the collection's index, then score the ranks.
 
-    With `means`, the candidates are re-ranked by language centring exactly as the Retriever
-    does (app/chat/retriever.py), over the same candidate depth.
+    With `means` or `ranker`, the candidates are re-ranked exactly as the Retriever does
+    (app/chat/ranking.py), over the same candidate depth, with the question's detected language.
     """
-    from app.chat.retriever import candidate_depth
+    import numpy as np
 
-    depth = max(4 * k, 20) if means is None else max(candidate_depth(k), 4 * k)
+    from app.chat.ranking import Ranker
+    from app.chat.retriever import candidate_depth
+    from ingestion.language import detect_language
+
+    reranks = means is not None or ranker is not None
+    depth = max(candidate_depth(k), 4 * k) if reranks else max(4 * k, 20)
     depth = min(depth, max(collection.count(), 1))
     ranks: list[int | None] = []
     for start in range(0, len(queries), batch):
         part = queries[start : start + batch]
         vectors: np.ndarray = embedder.encode([embedder.profile.query(q.question) for q in part])
-        found = collection.query(
-            query_embeddings=vectors, n_results=depth, include=["metadatas", "distances"]
-        )
-        rows = zip(part, vectors, found["metadatas"] or [], found["distances"] or [], strict=True)
-        for q, vector, metas, distances in rows:
-            if means is not None:
-                languages = [str(m.get("language", "und")) for m in metas]
-                raw = [1.0 - d for d in distances]
-                centred = raw - means.offsets(vector, languages, raw)
-                metas = [metas[i] for i in sorted(range(len(metas)), key=lambda i: -centred[i])]
+        include: Any = ["metadatas", "distances", "documents"]
+        if ranker is not None and ranker.needs_vectors:
+            include.append("embeddings")
+        found = collection.query(query_embeddings=vectors, n_results=depth, include=include)
+        for i, (q, vector) in enumerate(zip(part, vectors, strict=True)):
+            metas = (found["metadatas"] or [])[i]
+            if reranks:
+                scores = (ranker or Ranker()).scores(
+                    q.question,
+                    vector,
+                    detect_language(q.question) if ranker and ranker.correction else None,
+                    raw=[1.0 - d for d in (found["distances"] or [])[i]],
+                    texts=[str(t) for t in (found["documents"] or [])[i]],
+                    languages=[str(m.get("language", "und")) for m in metas],
+                    vectors=np.asarray((found["embeddings"] or [])[i])
+                    if "embeddings" in include
+                    else None,
+                    means=means,
+                )
+                metas = [metas[j] for j in sorted(range(len(metas)), key=lambda j: -scores[j])]
             ranks.append(first_relevant_rank(q, dedupe_sources(metas, k)))
     return report(queries, ranks, k)

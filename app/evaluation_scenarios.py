@@ -40,7 +40,12 @@ if TYPE_CHECKING:
 
     from app.settings import Settings
 
-RAW_RANKING: dict[str, Any] = {"language_centring": False}
+RAW_RANKING: dict[str, Any] = {
+    "language_centring": False,
+    "query_correction": "off",
+    "query_correction_strength": 0.0,
+    "lexical_weight": 0.0,
+}
 """Every ranking correction in RetrievalSettings with its "off" value: applied together they give
 the raw model's cosine ranking. A new correction adds its field here (tests check that every
 RetrievalSettings field is either here or in NOT_RANKING)."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 
 from app.language_stats import refresh, stored
+from app.query_correction import prepare
 from app.store import (
     StoreError,
     collection_names,
@@ -84,7 +85,9 @@ def ingest_folder(
                     or report.chunks_removed
                     or stored(collection, embedder.spec) is None
                 ):  # the per-language means follow every change (app/language_stats.py)
-                    refresh(collection, embedder.spec)
+                    means = refresh(collection, embedder.spec)
+                    if means is not None:  # query correction's statistics, before any question
+                        prepare(settings, embedder, means.counts)
                 return report
             finally:
                 manifest.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from app.chat.ranking import build_ranker
 from app.chat.retriever import Retriever
 from app.language_stats import CollectionMeans
 from app.store import langchain_store, make_client
@@ -72,4 +73,6 @@ def ranking_retriever(
     centring = None
     if settings.retrieval.language_centring:
         centring = CollectionMeans(client, name, embedder.spec)
-    return Retriever(store, k=k, min_score=None, centring=centring)
+    return Retriever(
+        store, k=k, min_score=None, centring=centring, ranker=build_ranker(settings, embedder)
+    )

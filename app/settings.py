@@ -144,6 +144,27 @@ class RetrievalSettings(BaseModel):
         description="A passage must also score this much above the question's mean similarity to"
         " generic reference sentences; unset: the calibrated value of the model (docs).",
     )
+    query_correction: Literal["off", "shift", "mean", "direction"] = Field(
+        "shift",
+        description="Correct the question's vector for its language before ranking: move it from"
+        " the mean of generic sentences in its language to that of the knowledge base's"
+        " languages (shift), subtract its language's mean (mean) or top principal direction"
+        " (direction). Statistics come from a shipped Tatoeba sample, computed once per model"
+        " and language and cached in the data dir (docs/language_centring.md).",
+    )
+    query_correction_strength: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="How much of the language's mean (or direction) is subtracted; 1 is all.",
+    )
+    lexical_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Bonus for exact word overlap: BM25 over the model's own tokens among the"
+        " candidates, divided by the query's best, times this weight; 0 turns it off.",
+    )
 
 
 class ServerSettings(BaseModel):

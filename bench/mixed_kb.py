@@ -7,10 +7,16 @@ a temporary data dir and scored with `app.evaluation.evaluate`, questions in all
 - same: each language's questions on its own-language corpus;
 - one: 50 English paragraphs plus one paragraph in another language, the questions (12
   languages) about that one paragraph; one run per language, rows by that paragraph's language.
-Question vectors are embedded once per run and reused. The per-language means come from the
-collection's own chunks (`app.language_stats`), never from the questions; `--shrink` lists the
-pseudo-counts to compare. Usage:
+Every vector (questions, passages, reference sentences) is cached on disk by model spec and
+text (bench/vector_cache.py, --cache), so a rerun embeds only what is new. The per-language means
+come from the collection's own chunks (`app.language_stats`), never from the questions; `--shrink`
+lists the pseudo-counts to compare. `--variants` adds the other ranking levers, through the same
+`app.chat.ranking.Ranker` the product uses: names joined by "+" from centred (shrink 1), mean or
+direction (query correction, app/query_correction.py; "mean0.5": half strength) and lexN
+(lexical bonus of weight N).
+`--per-paragraph N` keeps the first N questions of each paragraph and language (0: all). Usage:
   .venv/bin/python bench/mixed_kb.py [--shrink 0,1,5] [--scenarios mixed,en,same,one] [--json]
+      [--variants centred+mean,centred+lex0.02] [--per-paragraph 1] [--langs de,zh]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 XQUAD = REPO.parent / "shared" / "data" / "xquad-dev"
+CACHE = Path("/tmp/kbchat-cache-rank2")
 LANGS = sorted(["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"])
 
 
@@ -62,9 +69,14 @@ def main() -> None:
     parser.add_argument("--scenarios", default="mixed,en,same,one")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--variants", default="")
+    parser.add_argument("--per-paragraph", type=int, default=0)
+    parser.add_argument("--langs", default=",".join(LANGS), help="same: which corpora")
+    parser.add_argument("--cache", type=Path, default=CACHE)
     args = parser.parse_args()
-    shrinks = [float(s) for s in args.shrink.split(",")]
+    shrinks = [float(s) for s in args.shrink.split(",") if s]
     scenarios = args.scenarios.split(",")
+    variants = [v for v in args.variants.split(",") if v]
 
     sys.path.insert(0, str(REPO))
     from app.embeddings.e5 import build_embeddings
@@ -74,12 +86,14 @@ def main() -> None:
     from app.language_stats import compute_for_collection
     from app.settings import load_settings
     from app.store import make_client, open_collection
+    from bench.vector_cache import DiskCachedEmbedder
 
     settings = load_settings()
-    embedder = build_embeddings(settings)
-    queries = read_queries(args.data / "queries.jsonl")
+    embedder: Any = DiskCachedEmbedder(build_embeddings(settings), args.cache / "vectors.sqlite")
+    queries = subsample(read_queries(args.data / "queries.jsonl"), args.per_paragraph)
     dataset = Dataset(args.data)
     cached = CachedQueries(embedder)
+    rankers = {v: ranker_for(v, embedder, args.cache) for v in variants}
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         local = settings.model_copy(update={"data_dir": Path(tmp) / "data"})
@@ -98,6 +112,11 @@ def main() -> None:
                     k=args.k,
                     means=means,
                 ).to_dict()
+            for v, (ranker, centred) in rankers.items():
+                means = compute_for_collection(collection, embedder.spec) if centred else None
+                out[v] = evaluate(
+                    cached, collection, qs, k=args.k, means=means, ranker=ranker
+                ).to_dict()  # type: ignore[arg-type]
             return out
 
         root = Path(tmp) / "kb"
@@ -118,7 +137,7 @@ def main() -> None:
             show("one", results["one"], args.k, args.json)
         if "same" in scenarios:
             per_lang: dict[str, Any] = {}
-            for lang in LANGS:
+            for lang in args.langs.split(","):
                 qs = [q for q in queries if q.lang == lang]
                 folder = build_folder(args.data, root / f"same-{lang}", [lang])
                 per_lang[lang] = run(f"same-{lang}", folder, qs)
@@ -128,6 +147,45 @@ def main() -> None:
                 del results["en"]
     if args.json:
         print(json.dumps(results, indent=2))
+
+
+def subsample(queries: list[Any], per_paragraph: int) -> list[Any]:
+    """The first `per_paragraph` questions of each (paragraph, language); 0 keeps them all."""
+    if per_paragraph <= 0:
+        return queries
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for q in queries:
+        key = (q.paragraph_id, q.lang)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= per_paragraph:
+            out.append(q)
+    return out
+
+
+def ranker_for(variant: str, embedder: Any, cache: Path) -> tuple[Any, bool]:
+    """A variant name ("centred+mean+lex0.02") -> (the Ranker, whether centring is on)."""
+    from app.chat.ranking import Ranker
+    from app.lexical import LexicalBonus
+    from app.query_correction import QueryCorrection
+
+    parts = variant.split("+")
+    correction = lexical = None
+    for part in parts:
+        if part.startswith(("mean", "direction", "shift")):
+            mode = next(m for m in ("mean", "direction", "shift") if part.startswith(m))
+            strength = float(part[len(mode) :] or 1)
+            correction = QueryCorrection(
+                embedder,
+                cache / "reference",
+                mode=mode,  # type: ignore[arg-type]
+                strength=strength,
+            )
+        elif part.startswith("lex"):
+            lexical = LexicalBonus(embedder.tokenizer, float(part[3:]))
+        elif part != "centred":
+            raise SystemExit(f"unknown lever {part!r} in variant {variant!r}")
+    return Ranker(correction, lexical), "centred" in parts
 
 
 def show(scenario: str, variants: dict[str, Any], k: int, quiet: bool) -> None:

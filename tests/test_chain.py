@@ -48,7 +48,7 @@ class FakeRetriever(Retriever):
         self.sources = list(sources)
         self.queries: list[str] = []
 
-    def retrieve(self, query: str) -> list[Source]:
+    def retrieve(self, query: str, language: str | None = None) -> list[Source]:
         self.queries.append(query)
         return list(self.sources)
 

@@ -29,8 +29,9 @@ def test_demo_question_ranks_the_other_language_answer_first(tmp_path: Path, e5:
     # marcha" chunk scores 0.7601 against the company history's 0.7584 after centring, a margin
     # centring alone cannot settle (issue 8's query-side correction and lexical bonus are next).
     shutil.copytree(EXAMPLES, kb, ignore=shutil.ignore_patterns("*.html"))
-    on = load_settings(data_dir=tmp_path / "data")
-    off = load_settings(data_dir=tmp_path / "data", retrieval={"language_centring": False})
+    alone = {"query_correction": "off"}  # centring alone (tests/test_ranking_levers_model.py)
+    on = load_settings(data_dir=tmp_path / "data", retrieval=alone)
+    off = load_settings(data_dir=tmp_path / "data", retrieval={**alone, "language_centring": False})
     client = make_client(on)
     ingest_folder(on, kb, "demo", embedder=e5, client=client)
     collection = open_collection(client, "demo", e5.spec)

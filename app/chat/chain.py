@@ -193,7 +193,7 @@ class ChatChain:
         searches = self.retrieval_queries(question, history, language, deadline)
         query = searches[0]
         started = time.perf_counter()
-        sources = distinct_sources(retrieve_fused(self.retriever, searches))
+        sources = distinct_sources(retrieve_fused(self.retriever, searches, language))
         result = ChatResult("", sources, language, "extractive", bool(sources), query)
         result.retrieval_ms = round((time.perf_counter() - started) * 1000, 2)
         if self._answer_prompt is None:

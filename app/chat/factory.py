@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from app.chat.chain import ChatChain
 from app.chat.extractive import SentencePicker
 from app.chat.prompts import load_prompts
+from app.chat.ranking import build_ranker
 from app.chat.relevance import Relevance, default_min_margin
 from app.chat.retriever import Retriever, default_min_score
 from app.chat.small_talk import SmallTalk, default_small_talk_score, load_exemplars
@@ -59,6 +60,7 @@ def build_chat_chain(
         min_score=min_score,
         centring=centring,
         relevance=relevance,
+        ranker=build_ranker(settings, embedder),
     )
     small_talk = None
     talk_score = settings.retrieval.small_talk_min_score

@@ -45,9 +45,14 @@ def fuse(results: Sequence[Sequence[Source]], k: int, how: Fusion = "max") -> li
 
 
 def retrieve_fused(
-    retriever: Retriever, queries: Sequence[str], how: Fusion = "max"
+    retriever: Retriever,
+    queries: Sequence[str],
+    language: str | None = None,
+    how: Fusion = "max",
 ) -> list[Source]:
-    """Search each query with `retriever` and fuse; one query is a plain search."""
+    """Search each query with `retriever` and fuse; one query is a plain search. `language` is
+    the question's: the first query is in it, each translation's language is detected."""
     if len(queries) == 1:
-        return retriever.retrieve(queries[0])
-    return fuse([retriever.retrieve(q) for q in queries], retriever.k, how)
+        return retriever.retrieve(queries[0], language)
+    found = [retriever.retrieve(q, language if i == 0 else None) for i, q in enumerate(queries)]
+    return fuse(found, retriever.k, how)

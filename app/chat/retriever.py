@@ -7,7 +7,8 @@ bench/calibrate_cutoff.py). Unknown models get none; the LLM still says when it 
 With language centring (app/language_stats.py) an over-fetched candidate set is re-ranked by
 q·d - q·(m_lang - m_all), so a passage no longer wins for being in the question's language. The
 cut-off still applies to the raw cosine, the score it was calibrated on, and `Source.score` stays
-the raw cosine.
+the raw cosine. Query correction and the lexical bonus re-score the same candidates
+(app/chat/ranking.py), so ranking works alike for the embedded store and a Chroma server.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app.chat.ranking import Ranker
 from app.chat.types import Source
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class Retriever:
         min_score: float | None = None,
         centring: CollectionMeans | None = None,
         relevance: Relevance | None = None,
+        ranker: Ranker | None = None,
     ) -> None:
         """`relevance`: a per-query cut-off (the margin over the query's background) on top of
         `min_score`; both apply to the raw cosine."""
@@ -59,26 +62,43 @@ class Retriever:
         self.min_score = min_score
         self.centring = centring
         self.relevance = relevance
+        self.ranker = ranker
 
-    def retrieve(self, query: str) -> list[Source]:
-        if self.centring is None and self.relevance is None:
+    def retrieve(self, query: str, language: str | None = None) -> list[Source]:
+        """`language`: the question's (the chain detects it); None detects it from `query`."""
+        if self.centring is None and self.ranker is None and self.relevance is None:
             found = self.store.similarity_search_with_score(query, k=self.k)
             return self._sources([(doc, 1.0 - float(d), None) for doc, d in found], self.min_score)
         vector = self.store.embeddings.embed_query(query)  # type: ignore[union-attr]
         cutoff = self._cutoff(vector)
+        reranks = self.centring is not None or self.ranker is not None
         found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
-            vector, k=self.k if self.centring is None else candidate_depth(self.k)
+            vector, k=candidate_depth(self.k) if reranks else self.k
         )
-        if self.centring is None:
+        if not reranks:
             return self._sources([(doc, 1.0 - float(d), None) for doc, d in found], cutoff)
         raw = np.array([1.0 - float(d) for _, d in found])
-        means = self.centring.current()
-        if means is None or not found:
+        means = self.centring.current() if self.centring is not None else None
+        if (means is None and self.ranker is None) or not found:
             return self._sources(
                 [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)], cutoff
             )
         languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
-        centred = raw - means.offsets(np.asarray(vector), languages, raw)
+        ranker = self.ranker or Ranker()
+        if language is None and ranker.correction is not None:
+            from ingestion.language import detect_language
+
+            language = detect_language(query)
+        centred = ranker.scores(
+            query,
+            np.asarray(vector),
+            language,
+            raw=raw,
+            texts=[doc.page_content for doc, _ in found],
+            languages=languages,
+            vectors=self._vectors([doc for doc, _ in found]) if ranker.needs_vectors else None,
+            means=means,
+        )
         keep = [i for i in range(len(found)) if _passes(round(float(raw[i]), 4), cutoff)]
         keep.sort(key=lambda i: -centred[i])
         return self._sources(
@@ -91,6 +111,13 @@ class Retriever:
         if floor is None or self.min_score is None:
             return self.min_score if floor is None else floor
         return max(floor, self.min_score)
+
+    def _vectors(self, docs: list[Document]) -> np.ndarray:
+        """The stored vectors of the candidates, in their order (one call to the store)."""
+        ids = [str(doc.id) for doc in docs]
+        got = self.store.get(ids=ids, include=["embeddings"])  # type: ignore[attr-defined]
+        by_id = dict(zip(got["ids"], got["embeddings"], strict=True))
+        return np.asarray([by_id[i] for i in ids], dtype=np.float64)
 
     def _sources(
         self, ranked: list[tuple[Document, float, float | None]], cutoff: float | None

@@ -1,0 +1,87 @@
+"""How an over-fetched candidate set is ordered: one function for chat, search and `kbchat eval`.
+
+The vector search returns the nearest chunks by raw cosine q·d. Each lever then re-scores them:
+- query correction (app/query_correction.py): q is replaced by its language-corrected q', so the
+  score is q'·d (needs the candidates' vectors);
+- language centring (app/language_stats.py): minus q'·(m'_lang(d) - m_all);
+- lexical bonus (app/lexical.py): plus weight * BM25 / best BM25 over the candidates.
+The relevance cut-off and `Source.score` stay on the raw cosine (app/chat/retriever.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from app.embeddings.e5 import E5Embeddings
+    from app.language_stats import LanguageMeans
+    from app.lexical import LexicalBonus
+    from app.query_correction import QueryCorrection
+    from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """The query-side levers; centring means come per call (they change with the collection)."""
+
+    correction: QueryCorrection | None = None
+    lexical: LexicalBonus | None = None
+
+    @property
+    def needs_vectors(self) -> bool:
+        return self.correction is not None
+
+    def scores(
+        self,
+        query: str,
+        vector: np.ndarray,
+        language: str | None,
+        *,
+        raw: Sequence[float] | np.ndarray,
+        texts: Sequence[str],
+        languages: Sequence[str],
+        vectors: np.ndarray | None = None,
+        means: LanguageMeans | None = None,
+    ) -> np.ndarray:
+        """The ranking score of each candidate (higher first)."""
+        q = np.asarray(vector, dtype=np.float64)
+        scores = np.asarray(raw, dtype=np.float64)
+        if self.correction is not None and vectors is not None and len(vectors):
+            # The knowledge base's languages: the collection's chunk counts (recorded for
+            # centring), else the candidates' own.
+            target = dict(means.counts) if means is not None else Counter(languages)
+            q = self.correction.correct(q, language, target)
+            scores = np.asarray(vectors, dtype=np.float64) @ q
+        if means is not None and len(scores):
+            scores = scores - means.offsets(q, languages, scores)
+        if self.lexical is not None and len(scores):
+            scores = scores + self.lexical.scores(query, texts)
+        return scores
+
+
+def build_ranker(settings: Settings, embedder: E5Embeddings) -> Ranker | None:
+    """The levers the settings turn on (None: none of them)."""
+    retrieval = settings.retrieval
+    correction = lexical = None
+    # An embedder without batch query encoding (the tests' fakes) cannot make the statistics.
+    if retrieval.query_correction != "off" and callable(getattr(embedder, "encode", None)):
+        from app.query_correction import QueryCorrection
+
+        correction = QueryCorrection(
+            embedder,
+            settings.data_dir / "language_reference",
+            mode=retrieval.query_correction,
+            strength=retrieval.query_correction_strength,
+        )
+    if retrieval.lexical_weight > 0:
+        from app.lexical import LexicalBonus
+
+        lexical = LexicalBonus(embedder.tokenizer, retrieval.lexical_weight)
+    if correction is None and lexical is None:
+        return None
+    return Ranker(correction, lexical)
