@@ -33,6 +33,12 @@ SHRINK = 1.0
 two or three chunks is not corrected by a noisy mean. Chosen on the XQuAD dev mixed knowledge
 base (bench/mixed_kb.py --shrink): 0 and 1 are within 0.003 recall@1 there, 5 loses 0.04;
 see docs/language_centring.md."""
+PRIOR_WEIGHT = 5.0
+"""Pseudo-count of the reference prior (m_all + the language's offset on generic sentences) when
+one is given. Measured on XQuAD dev (1,440 questions, mixed KB) and examples/kb (59 questions):
+k = 1/3/5/10 gave 0.727/0.730/0.723/0.710 and 0.458/0.593/0.610/0.627 without query correction,
+0.731/0.734/0.734/0.723 and 0.475/0.576/0.593/0.610 with it; 5 keeps both
+(docs/language_centring.md)."""
 _SPEC_KEYS = ("kbchat_model", "kbchat_weights", "kbchat_prefix", "kbchat_dim")
 _PAGE = 1000
 
@@ -81,25 +87,38 @@ class LanguageMeans:
         return cls(dict(spec), counts, means, overall, shrink)
 
     def offsets(
-        self, query: np.ndarray, languages: Iterable[str], raw: Iterable[float]
+        self,
+        query: np.ndarray,
+        languages: Iterable[str],
+        raw: Iterable[float],
+        prior: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """q·(m'(d) - m_all) for each candidate (its language, its raw cosine q·d): subtract it.
 
         Only q·m_l and q·d are needed, so this is exact without the passage vectors. Taking the
         overall mean back keeps corrected scores on the raw scale without changing the ranking.
         A language the means do not know (added since) is not corrected.
+
+        `prior`: per-language offsets measured on generic reference sentences
+        (`app.query_correction.QueryCorrection.passage_offsets`). With it, a language's mean is
+        shrunk towards m_all + prior[lang] with PRIOR_WEIGHT pseudo-chunks instead of towards
+        m_all, so a language with a handful of chunks (whose mean is mostly its topic, not its
+        language) is still corrected for its language.
         """
         q = np.asarray(query, dtype=np.float64)
         base = float(q @ self.overall)
         dot = {lang: float(q @ m) for lang, m in self.means.items()}
+        lean = {lang: float(q @ v) for lang, v in (prior or {}).items()}
+        k = self.shrink if prior is None else PRIOR_WEIGHT
         out = []
         for lang, qd in zip(languages, raw, strict=True):
             n = self.counts.get(lang, 0)
-            denominator = n - 1 + self.shrink
+            denominator = n - 1 + k
             if lang not in dot or denominator <= 0:
                 out.append(0.0)
                 continue
-            out.append((n * dot[lang] - float(qd) + self.shrink * base) / denominator - base)
+            towards = base + lean.get(lang, 0.0)
+            out.append((n * dot[lang] - float(qd) + k * towards) / denominator - base)
         return np.array(out)
 
     def to_json(self) -> str:

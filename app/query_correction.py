@@ -60,18 +60,20 @@ def shipped_sentences() -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class LanguageReference:
-    """Mean query-form vector of a language's reference sentences, and their top direction."""
+    """Mean query-form vector of a language's reference sentences, their top direction, and
+    the mean of the same sentences in passage form (the prior of passage-side centring)."""
 
     mean: np.ndarray
     direction: np.ndarray
+    passage_mean: np.ndarray
 
     @classmethod
-    def compute(cls, vectors: np.ndarray) -> LanguageReference:
+    def compute(cls, vectors: np.ndarray, passages: np.ndarray) -> LanguageReference:
         vectors = np.asarray(vectors, dtype=np.float64)
         # Uncentred, as in Yang et al.'s language information removal: the top direction is where
         # the language's sentences sit, not how they spread around their mean.
         _, _, vt = np.linalg.svd(vectors, full_matrices=False)
-        return cls(vectors.mean(axis=0), vt[0])
+        return cls(vectors.mean(axis=0), vt[0], np.asarray(passages, np.float64).mean(axis=0))
 
     def correct(self, vector: np.ndarray, mode: Mode, strength: float = 1.0) -> np.ndarray:
         """The corrected query, unit length (scores stay on a cosine-like scale)."""
@@ -145,6 +147,21 @@ class QueryCorrection:
             total += count
         return None if acc is None else acc / total
 
+    def passage_offsets(self, counts: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Each knowledge-base language's lean on generic sentences in passage form: its mean
+        minus the chunk-weighted mean over the knowledge base's languages (prior for centring).
+        Languages without reference sentences get none (their centring keeps its old prior)."""
+        known = {
+            lang: ref.passage_mean
+            for lang, n in counts.items()
+            if n > 0 and (ref := self.reference(lang)) is not None
+        }
+        if not known:
+            return {}
+        total = sum(counts[lang] for lang in known)
+        centre = sum(counts[lang] * vector for lang, vector in known.items()) / total
+        return {lang: vector - centre for lang, vector in known.items()}
+
     def reference(self, language: str) -> LanguageReference | None:
         if language in self._known:
             return self._known[language]
@@ -164,11 +181,16 @@ class QueryCorrection:
             try:
                 with np.load(path) as cached:
                     if json.loads(str(cached["spec"])) == spec and str(cached["sample"]) == digest:
-                        return LanguageReference(cached["mean"], cached["direction"])
+                        return LanguageReference(
+                            cached["mean"], cached["direction"], cached["passage_mean"]
+                        )
             except (OSError, ValueError, KeyError):
                 pass  # unreadable: compute again and overwrite
-        vectors = self.encoder.encode([self.encoder.profile.query(s) for s in rows])
-        reference = LanguageReference.compute(vectors)
+        profile = self.encoder.profile
+        both = self.encoder.encode(
+            [profile.query(s) for s in rows] + [profile.passage(s) for s in rows]
+        )
+        reference = LanguageReference.compute(both[: len(rows)], both[len(rows) :])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(
@@ -177,6 +199,7 @@ class QueryCorrection:
             sample=digest,
             mean=reference.mean,
             direction=reference.direction,
+            passage_mean=reference.passage_mean,
         )
         tmp.replace(path)
         return reference
@@ -186,11 +209,12 @@ def prepare(settings: Settings, encoder: Any, languages: Iterable[str]) -> None:
     """Compute (or load) the statistics of `languages` now, so the first question does not wait.
 
     Called after a sync with the collection's languages; an encoder without query encoding (a
-    test fake) or correction turned off does nothing.
+    test fake), or neither query correction nor centring on, does nothing.
     """
     mode = settings.retrieval.query_correction
-    if mode == "off" or not callable(getattr(encoder, "encode", None)):
+    used = mode != "off" or settings.retrieval.language_centring  # centring's prior needs them
+    if not used or not callable(getattr(encoder, "encode", None)):
         return
-    correction = QueryCorrection(encoder, settings.data_dir / "language_reference", mode=mode)
+    correction = QueryCorrection(encoder, settings.data_dir / "language_reference")
     for language in languages:
         correction.reference(language)

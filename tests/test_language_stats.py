@@ -189,3 +189,21 @@ def test_compute_for_an_empty_collection_is_none(tmp_path: Path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "c"))
     empty = open_collection(client, "empty", SPEC, create=True)
     assert compute_for_collection(empty, SPEC) is None
+
+
+def test_a_reference_prior_corrects_languages_with_one_chunk_each() -> None:
+    """Leave-one-out means of one-chunk languages are just the overall mean (no correction);
+    the prior measured on generic sentences still takes the question's language out."""
+    a, b, x, y = np.eye(4)
+    d1, d2 = a + x, b + y  # topic a in language x, topic b in language y
+    docs = np.stack([d1 / np.linalg.norm(d1), d2 / np.linalg.norm(d2)])
+    q = b + 1.2 * x  # asks about topic b, in language x
+    q = q / np.linalg.norm(q)
+    means = LanguageMeans.compute(docs, ["x", "y"], {})
+    raw = docs @ q
+    plain = raw - means.offsets(q, ["x", "y"], raw)
+    assert plain[0] > plain[1]  # own language wins: nothing to correct with
+    prior = {"x": (x - y) / 2, "y": (y - x) / 2}
+    corrected = raw - means.offsets(q, ["x", "y"], raw, prior)
+    assert corrected[1] > corrected[0]
+    assert means.offsets(q, ["z"], [0.5], prior)[0] == 0.0  # an unknown language is left alone

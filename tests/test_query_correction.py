@@ -25,6 +25,9 @@ class Profile:
     def query(self, text: str) -> str:
         return f"query: {text}"
 
+    def passage(self, text: str) -> str:
+        return f"passage: {text}"
+
 
 class FakeEncoder:
     """German reference sentences all lean along axis 2, with some spread along axis 3."""

@@ -31,6 +31,7 @@ class Ranker:
 
     correction: QueryCorrection | None = None
     lexical: LexicalBonus | None = None
+    references: QueryCorrection | None = None  # the generic-sentence prior of centring
 
     @property
     def needs_vectors(self) -> bool:
@@ -58,7 +59,8 @@ class Ranker:
             q = self.correction.correct(q, language, target)
             scores = np.asarray(vectors, dtype=np.float64) @ q
         if means is not None and len(scores):
-            scores = scores - means.offsets(q, languages, scores)
+            prior = self.references.passage_offsets(means.counts) if self.references else None
+            scores = scores - means.offsets(q, languages, scores, prior or None)
         if self.lexical is not None and len(scores):
             scores = scores + self.lexical.scores(query, texts)
         return scores
@@ -67,21 +69,27 @@ class Ranker:
 def build_ranker(settings: Settings, embedder: E5Embeddings) -> Ranker | None:
     """The levers the settings turn on (None: none of them)."""
     retrieval = settings.retrieval
-    correction = lexical = None
+    correction = lexical = references = None
     # An embedder without batch query encoding (the tests' fakes) cannot make the statistics.
-    if retrieval.query_correction != "off" and callable(getattr(embedder, "encode", None)):
+    can_encode = callable(getattr(embedder, "encode", None))
+    wants_references = retrieval.query_correction != "off" or retrieval.language_centring
+    if wants_references and can_encode:
         from app.query_correction import QueryCorrection
 
-        correction = QueryCorrection(
+        references = QueryCorrection(
             embedder,
             settings.data_dir / "language_reference",
-            mode=retrieval.query_correction,
+            mode="shift" if retrieval.query_correction == "off" else retrieval.query_correction,
             strength=retrieval.query_correction_strength,
         )
+        if retrieval.query_correction != "off":
+            correction = references
+        if not retrieval.language_centring:
+            references = None
     if retrieval.lexical_weight > 0:
         from app.lexical import LexicalBonus
 
         lexical = LexicalBonus(embedder.tokenizer, retrieval.lexical_weight)
-    if correction is None and lexical is None:
+    if correction is None and lexical is None and references is None:
         return None
-    return Ranker(correction, lexical)
+    return Ranker(correction, lexical, references)
