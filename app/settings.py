@@ -7,6 +7,7 @@ environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -312,7 +313,14 @@ def validate_collection_name(name: str) -> str:
             f"invalid collection name {name!r}: use 3-512 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
-    return name
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    raise ValueError(
+        f"invalid collection name {name!r}: use 3-512 letters, digits, '.', '_' or '-', and not"
+        " an IP address (Chroma refuses those)"
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -136,7 +136,7 @@ def test_cut_stream_is_incomplete_on_every_endpoint(
         for door, seen in cut.items():
             assert seen["error"] == "llm_incomplete", door
             assert seen["answer"].startswith(PARTIAL + "\n\n" + fallback), door
-            assert "[1]" in seen["answer"] and "monorail.md" in seen["answer"], door
+            assert "[1]" in seen["answer"] and "suspended monorail" in seen["answer"], door
             assert seen.get("finish_reason", "length") == "length", door
         for door in ("api json", "api sse"):  # stored as incomplete, not as a finished answer
             stored = http.get(f"/api/sessions/{cut[door]['session']}").json()["messages"][-1]
@@ -163,7 +163,7 @@ def test_gradio_chat_flags_a_cut_stream(
     outputs = list(respond(**args))
     chat = next(o for out in reversed(outputs) for o in out if isinstance(o, list) and o)
     shown = str(chat[-1]["content"])
-    assert shown.startswith(PARTIAL.strip()) and "monorail.md" in shown
+    assert shown.startswith(PARTIAL.strip()) and "suspended monorail" in shown
     session = next(o for o in outputs[-1] if isinstance(o, str) and len(o) == 32)
     stored = services.conversations.conversation(session)["messages"][-1]
     assert stored["error"] == "llm_incomplete"
@@ -258,7 +258,7 @@ def test_hung_llm_keeps_the_server_up(
         assert headers["retry-after"].isdigit() and took < 1.5
     for _, took, text, _ in answered:
         assert took < deadline + 4  # the deadline, plus retrieval on a busy CPU
-        assert "llm_timeout" in text and "monorail.md" in text
+        assert "llm_timeout" in text and "suspended monorail" in text
     streams = [text for _, _, text, head in answered if "event-stream" in head["content-type"]]
     assert streams and all(": keep-alive" in text for text in streams)
     assert health and max(health) < 1.0, max(health)
@@ -312,7 +312,8 @@ def test_openai_sdk_reads_keepalives_and_a_cut_answer(
         stub.mode, stub.cut_after = "cut", 3
         cut = client.chat.completions.create(model="default", messages=messages)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "monorail.md" in text and chunks[-1].model_extra["kbchat"]["error"] == "llm_timeout"
+    assert "suspended monorail" in text
+    assert chunks[-1].model_extra["kbchat"]["error"] == "llm_timeout"
     assert cut.choices[0].finish_reason == "length"
     assert cut.model_extra is not None and cut.model_extra["kbchat"]["error"] == "llm_incomplete"
 

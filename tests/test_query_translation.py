@@ -47,7 +47,7 @@ class ByQueryRetriever(Retriever):
         self.script, self.k = script, k
         self.queries: list[str] = []
 
-    def retrieve(self, query: str) -> list[Source]:
+    def retrieve(self, query: str, language: str | None = None) -> list[Source]:
         self.queries.append(query)
         return list(self.script.get(query, []))
 

@@ -77,7 +77,9 @@ def test_invalid_env_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
-@pytest.mark.parametrize("name", ["a", "ab", "-abc", "abc-", "a..b", "has space", "ümlaut", ""])
+@pytest.mark.parametrize(
+    "name", ["a", "ab", "-abc", "abc-", "a..b", "has space", "ümlaut", "", "127.0.0.1"]
+)
 def test_invalid_collection_name(name: str) -> None:
     with pytest.raises(ValueError, match="invalid collection name") as info:
         validate_collection_name(name)
