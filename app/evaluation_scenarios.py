@@ -45,6 +45,7 @@ RAW_RANKING: dict[str, Any] = {
     "query_correction": "off",
     "query_correction_strength": 0.0,
     "lexical_weight": 0.0,
+    "sentence_weight": 0.0,
 }
 """Every ranking correction in RetrievalSettings with its "off" value: applied together they give
 the raw model's cosine ranking. A new correction adds its field here (tests check that every

@@ -77,6 +77,7 @@ def ingest_folder(
                     batch_chunks=settings.ingest.embed_batch_chunks,
                     write_batch=min(1000, client.get_max_batch_size()),
                     progress=progress,
+                    sentence_vectors=settings.chunk.sentence_vectors,
                 )
                 plan = early if sync.bind() else sync.plan(root, name)
                 report = sync.apply(plan)

@@ -58,6 +58,11 @@ class ChunkSettings(BaseModel):
         ge=0,
         description="Smallest chunk: a shorter section joins its neighbour (0 keeps every one).",
     )
+    sentence_vectors: bool = Field(
+        True,
+        description="Also embed each chunk's sentences (kept with the chunk) so a chunk can be"
+        " ranked by the sentence that answers; about doubles embedding time at ingestion.",
+    )
 
 
 class IngestSettings(BaseModel):
@@ -158,6 +163,13 @@ class RetrievalSettings(BaseModel):
         ge=0,
         le=1,
         description="How much of the language's mean (or direction) is subtracted; 1 is all.",
+    )
+    sentence_weight: float = Field(
+        1.0,
+        ge=0,
+        le=4,
+        description="Rank a chunk by (its cosine + weight * its best sentence's cosine) /"
+        " (1 + weight); 0 ranks by the chunk's own vector (docs/language_centring.md).",
     )
     lexical_weight: float = Field(
         0.0,

@@ -37,6 +37,8 @@ from ingestion.loaders import (
     read_file,
 )
 from ingestion.manifest import Entry, Manifest
+from ingestion.sentences import META_KEY as SENTENCE_KEY
+from ingestion.sentences import pack, sentence_texts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,6 +89,7 @@ class SyncReport:
     chunks_written: int = 0
     chunks_removed: int = 0
     embedded: int = 0
+    sentences_embedded: int = 0  # sentence vectors kept with their chunks (ingestion/sentences.py)
     model_loaded: bool = False
     seconds: float = 0.0
 
@@ -261,7 +264,10 @@ class FolderSync:
         batch_chunks: int = 512,
         write_batch: int = 1000,
         progress: Progress | None = None,
+        sentence_vectors: bool = True,
     ) -> None:
+        """`sentence_vectors`: also embed each chunk's sentences for ranking (see
+        ingestion/sentences.py); off, chunks are ranked by their own vector only."""
         self.collection = collection
         self.manifest = manifest
         self.embedder = embedder
@@ -274,6 +280,7 @@ class FolderSync:
         self.batch_chunks = batch_chunks
         self.write_batch = write_batch
         self.progress = progress
+        self.sentence_vectors = sentence_vectors
         self._chunker: TokenChunker | None = None
 
     @property
@@ -399,6 +406,9 @@ class FolderSync:
         report.model_loaded = True
         ids = [chunk_id(p.source, p.file_hash, c.index) for p in batch for c in p.chunks]
         metas = [self._metadata(p, c) for p in batch for c in p.chunks]
+        if self.sentence_vectors:
+            languages = [p.language for p in batch for c in p.chunks]
+            report.sentences_embedded += self._add_sentences(texts, languages, metas)
         for start in range(0, len(ids), self.write_batch):
             end = start + self.write_batch
             self.collection.upsert(
@@ -415,6 +425,23 @@ class FolderSync:
             self.manifest.mark_done(item.source, item.file_hash, len(item.chunks))
             report.chunks_written += len(item.chunks)
             getattr(report, item.kind).append(item.source)
+
+    def _add_sentences(
+        self, texts: list[str], languages: list[str], metas: list[Mapping[str, Any]]
+    ) -> int:
+        """Embed the chunks' sentences in one pass; each chunk's go into its metadata."""
+        split = [sentence_texts(t, lang) for t, lang in zip(texts, languages, strict=True)]
+        flat = [s for sentences in split for s in sentences]
+        if not flat:
+            return 0
+        vectors = self.embedder.encode_passages(flat)
+        start = 0
+        for i, sentences in enumerate(split):
+            if sentences:
+                end = start + len(sentences)
+                metas[i] = {**metas[i], SENTENCE_KEY: pack(vectors[start:end])}
+                start = end
+        return len(flat)
 
     @staticmethod
     def _metadata(item: _Pending, chunk: Chunk) -> Mapping[str, Any]:

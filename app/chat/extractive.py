@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import sentencex
+
+from ingestion.sentences import SENTENCE_CHARS, bounded, split_sentences
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -26,17 +27,7 @@ if TYPE_CHECKING:
 
 MAX_CHARS = 600  # the whole short answer, citations included
 MAX_SENTENCES = 3
-SENTENCE_CHARS = 300  # a longer "sentence" (a run-on list, a table row) is cut into pieces
-MIN_LETTERS = 3  # pieces with fewer (a bullet mark, a page number) are no answer on their own
-# Thai and Lao end sentences with a space, not a mark, so no punctuation rule finds them: there
-# a run of whitespace is the boundary, and the pieces are packed up to this length.
-SPACE_DELIMITED = {"th": 160, "lo": 160}
-_LETTER = re.compile(r"[^\W\d_]")
-_HEADING = re.compile(r"^#{1,6}\s")  # a Markdown heading line: it names a topic, answers nothing
-_BULLET = re.compile(r"^(?:[-*+•]|\d{1,3}[.)])\s+")
 _NOT_WORD = re.compile(r"[\W_]+")
-_SPACES = re.compile(r"\s+")
-_CLAUSE = re.compile(r"(?<=[,;:，、；：])")
 _CITATION = re.compile(r"\s*\[\d{1,3}\]")
 
 
@@ -48,58 +39,6 @@ class Sentence:
     text: str
     rank: int  # the source's position in the ranked list
     position: int  # the sentence's position inside the source
-
-
-def split_sentences(text: str, language: str) -> list[str]:
-    """Sentences of a passage; a line break always ends one (list items), Markdown headings and
-    list markers are left out."""
-    pieces: list[str] = []
-    limit = SPACE_DELIMITED.get(language)
-    for line in text.splitlines():
-        line = _BULLET.sub("", line.strip())
-        if not line or _HEADING.match(line):
-            continue
-        if limit is not None:
-            pieces.extend(_pack(_SPACES.split(line), limit, " "))
-            continue
-        for sentence in sentencex.segment(language if language not in ("", "und") else "en", line):
-            pieces.extend(_bounded(sentence.strip(), SENTENCE_CHARS))
-    return [p for p in pieces if len(_LETTER.findall(p)) >= MIN_LETTERS] or pieces
-
-
-def _bounded(text: str, limit: int) -> list[str]:
-    """`text` in pieces of at most `limit` characters: at spaces, else after commas, else cut."""
-    if len(text) <= limit:
-        return [text] if text else []
-    words = _SPACES.split(text)
-    if len(words) > 1 and max(map(len, words)) <= limit:
-        return _pack(words, limit, " ")
-    clauses = [c for c in _CLAUSE.split(text) if c]
-    if len(clauses) > 1 and max(map(len, clauses)) <= limit:
-        return _pack(clauses, limit, "")
-    return [text[i : i + limit] for i in range(0, len(text), limit)]
-
-
-def _pack(parts: list[str], limit: int, joiner: str) -> list[str]:
-    """Consecutive parts joined into pieces no longer than `limit` (a longer part stands alone)."""
-    pieces: list[str] = []
-    current = ""
-    for part in parts:
-        if not part:
-            continue
-        joined = f"{current}{joiner}{part}" if current else part
-        if len(joined) <= limit or not current:
-            current = joined
-        else:
-            pieces.append(current)
-            current = part
-    if current:
-        pieces.append(current)
-    return [p for piece in pieces for p in ([piece] if len(piece) <= limit else _cut(piece, limit))]
-
-
-def _cut(text: str, limit: int) -> list[str]:
-    return [text[i : i + limit] for i in range(0, len(text), limit)]
 
 
 class SentencePicker:
@@ -143,7 +82,7 @@ class SentencePicker:
                 if _key(text) not in headings:
                     found.append(Sentence(s.number, text, rank, position))
         if not found and sources:  # only headings: quote the best passage's start, never nothing
-            start = _bounded(" ".join(sources[0].text.split()), SENTENCE_CHARS)[:1]
+            start = bounded(" ".join(sources[0].text.split()), SENTENCE_CHARS)[:1]
             found = [Sentence(sources[0].number, text, 0, 0) for text in start]
         return found[: self.max_candidates]
 

@@ -4,6 +4,8 @@ The vector search returns the nearest chunks by raw cosine q·d. Each lever then
 - query correction (app/query_correction.py): q is replaced by its language-corrected q', so the
   score is q'·d (needs the candidates' vectors);
 - language centring (app/language_stats.py): minus q'·(m'_lang(d) - m_all);
+- sentence vectors (ingestion/sentences.py): the chunk's score becomes (q'·d + w * max over its
+  sentences of q'·s) / (1 + w), so the sentence that answers counts, not only the chunk's average;
 - lexical bonus (app/lexical.py): plus weight * BM25 / best BM25 over the candidates.
 The relevance cut-off and `Source.score` stay on the raw cosine (app/chat/retriever.py).
 """
@@ -32,6 +34,7 @@ class Ranker:
     correction: QueryCorrection | None = None
     lexical: LexicalBonus | None = None
     references: QueryCorrection | None = None  # the generic-sentence prior of centring
+    sentence_weight: float = 0.0
 
     @property
     def needs_vectors(self) -> bool:
@@ -48,8 +51,12 @@ class Ranker:
         languages: Sequence[str],
         vectors: np.ndarray | None = None,
         means: LanguageMeans | None = None,
+        sentences: Sequence[np.ndarray | None] | None = None,
     ) -> np.ndarray:
-        """The ranking score of each candidate (higher first)."""
+        """The ranking score of each candidate (higher first).
+
+        `sentences`: each candidate's sentence vectors (None: it has none, e.g. a one-sentence
+        chunk, or one ingested before they existed; its own cosine stands in for its best)."""
         q = np.asarray(vector, dtype=np.float64)
         scores = np.asarray(raw, dtype=np.float64)
         if self.correction is not None and vectors is not None and len(vectors):
@@ -58,9 +65,19 @@ class Ranker:
             target = dict(means.counts) if means is not None else Counter(languages)
             q = self.correction.correct(q, language, target)
             scores = np.asarray(vectors, dtype=np.float64) @ q
+        passage = scores
+        if self.sentence_weight > 0 and sentences is not None and len(scores):
+            best = np.array(
+                [
+                    float(np.max(s @ q)) if s is not None and len(s) else float(own)
+                    for s, own in zip(sentences, passage, strict=True)
+                ]
+            )
+            scores = (passage + self.sentence_weight * best) / (1 + self.sentence_weight)
         if means is not None and len(scores):
+            # Centring's leave-one-out needs each chunk's own cosine, not the blended score.
             prior = self.references.passage_offsets(means.counts) if self.references else None
-            scores = scores - means.offsets(q, languages, scores, prior or None)
+            scores = scores - means.offsets(q, languages, passage, prior or None)
         if self.lexical is not None and len(scores):
             scores = scores + self.lexical.scores(query, texts)
         return scores
@@ -90,6 +107,7 @@ def build_ranker(settings: Settings, embedder: E5Embeddings) -> Ranker | None:
         from app.lexical import LexicalBonus
 
         lexical = LexicalBonus(embedder.tokenizer, retrieval.lexical_weight)
-    if correction is None and lexical is None and references is None:
+    sentence_weight = retrieval.sentence_weight
+    if correction is None and lexical is None and references is None and not sentence_weight:
         return None
-    return Ranker(correction, lexical, references)
+    return Ranker(correction, lexical, references, sentence_weight)

@@ -19,6 +19,8 @@ import numpy as np
 
 from app.chat.ranking import Ranker
 from app.chat.types import Source
+from ingestion.sentences import META_KEY as SENTENCE_KEY
+from ingestion.sentences import unpack
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
@@ -98,6 +100,7 @@ class Retriever:
             languages=languages,
             vectors=self._vectors([doc for doc, _ in found]) if ranker.needs_vectors else None,
             means=means,
+            sentences=self._sentences(found, len(vector)) if ranker.sentence_weight else None,
         )
         keep = [i for i in range(len(found)) if _passes(round(float(raw[i]), 4), cutoff)]
         keep.sort(key=lambda i: -centred[i])
@@ -111,6 +114,11 @@ class Retriever:
         if floor is None or self.min_score is None:
             return self.min_score if floor is None else floor
         return max(floor, self.min_score)
+
+    @staticmethod
+    def _sentences(found: list[tuple[Document, float]], dimension: int) -> list[np.ndarray | None]:
+        """The candidates' sentence vectors, packed in their metadata at ingestion."""
+        return [unpack(doc.metadata.get(SENTENCE_KEY), dimension) for doc, _ in found]
 
     def _vectors(self, docs: list[Document]) -> np.ndarray:
         """The stored vectors of the candidates, in their order (one call to the store)."""

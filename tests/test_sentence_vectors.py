@@ -1,0 +1,74 @@
+"""Sentence vectors: packed with their chunk (ingestion/sentences.py) and ranked by the best
+sentence (app/chat/ranking.py). Fast tests with hand-made vectors; the real model's are in
+tests/test_sentence_vectors_model.py."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from app.chat.ranking import Ranker
+from ingestion.sentences import MAX_SENTENCES, pack, sentence_texts, unpack
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_pack_round_trip_keeps_float16_precision() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(5, 384))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    back = unpack(pack(vectors), 384)
+    assert back is not None and back.shape == (5, 384)
+    assert np.allclose(back, vectors, atol=1e-3)
+    assert len(pack(vectors)) < 5 * 384 * 3  # float16: about 2.7 characters a number
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        3,
+        "not base64 at all!",
+        base64.b64encode(b"\x01").decode(),  # shorter than the header
+        pack(np.ones((2, 8))),  # another dimension (another model)
+        base64.b64encode(np.array([384], "<u2").tobytes() + b"\x00" * 5).decode(),  # ragged
+        base64.b64encode(np.array([384], "<u2").tobytes()).decode(),  # no rows
+    ],
+)
+def test_unpack_refuses_anything_else(value: object) -> None:
+    assert unpack(value, 384) is None
+
+
+def test_only_chunks_of_several_sentences_get_sentence_vectors() -> None:
+    assert sentence_texts("One sentence only.", "en") == []
+    assert sentence_texts("First one here. Second one here.", "en") == [
+        "First one here.",
+        "Second one here.",
+    ]
+    many = " ".join(f"Sentence number {i} is here." for i in range(MAX_SENTENCES + 10))
+    assert len(sentence_texts(many, "en")) == MAX_SENTENCES
+
+
+def test_the_answering_sentence_lifts_its_chunk() -> None:
+    query = _unit(1, 0, 0)
+    # Chunk 0 is on the topic as a whole; chunk 1 is mostly about something else, but one of
+    # its sentences is the answer.
+    vectors = np.stack([_unit(0.7, 0.7, 0), _unit(0.6, 0, 0.8)])
+    sentences = [None, np.stack([_unit(0, 0, 1), _unit(0.99, 0, 0.14)])]
+    raw = vectors @ query
+    common = {"raw": raw, "texts": ["a", "b"], "languages": ["en", "en"], "vectors": vectors}
+    plain = Ranker().scores("q", query, "en", **common)
+    assert np.argmax(plain) == 0
+    ranked = Ranker(sentence_weight=1.0).scores("q", query, "en", sentences=sentences, **common)
+    assert np.argmax(ranked) == 1
+    # (cosine + best sentence) / 2; a chunk without sentence vectors keeps its own cosine.
+    assert ranked == pytest.approx([raw[0], (raw[1] + 0.99 / np.linalg.norm([0.99, 0.14])) / 2])
+    assert Ranker(sentence_weight=1.0).scores(
+        "q", query, "en", sentences=[None, None], **common
+    ) == pytest.approx(raw)
