@@ -23,6 +23,11 @@ import sentencex
 
 META_KEY = "kbchat_sentences"
 MAX_SENTENCES = 48  # per chunk: a 512-token chunk rarely has more; the rest go unembedded
+MIN_SENTENCE_CHARS = 80
+"""A shorter sentence (a list item, a "**Type:** Li-ion" line) is joined with the ones after it:
+alone it says too little to be matched, and a short line about a neighbouring topic outranked
+whole answers. Measured on examples/kb (59 questions, 7 languages): 37 ranked first with single
+sentences, 40/41/37 with 60/80/120 characters; XQuAD dev: docs/language_centring.md."""
 SENTENCE_CHARS = 300  # a longer "sentence" (a run-on list, a table row) is cut into pieces
 MIN_LETTERS = 3  # pieces with fewer (a bullet mark, a page number) are no answer on their own
 # Thai and Lao end sentences with a space, not a mark, so no punctuation rule finds them: there
@@ -88,10 +93,18 @@ def _cut(text: str, limit: int) -> list[str]:
 
 
 def sentence_texts(text: str, language: str) -> list[str]:
-    """The sentences of a chunk worth a vector of their own: none when it has only one (its
-    own vector already says it)."""
-    sentences = split_sentences(text, language)
-    return sentences[:MAX_SENTENCES] if len(sentences) > 1 else []
+    """The sentences of a chunk that get a vector of their own, short ones joined with the next;
+    none when that leaves one piece (the chunk's own vector already says it)."""
+    pieces: list[str] = []
+    current = ""
+    for sentence in split_sentences(text, language):
+        current = f"{current} {sentence}" if current else sentence
+        if len(current) >= MIN_SENTENCE_CHARS:
+            pieces.append(current)
+            current = ""
+    if current:  # a short tail joins the piece before it
+        pieces = [*pieces[:-1], f"{pieces[-1]} {current}"] if pieces else [current]
+    return pieces[:MAX_SENTENCES] if len(pieces) > 1 else []
 
 
 def pack(vectors: np.ndarray) -> str:

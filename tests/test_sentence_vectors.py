@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.chat.ranking import Ranker
-from ingestion.sentences import MAX_SENTENCES, pack, sentence_texts, unpack
+from ingestion.sentences import MAX_SENTENCES, MIN_SENTENCE_CHARS, pack, sentence_texts, unpack
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -46,13 +46,23 @@ def test_unpack_refuses_anything_else(value: object) -> None:
 
 
 def test_only_chunks_of_several_sentences_get_sentence_vectors() -> None:
-    assert sentence_texts("One sentence only.", "en") == []
-    assert sentence_texts("First one here. Second one here.", "en") == [
-        "First one here.",
-        "Second one here.",
-    ]
-    many = " ".join(f"Sentence number {i} is here." for i in range(MAX_SENTENCES + 10))
+    long = "This sentence is long enough to stand on its own as a piece of the chunk, surely."
+    assert len(long) >= MIN_SENTENCE_CHARS
+    assert sentence_texts(long, "en") == []  # one piece: the chunk's own vector says it
+    assert sentence_texts(f"{long} {long}", "en") == [long, long]
+    many = " ".join([long] * (MAX_SENTENCES + 10))
     assert len(sentence_texts(many, "en")) == MAX_SENTENCES
+
+
+def test_short_lines_join_the_next_ones() -> None:
+    lines = "- **Type:** Lithium-ion\n- **Capacity:** 5.2 Ah\n- **Warranty:** 2 years\n"
+    first = "This sentence is long enough to stand on its own as a piece of the chunk, surely."
+    second = "And so is this one, which talks about something else entirely, at some length."
+    pieces = sentence_texts(f"{lines}{first} {second} Short tail.", "en")
+    assert pieces == [
+        f"**Type:** Lithium-ion **Capacity:** 5.2 Ah **Warranty:** 2 years {first}",
+        f"{second} Short tail.",  # a short tail joins the piece before it
+    ]
 
 
 def test_the_answering_sentence_lifts_its_chunk() -> None:
