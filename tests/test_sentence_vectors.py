@@ -82,3 +82,17 @@ def test_the_answering_sentence_lifts_its_chunk() -> None:
     assert Ranker(sentence_weight=1.0).scores(
         "q", query, "en", sentences=[None, None], **common
     ) == pytest.approx(raw)
+
+
+def test_relevance_with_sentences_is_the_mean_of_chunk_and_best_sentence() -> None:
+    from app.chat.retriever import _with_sentences, default_min_score
+
+    query = _unit(1, 0, 0)
+    raw = np.array([0.8, 0.7])
+    sentences = [np.stack([_unit(0.9, 0.43, 0), _unit(0.5, 0.86, 0)]), None]
+    relevance = _with_sentences(raw, sentences, list(query))
+    assert relevance == pytest.approx([(0.8 + _unit(0.9, 0.43, 0)[0]) / 2, 0.7])
+    model = "intfloat/multilingual-e5-small"
+    # Each score has its own calibrated cut-off; an unknown model has none.
+    assert default_min_score(model, sentences=True) != default_min_score(model)
+    assert default_min_score("someone/else", sentences=True) is None

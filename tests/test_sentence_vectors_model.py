@@ -61,7 +61,7 @@ def test_sentences_are_kept_with_their_chunk_and_rank_it(tmp_path: Path, e5: Any
 
     plain = load_settings(data_dir=tmp_path / "data", retrieval={"sentence_weight": 0})
     ask = {"collection_name": "visits", "k": 2, "embedder": e5, "client": client}
-    assert [h.source for h in search(plain, QUESTION, **ask)][0] == "parking.txt"
+    assert search(plain, QUESTION, **ask)[0].source == "parking.txt"
     hits = search(settings, QUESTION, **ask)
     assert hits[0].source == "visitors.txt"
     assert hits[0].score == next(

@@ -47,7 +47,9 @@ def build_chat_chain(
     store = langchain_store(client, name, embedder)
     min_score = settings.retrieval.min_score
     if min_score is None:
-        min_score = default_min_score(embedder.spec.model_id)
+        min_score = default_min_score(
+            embedder.spec.model_id, sentences=settings.retrieval.sentence_weight > 0
+        )
     means = CollectionMeans(client, name, embedder.spec)
     centring = means if settings.retrieval.language_centring else None
     min_margin = settings.retrieval.min_margin

@@ -33,10 +33,17 @@ if TYPE_CHECKING:
 CALIBRATED_MIN_SCORE: dict[str, float] = {
     "intfloat/multilingual-e5-small": 0.745,
 }
+CALIBRATED_MIN_SENTENCE_SCORE: dict[str, float] = {
+    "intfloat/multilingual-e5-small": 0.750,
+}
+"""The cut-off on the relevance score used with sentence vectors: the mean of a chunk's cosine
+and its best sentence's (bench/calibrate_cutoff.py --sentences, docs/calibration.md)."""
 
 
-def default_min_score(model_id: str) -> float | None:
-    return CALIBRATED_MIN_SCORE.get(model_id)
+def default_min_score(model_id: str, *, sentences: bool = False) -> float | None:
+    """The calibrated cut-off of the score the retriever compares: with sentence vectors (the
+    ranking uses them) the mean of the chunk's and its best sentence's cosine, else the cosine."""
+    return (CALIBRATED_MIN_SENTENCE_SCORE if sentences else CALIBRATED_MIN_SCORE).get(model_id)
 
 
 def candidate_depth(k: int) -> int:
@@ -87,6 +94,8 @@ class Retriever:
             )
         languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
         ranker = self.ranker or Ranker()
+        sentences = self._sentences(found, len(vector)) if ranker.sentence_weight else None
+        relevance = raw if sentences is None else _with_sentences(raw, sentences, vector)
         if language is None and ranker.correction is not None:
             from ingestion.language import detect_language
 
@@ -100,13 +109,18 @@ class Retriever:
             languages=languages,
             vectors=self._vectors([doc for doc, _ in found]) if ranker.needs_vectors else None,
             means=means,
-            sentences=self._sentences(found, len(vector)) if ranker.sentence_weight else None,
+            sentences=sentences,
         )
-        keep = [i for i in range(len(found)) if _passes(round(float(raw[i]), 4), cutoff)]
+        # The fixed cut-off is calibrated on the relevance score; the margin rule on the cosine.
+        floor = self.relevance.cutoff(np.asarray(vector)) if self.relevance else None
+        keep = [
+            i
+            for i in range(len(found))
+            if _passes(round(float(relevance[i]), 4), self.min_score)
+            and _passes(round(float(raw[i]), 4), floor)
+        ]
         keep.sort(key=lambda i: -centred[i])
-        return self._sources(
-            [(found[i][0], float(raw[i]), float(centred[i])) for i in keep], cutoff
-        )
+        return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep], None)
 
     def _cutoff(self, vector: list[float]) -> float | None:
         """This query's cut-off on the raw cosine: the fixed one, raised by the relevance rule."""
@@ -154,6 +168,20 @@ class Retriever:
                 )
             )
         return sources
+
+
+def _with_sentences(
+    raw: np.ndarray, sentences: list[np.ndarray | None], vector: list[float]
+) -> np.ndarray:
+    """The relevance score with sentence vectors: the mean of each chunk's cosine and its best
+    sentence's (its cosine alone without any). Raw query, as calibrated: an answerable question
+    has one sentence that says it; an unanswerable one that shares the topic has none."""
+    q = np.asarray(vector, dtype=np.float64)
+    best = [
+        float(np.max(s @ q)) if s is not None and len(s) else float(r)
+        for s, r in zip(sentences, raw, strict=True)
+    ]
+    return (raw + np.array(best)) / 2
 
 
 def _passes(score: float, cutoff: float | None) -> bool:
