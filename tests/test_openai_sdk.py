@@ -297,6 +297,13 @@ def test_unknown_model_unknown_route_and_bad_json(generative: Any) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    nested = b'{"model": "default", "messages": [], "tools": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    deep = httpx.post(
+        f"{generative[1]}/v1/chat/completions",
+        content=nested,
+        headers={"Content-Type": "application/json"},
+    )
+    assert deep.status_code == 400 and deep.json()["error"]["message"]
     api = httpx.post(f"{generative[1]}/api/chat", json={"message": 5})
     assert api.status_code == 422 and "error" not in api.json()  # /api keeps its own shape
 
@@ -353,6 +360,27 @@ def test_an_internal_error_is_a_500_without_its_detail(extractive: Any) -> None:
     assert info.value.status_code == 500
     assert error_of(info.value)["type"] == "server_error"
     assert "secret" not in info.value.response.text
+
+
+def test_a_failure_mid_stream_is_an_error_event_the_sdk_raises(extractive: Any) -> None:
+    from app.chat.types import Token
+
+    app, base = extractive
+    services = app.state.services
+
+    class Breaks:
+        def stream(self, *args: Any, **kwargs: Any) -> Iterator[Token]:
+            yield Token("The start ")
+            raise RuntimeError("secret-internal-detail")
+
+    original, services.chain = services.chain, lambda collection: Breaks()
+    try:
+        with pytest.raises(openai.APIError) as info:
+            list(sdk(base).chat.completions.create(model="default", messages=ASK, stream=True))
+    finally:
+        services.chain = original
+    assert type(info.value) is openai.APIError  # an error event, not a dropped connection
+    assert "server had an error" in info.value.message and "secret" not in info.value.message
 
 
 def test_llm_down_is_marked_and_never_exposed(generative: Any, llm: OpenAIStub) -> None:

@@ -114,7 +114,7 @@ def _conversation(body: CompletionRequest, settings: Settings) -> tuple[list[Tur
         )
     limit = server.max_message_chars
     if len(turns[-1].content) > limit:
-        last = len(body.messages) - 1
+        last = max(i for i, m in enumerate(body.messages) if m.role not in INSTRUCTION_ROLES)
         raise OpenAIError(
             400, f"message is longer than {limit} characters", param=f"messages[{last}].content"
         )
