@@ -158,7 +158,7 @@ def test_completion_reports_the_llms_own_usage(generative: Any, llm: OpenAIStub)
     assert completion.usage.prompt_tokens == prompt_words > 50  # the sources are in the prompt
     assert completion.usage.completion_tokens == len(REPLY.split())
     assert completion.usage.total_tokens == prompt_words + len(REPLY.split())
-    assert body["kbchat"]["usage"] == "llm" and body["kbchat"]["degraded"] is None
+    assert body["kbchat"]["usage_source"] == "llm" and body["kbchat"]["degraded"] is None
 
 
 def test_stream_honours_include_usage(generative: Any, llm: OpenAIStub) -> None:
@@ -197,7 +197,7 @@ def test_extractive_answers_are_counted_with_the_embedding_tokenizer(
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == count(QUESTION) > 0
     assert completion.usage.completion_tokens == count(answer) > 0
-    assert body["kbchat"]["usage"] == "tokenizer"
+    assert body["kbchat"]["usage_source"] == "tokenizer"
     *_, last = stream(sdk(extractive[1]), stream_options={"include_usage": True})
     assert last["usage"]["prompt_tokens"] == count(QUESTION)
 
@@ -362,6 +362,33 @@ def test_an_internal_error_is_a_500_without_its_detail(extractive: Any) -> None:
     assert "secret" not in info.value.response.text
 
 
+def test_errors_are_declared_in_the_openapi_schema(generative: Any) -> None:
+    schema = httpx.get(f"{generative[1]}/openapi.json").json()
+    declared = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "429", "500", "503"} <= set(declared)
+    assert declared["404"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+    assert "/v1/models/{model_id}" in schema["paths"]
+
+
+def test_langchain_openai_reads_answers_usage_and_streams(generative: Any, llm: OpenAIStub) -> None:
+    """Another real client: LangChain's ChatOpenAI, as an application would point it at kbchat."""
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(
+        model="default", base_url=f"{generative[1]}/v1", api_key="-", max_retries=0, timeout=30
+    )
+    answer = chat.invoke(QUESTION)
+    assert answer.content == REPLY
+    words = len(REPLY.split())  # the stub counts words
+    assert answer.usage_metadata is not None
+    assert answer.usage_metadata["input_tokens"] == len(llm.all_prompt_text().split())
+    assert answer.usage_metadata["output_tokens"] == words
+    streamed: Any = None
+    for piece in chat.stream(QUESTION, stream_usage=True):
+        streamed = piece if streamed is None else streamed + piece
+    assert streamed.content == REPLY and streamed.usage_metadata["output_tokens"] == words
+
+
 def test_a_failure_mid_stream_is_an_error_event_the_sdk_raises(extractive: Any) -> None:
     from app.chat.types import Token
 
@@ -392,7 +419,7 @@ def test_llm_down_is_marked_and_never_exposed(generative: Any, llm: OpenAIStub) 
     assert completion.choices[0].finish_reason == "length"
     assert body["kbchat"]["degraded"] == "llm_unavailable"
     assert "stub failure" not in raw and "500" not in raw
-    assert body["kbchat"]["usage"] == "tokenizer" and body["usage"]["completion_tokens"] > 0
+    assert body["kbchat"]["usage_source"] == "tokenizer" and body["usage"]["completion_tokens"] > 0
 
     chunks = stream(client, stream_options={"include_usage": True})
     finish = chunks[-2]

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,34 @@ _KINDS: dict[int, tuple[str, str | None]] = {
     503: ("server_error", "service_unavailable"),
 }
 INTERNAL = "The server had an error while processing your request."
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, as every /v1 route answers its errors."""
+
+    error: ErrorDetail
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": what}
+    for status, what in {
+        400: "invalid parameter (`param` names it) or malformed JSON",
+        401: "unknown widget key (`invalid_api_key`)",
+        403: "origin or knowledge base not allowed for this key",
+        404: "unknown model (`model_not_found`) or URL",
+        413: "request body too large",
+        429: "rate limit exceeded (`rate_limit_exceeded`, Retry-After)",
+        500: "internal error (no detail)",
+        503: "too many chats in progress (Retry-After)",
+    }.items()
+}
 
 
 def is_openai_path(path: str) -> bool:

@@ -21,7 +21,7 @@ from app.chat.types import AnswerOptions, ChatResult, Done, Token, Turn
 from app.server.access import ChatCaller, spend_chat
 from app.server.chat_gate import RETRY_AFTER_S, ChatsBusy, run_sync
 from app.server.inputs import Text
-from app.server.openai_errors import INTERNAL, OpenAIError, OpenAIRoute
+from app.server.openai_errors import INTERNAL, RESPONSES, OpenAIError, OpenAIRoute
 from app.server.openai_usage import token_counter, usage
 from app.server.routes_chat import KEEPALIVE, SSE_HEADERS, admit, gated_events
 from app.server.services import NotFound, Services
@@ -153,7 +153,9 @@ def _model(name: str) -> dict[str, Any]:
 
 
 def openai_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["openai-compatible"], route_class=OpenAIRoute)
+    router = APIRouter(
+        prefix="/v1", tags=["openai-compatible"], route_class=OpenAIRoute, responses=RESPONSES
+    )
 
     @router.get("/models")
     def models(request: Request, caller: ChatCaller) -> dict[str, Any]:
@@ -252,7 +254,7 @@ class _Reply:
                 "cited": result.cited,
                 "error": result.error,
                 "degraded": result.error,  # null, or why this is kbchat's fallback answer
-                "usage": source,
+                "usage_source": source,  # "llm", or "tokenizer": counted by kbchat
             },
             "usage": usage_body,
         }
