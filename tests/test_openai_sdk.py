@@ -161,6 +161,21 @@ def test_completion_reports_the_llms_own_usage(generative: Any, llm: OpenAIStub)
     assert body["kbchat"]["usage_source"] == "llm" and body["kbchat"]["degraded"] is None
 
 
+def test_usage_includes_the_condense_call(generative: Any, llm: OpenAIStub) -> None:
+    """A follow-up costs two LLM calls (condense, answer): usage is their sum, as reported."""
+    messages: Any = [
+        *ASK,
+        {"role": "assistant", "content": REPLY},
+        {"role": "user", "content": "And where?"},
+    ]
+    completion, _ = complete(sdk(generative[1]), messages=messages)
+    assert len(llm.requests) == 2
+    prompts = sum(len(llm.all_prompt_text(i).split()) for i in (0, 1))
+    assert completion.usage is not None and completion.usage.prompt_tokens == prompts
+    condensed = "And where?"  # condensing() echoes the follow-up as the standalone question
+    assert completion.usage.completion_tokens == len(condensed.split()) + len(REPLY.split())
+
+
 def test_stream_honours_include_usage(generative: Any, llm: OpenAIStub) -> None:
     client = sdk(generative[1])
     plain = stream(client)
