@@ -88,7 +88,17 @@ class LLMSettings(BaseModel):
     model: str = Field("gpt-4o-mini", description="Chat model name at the OpenAI-compatible API.")
     temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
     timeout: float = Field(60.0, gt=0, description="Seconds before one LLM request times out.")
-    max_tokens: int = Field(1024, ge=16, description="Longest answer, in tokens.")
+    max_tokens: int = Field(
+        1024, ge=16, description="Longest answer, in tokens; also the cap on a /v1 max_tokens."
+    )
+    max_temperature: float = Field(
+        1.0, ge=0, le=2, description="Highest temperature a /v1 client gets; more is lowered."
+    )
+    stream_usage: bool = Field(
+        True,
+        description="Ask the LLM for token usage on streams (stream_options.include_usage), so "
+        "/v1 reports its counts; off for servers that refuse the option.",
+    )
     max_retries: int = Field(
         2,
         ge=0,

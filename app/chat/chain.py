@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.exceptions import (
     ModelConnectionError,
     ModelError,
@@ -39,12 +40,23 @@ from app.chat.extractive import SentencePicker
 from app.chat.fusion import retrieve_fused
 from app.chat.sources import cited_first, distinct_sources
 from app.chat.translate import parse_variants, prompt_inputs, queries
-from app.chat.types import ChatResult, Done, LLMError, Mode, Source, Token, Turn
+from app.chat.types import (
+    AnswerOptions,
+    ChatResult,
+    Done,
+    LLMError,
+    Mode,
+    Source,
+    Token,
+    Turn,
+    Usage,
+)
 from ingestion.language import detect_language
 
 if TYPE_CHECKING:
+    from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.language_models import BaseChatModel
-    from langchain_core.runnables import Runnable
+    from langchain_core.runnables import Runnable, RunnableConfig
 
     from app.chat.prompts import PromptSet
     from app.chat.retriever import Retriever
@@ -151,7 +163,7 @@ class ChatChain:
         if llm is not None:
             self._answer_prompt = ChatPromptTemplate.from_messages(
                 [
-                    ("system", prompts.system),
+                    ("system", prompts.system + "{client_instructions}"),
                     MessagesPlaceholder("history"),
                     ("human", prompts.answer),
                 ]
@@ -165,19 +177,35 @@ class ChatChain:
         return "generative" if self.llm is not None else "extractive"
 
     def invoke(
-        self, question: str, history: Sequence[Turn] = (), *, deadline: float | None = None
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        *,
+        deadline: float | None = None,
+        options: AnswerOptions | None = None,
     ) -> ChatResult:
-        for event in self.stream(question, history, deadline=deadline):
+        for event in self.stream(question, history, deadline=deadline, options=options):
             if isinstance(event, Done):
                 return event.result
         raise AssertionError("stream ended without a result")  # pragma: no cover
 
     def stream(
-        self, question: str, history: Sequence[Turn] = (), *, deadline: float | None = None
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        *,
+        deadline: float | None = None,
+        options: AnswerOptions | None = None,
     ) -> Iterator[Token | Done]:
         """Tokens as they arrive, then one Done with the structured result. `deadline` is a
         `time.monotonic()` instant (a server passes the one set when the request arrived);
-        None: now plus the chain's own deadline."""
+        None: now plus the chain's own deadline. `options`: an API caller's instructions,
+        temperature and answer length, for the answer step only."""
+        options = options or AnswerOptions()
+        condense_usage, answer_usage = (
+            UsageMetadataCallbackHandler(),
+            UsageMetadataCallbackHandler(),
+        )
         if deadline is None and self.deadline is not None:
             deadline = time.monotonic() + self.deadline
         history = list(history)[-2 * self.history_turns :] if self.history_turns else []
@@ -190,7 +218,7 @@ class ChatChain:
             yield Done(ChatResult(reply, [], language, self.mode, False, small_talk=True))
             return
         language = question_language(question, history, self.prompts.languages)
-        searches = self.retrieval_queries(question, history, language, deadline)
+        searches = self.retrieval_queries(question, history, language, deadline, [condense_usage])
         query = searches[0]
         started = time.perf_counter()
         sources = distinct_sources(retrieve_fused(self.retriever, searches, language))
@@ -214,10 +242,11 @@ class ChatChain:
                 "question": question,
                 "language_name": self.prompts.language_name(language),
                 "history": _messages(history),
+                "client_instructions": self._client_instructions(options.instructions),
             }
         )
         try:
-            for piece in self._generate(messages, deadline, result):
+            for piece in self._generate(messages, deadline, result, options, [answer_usage]):
                 parts.append(piece)
                 yield Token(piece)
         except Exception as exc:  # every LLM fault, after the retries the deadline allows
@@ -231,10 +260,29 @@ class ChatChain:
             fallback = f"\n\n{fallback}" if parts else fallback
             parts.append(fallback)
             yield Token(fallback)
+        else:
+            result.usage = _reported_usage(condense_usage, answer_usage)
         result.answer = "".join(parts)
         yield Done(_cited_first(result))
 
-    def _generate(self, messages: Any, deadline: float | None, result: ChatResult) -> Iterator[str]:
+    def _client_instructions(self, instructions: str) -> str:
+        """An API client's system text, wrapped below the product's rules ("" when none); it
+        cannot close its own tag."""
+        if not instructions.strip() or not self.prompts.client_instructions:
+            return ""
+        text = re.sub(
+            r"</?\s*client_instructions\b", "[tag removed]", instructions, flags=re.IGNORECASE
+        )
+        return "\n\n" + self.prompts.client_instructions.format(instructions=text.strip())
+
+    def _generate(
+        self,
+        messages: Any,
+        deadline: float | None,
+        result: ChatResult,
+        options: AnswerOptions,
+        callbacks: list[BaseCallbackHandler],
+    ) -> Iterator[str]:
         """The answer's text pieces; raises LLMFault unless the model says it finished (then
         `result.finish_reason` is set).
 
@@ -243,7 +291,7 @@ class ChatChain:
         assert self.llm is not None
         attempt = 0
         while True:
-            kwargs: dict[str, Any] = {}
+            kwargs: dict[str, Any] = options.llm_kwargs()
             timeout = _left(deadline, self.attempt_timeout)
             if timeout is not None:
                 if timeout <= 0:
@@ -251,7 +299,7 @@ class ChatChain:
                 kwargs["timeout"] = timeout
             yielded, finish = False, None
             try:
-                chunks = self.llm.stream(messages, **kwargs)
+                chunks = self.llm.stream(messages, _config(callbacks), **kwargs)
                 try:
                     for chunk in chunks:
                         finish = chunk.response_metadata.get("finish_reason") or finish
@@ -284,7 +332,12 @@ class ChatChain:
                 attempt += 1
 
     def retrieval_queries(
-        self, question: str, history: Sequence[Turn], language: str, deadline: float | None = None
+        self,
+        question: str,
+        history: Sequence[Turn],
+        language: str,
+        deadline: float | None = None,
+        callbacks: list[BaseCallbackHandler] | None = None,
     ) -> list[str]:
         """The standalone question, then its translations into the knowledge base's main
         languages (other than `language`) when translation is on: one LLM call for both. Any
@@ -293,7 +346,7 @@ class ChatChain:
         targets = [] if self.translation is None else list(self.translation.languages())
         targets = [code for code in targets if code != language]
         if self.llm is None or self.translation is None or not targets:
-            return [self.standalone_question(question, history, deadline)]
+            return [self.standalone_question(question, history, deadline, callbacks)]
         earlier = [t.content for t in history if t.role == "user"]
         fallback = "\n".join([*earlier[-2:], question])
         names = self.translation.names
@@ -304,7 +357,7 @@ class ChatChain:
                 raise LLMFault("llm_timeout", "deadline reached before condensing")
             llm = self.llm if timeout is None else self.llm.bind(timeout=timeout)
             reply = (self._translate_prompt | llm | _TEXT).invoke(
-                prompt_inputs(question, transcript, targets, names)
+                prompt_inputs(question, transcript, targets, names), _config(callbacks)
             )
         except Exception as exc:  # search with what the user wrote
             log.warning("condense/translate step failed: %s: %s", type(exc).__name__, exc)
@@ -317,7 +370,11 @@ class ChatChain:
         return queries(standalone, variants)  # a first turn searches the user's own words
 
     def standalone_question(
-        self, question: str, history: Sequence[Turn], deadline: float | None = None
+        self,
+        question: str,
+        history: Sequence[Turn],
+        deadline: float | None = None,
+        callbacks: list[BaseCallbackHandler] | None = None,
     ) -> str:
         """What retrieval searches for; never what the answer step is asked."""
         earlier = [t.content for t in history if t.role == "user"]
@@ -332,7 +389,8 @@ class ChatChain:
                 condense = self._condense
                 if timeout is not None:
                     condense = self._condense_prompt | self.llm.bind(timeout=timeout) | _TEXT
-                condensed = str(condense.invoke({"history": transcript, "question": question}))
+                inputs = {"history": transcript, "question": question}
+                condensed = str(condense.invoke(inputs, _config(callbacks)))
                 if condensed.strip():
                     return condensed.strip()
             except Exception as exc:  # fall back to the turns themselves
@@ -364,6 +422,21 @@ def _cited_first(result: ChatResult) -> ChatResult:
     result.cited = cited_numbers(result.answer, result.sources)
     result.sources = cited_first(result.sources, result.cited)
     return result
+
+
+def _config(callbacks: list[BaseCallbackHandler] | None) -> RunnableConfig:
+    return {"callbacks": callbacks} if callbacks else {}
+
+
+def _reported_usage(
+    condense: UsageMetadataCallbackHandler, answer: UsageMetadataCallbackHandler
+) -> Usage | None:
+    """What the LLM reported for this answer's calls; None unless the answer call reported."""
+    if not answer.usage_metadata:
+        return None
+    reports = [*condense.usage_metadata.values(), *answer.usage_metadata.values()]
+    prompt = sum(r.get("input_tokens", 0) for r in reports)
+    return Usage(prompt, sum(r.get("output_tokens", 0) for r in reports))
 
 
 def _left(deadline: float | None, cap: float | None) -> float | None:

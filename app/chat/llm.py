@@ -27,4 +27,5 @@ def build_chat_model(settings: Settings) -> BaseChatModel | None:
         timeout=llm.timeout,
         max_retries=0,  # the chain retries itself, within the answer's deadline
         max_tokens=llm.max_tokens,
+        stream_usage=llm.stream_usage,  # the LLM's own counts for /v1 `usage`
     )

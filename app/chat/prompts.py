@@ -12,6 +12,7 @@ _REQUIRED = {
     "answer.txt": {"context", "question", "language_name"},
     "condense.txt": {"history", "question"},
     "condense_translate.txt": {"history", "question", "languages"},
+    "client_instructions.txt": {"instructions"},
 }
 MESSAGE_KEYS = {
     "name_en",
@@ -40,6 +41,7 @@ class PromptSet:
     condense: str
     messages: dict[str, dict[str, str]]  # language code -> key -> text
     condense_translate: str = ""  # condense plus translations (app/chat/translate.py)
+    client_instructions: str = ""  # wraps an API client's system messages, below `system`
 
     @property
     def languages(self) -> frozenset[str]:
@@ -105,4 +107,5 @@ def load_prompts(folder: Path) -> PromptSet:
         condense=_read(folder, "condense.txt"),
         messages=messages,
         condense_translate=_read(folder, "condense_translate.txt"),
+        client_instructions=_read(folder, "client_instructions.txt"),
     )

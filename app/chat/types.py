@@ -44,6 +44,28 @@ class Source:
     ranking_score: float | None = None  # cosine minus the language offset, when centring ranked
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Tokens as the LLM counted them (its own `usage` reports), for the API's `usage` field."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """What one API caller may set for the answer step, already within the server's caps."""
+
+    instructions: str = ""  # the client's system messages: below the product's own rules
+    temperature: float | None = None  # None: the configured one
+    max_tokens: int | None = None  # None: the configured one
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        """Overrides for the answer call only (the condense step keeps the configured ones)."""
+        pairs = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        return {k: v for k, v in pairs.items() if v is not None}
+
+
 @dataclass
 class ChatResult:
     answer: str
@@ -57,6 +79,7 @@ class ChatResult:
     cited: list[int] = field(default_factory=list)
     retrieval_ms: float = 0.0  # embedding the query and searching the store
     small_talk: bool = False  # a greeting, thanks or goodbye: a canned reply, no retrieval
+    usage: Usage | None = None  # the LLM's own count, when it reported one for a whole answer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

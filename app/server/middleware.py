@@ -10,6 +10,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.server.access import Throttles, presented_admin_key
+from app.server.openai_errors import error_response, is_openai_path
 
 GRADIO_UPLOAD = "/gradio_api/upload"  # the mounted UI's upload route (mounted at "/")
 ADMIN_API = "/api/collections/"
@@ -43,8 +44,11 @@ class BodyLimit:
             return
         upload = self._is_upload(scope)
         limit = self.upload_limit if upload else self.json_limit
-        refusal = JSONResponse(
-            {"detail": f"request body is larger than {limit // 1024} KiB"}, status_code=413
+        too_large = f"request body is larger than {limit // 1024} KiB"
+        refusal = (
+            error_response(413, too_large)  # OpenAI's error shape on /v1
+            if is_openai_path(scope["path"])
+            else JSONResponse({"detail": too_large}, status_code=413)
         )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
