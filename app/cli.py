@@ -26,6 +26,26 @@ CollectionOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from app import __version__
+
+        print(f"kbchat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """kbchat: multilingual knowledge-base chat backend."""
+
+
 def _settings() -> Any:
     from app.settings import load_settings
 
@@ -445,7 +465,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    app(prog_name="kbchat")  # also under `python -m app`
 
 
 if __name__ == "__main__":
