@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="kbchat: multilingual knowledge-base chat backend.", no_args_is_help=True)
@@ -47,13 +48,23 @@ def _root(
 
 
 def _settings() -> Any:
+    """Settings, or one line per bad KBCHAT_* variable; misspelt ones are warned about."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from app.settings import load_settings
+    from app.settings_errors import describe, unknown_variable_warnings
 
-    return load_settings()
+    for line in unknown_variable_warnings():
+        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    try:
+        return load_settings()
+    except (ValidationError, SettingsError) as exc:
+        _fail(describe(exc))
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -403,13 +414,17 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (KBCHAT_SERVER_PORT).")] = None,
 ) -> None:
     """Serve the web UI, the HTTP API (+ OpenAI-compatible) and the widget in one process."""
-    import uvicorn
-
-    from app.server.app import create_app
+    from app.server.port import unavailable
 
     settings = _settings()
     host = host or settings.server.host
     port = port or settings.server.port
+    if (problem := unavailable(host, port)) is not None:
+        _fail(problem)
+    import uvicorn
+
+    from app.server.app import create_app
+
     with _user_errors():
         application = create_app(settings)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
