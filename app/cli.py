@@ -170,7 +170,11 @@ def search(
         out.print("no results (is the collection empty?)")
     for rank, h in enumerate(hits, 1):
         where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
-        out.print(f"[bold]{rank}. {where}[/]  [{h.language}]  score {h.score:.4f}", highlight=False)
+        out.print(  # names and tags printed as they are: [de] is not rich markup
+            f"[bold]{escape(f'{rank}. {where}')}[/]  {escape(f'[{h.language}]')}"
+            f"  score {h.score:.4f}",
+            highlight=False,
+        )
         out.print(f"   {h.text[:400]}", highlight=False, markup=False)
 
 
@@ -219,7 +223,8 @@ def ask(
 @app.command()
 def chat(collection: CollectionOpt = None) -> None:
     """Chat in the terminal: streamed answers, history kept. /reset forgets, /quit leaves."""
-    from app.chat.types import Done, Token, Turn
+    from app.chat.types import Turn
+    from app.terminal_answer import stream_markdown
 
     with _user_errors():
         chain = _chain(collection)
@@ -238,16 +243,11 @@ def chat(collection: CollectionOpt = None) -> None:
             continue
         if not question:
             continue
-        out.print("kbchat> ", end="")
-        answer = ""
-        for event in chain.stream(question, history):
-            if isinstance(event, Token):
-                out.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
-            elif isinstance(event, Done):
-                answer = event.result.answer
-                out.print()
-                _print_sources(event.result)
-        history += [Turn("user", question), Turn("assistant", answer)]
+        out.print("kbchat>")
+        result = stream_markdown(out, chain.stream(question, history))
+        if result is not None:
+            _print_sources(result)
+        history += [Turn("user", question), Turn("assistant", result.answer if result else "")]
 
 
 @app.command("eval")
