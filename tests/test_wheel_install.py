@@ -89,6 +89,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory, e5_model_dir: Path) -> I
     return Installed(venv, work, e5_model_dir)
 
 
+def test_wheel_carries_licence_and_notice(installed: Installed) -> None:
+    import zipfile
+
+    (wheel,) = installed.venv.parent.joinpath("dist").glob("kbchat-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"LICENSE", "NOTICE"} <= {Path(n).name for n in names if ".dist-info/" in n}, names
+
+
 def test_installed_code_is_the_wheel(installed: Installed) -> None:
     where = installed.run("-c", "import app; print(app.__file__)", exe="python").strip()
     assert Path(where).is_relative_to(installed.venv), where
