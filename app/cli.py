@@ -55,12 +55,14 @@ def _settings() -> Any:
     from app.settings import load_settings
     from app.settings_errors import describe, unknown_variable_warnings
 
-    for line in unknown_variable_warnings():
-        err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
     try:
+        for line in unknown_variable_warnings():
+            err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return load_settings()
     except (ValidationError, SettingsError) as exc:
         _fail(describe(exc))
+    except UnicodeDecodeError as exc:  # only .env is read here
+        _fail(f".env is not UTF-8 text ({exc.reason} at byte {exc.start})")
 
 
 def _fail(message: str) -> NoReturn:

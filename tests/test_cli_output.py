@@ -70,3 +70,9 @@ def test_chat_renders_markdown_and_keeps_history(monkeypatch: pytest.MonkeyPatch
     assert "*[1] de/[akku].md  [de]  score 0.8100" in output  # sources stay literal
     assert [len(h) for h in chain.histories] == [0, 2]
     assert chain.histories[1][1].content == ANSWER
+
+
+def test_version() -> None:
+    from app import __version__
+
+    assert invoke("--version") == f"kbchat {__version__}\n"

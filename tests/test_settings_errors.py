@@ -67,6 +67,16 @@ def test_bad_dotenv_value_says_it_comes_from_dotenv(tmp_path: Path) -> None:
     assert "KBCHAT_CHUNK_TOKENS='lots' (in .env)" in line, line
 
 
+def test_hostile_values_are_shown_escaped_and_short(tmp_path: Path) -> None:
+    line = one_error_line(
+        kbchat(tmp_path, "collections", KBCHAT_RETRIEVAL_K="\x1b[2J" + "9" * 5000)
+    )
+    assert "\x1b" not in line and "'\\x1b[2J999" in line and len(line) < 300, line
+    (tmp_path / ".env").write_bytes(b"KBCHAT_RETRIEVAL_K=\xff\xfe3\n")
+    line = one_error_line(kbchat(tmp_path, "collections"))
+    assert line.startswith("error: .env is not UTF-8 text"), line
+
+
 def test_unknown_variables_are_warned_about_with_the_closest_name(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("KBCHAT_LLM_MODLE=x\n", encoding="utf-8")
     proc = kbchat(tmp_path, "collections", "--json", KBCHAT_RETREIVAL_K="3", KBCHAT_ZZZ="1")
