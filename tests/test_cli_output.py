@@ -64,7 +64,7 @@ def test_chat_renders_markdown_and_keeps_history(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("app.cli._chain", lambda collection: chain)
     output = invoke("chat", stdin="Wie lange hält der Akku?\nUnd im Winter?\n/quit\n")
     assert "**" not in output and "# Akku" not in output, output
-    assert "acht Jahre [1]" in output
+    assert output.count("acht Jahre [1]") == 2  # each answer once, not once per token
     assert "• laden bei 20 %" in output
     assert "Hilfe (https://example.com/hilfe)" in output  # the real target, visible
     assert "*[1] de/[akku].md  [de]  score 0.8100" in output  # sources stay literal
