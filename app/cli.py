@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="kbchat: multilingual knowledge-base chat backend.", no_args_is_help=True)
@@ -26,14 +27,46 @@ CollectionOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from app import __version__
+
+        print(f"kbchat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """kbchat: multilingual knowledge-base chat backend."""
+
+
 def _settings() -> Any:
+    """Settings, or one line per bad KBCHAT_* variable; misspelt ones are warned about."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from app.settings import load_settings
+    from app.settings_errors import describe, unknown_variable_warnings
 
-    return load_settings()
+    try:
+        for line in unknown_variable_warnings():
+            err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return load_settings()
+    except (ValidationError, SettingsError) as exc:
+        _fail(describe(exc))
+    except UnicodeDecodeError as exc:  # only .env is read here
+        _fail(f".env is not UTF-8 text ({exc.reason} at byte {exc.start})")
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -139,7 +172,11 @@ def search(
         out.print("no results (is the collection empty?)")
     for rank, h in enumerate(hits, 1):
         where = f"{h.source}" + (f" p.{h.page}" if h.page else "")
-        out.print(f"[bold]{rank}. {where}[/]  [{h.language}]  score {h.score:.4f}", highlight=False)
+        out.print(  # names and tags printed as they are: [de] is not rich markup
+            f"[bold]{escape(f'{rank}. {where}')}[/]  {escape(f'[{h.language}]')}"
+            f"  score {h.score:.4f}",
+            highlight=False,
+        )
         out.print(f"   {h.text[:400]}", highlight=False, markup=False)
 
 
@@ -188,7 +225,8 @@ def ask(
 @app.command()
 def chat(collection: CollectionOpt = None) -> None:
     """Chat in the terminal: streamed answers, history kept. /reset forgets, /quit leaves."""
-    from app.chat.types import Done, Token, Turn
+    from app.chat.types import Turn
+    from app.terminal_answer import stream_markdown
 
     with _user_errors():
         chain = _chain(collection)
@@ -207,16 +245,11 @@ def chat(collection: CollectionOpt = None) -> None:
             continue
         if not question:
             continue
-        out.print("kbchat> ", end="")
-        answer = ""
-        for event in chain.stream(question, history):
-            if isinstance(event, Token):
-                out.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
-            elif isinstance(event, Done):
-                answer = event.result.answer
-                out.print()
-                _print_sources(event.result)
-        history += [Turn("user", question), Turn("assistant", answer)]
+        out.print("kbchat>")
+        result = stream_markdown(out, chain.stream(question, history))
+        if result is not None:
+            _print_sources(result)
+        history += [Turn("user", question), Turn("assistant", result.answer if result else "")]
 
 
 @app.command("eval")
@@ -383,13 +416,17 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (KBCHAT_SERVER_PORT).")] = None,
 ) -> None:
     """Serve the web UI, the HTTP API (+ OpenAI-compatible) and the widget in one process."""
-    import uvicorn
-
-    from app.server.app import create_app
+    from app.server.port import unavailable
 
     settings = _settings()
     host = host or settings.server.host
     port = port or settings.server.port
+    if (problem := unavailable(host, port)) is not None:
+        _fail(problem)
+    import uvicorn
+
+    from app.server.app import create_app
+
     with _user_errors():
         application = create_app(settings)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
@@ -445,7 +482,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    app(prog_name="kbchat")  # also under `python -m app`
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent  # installed or not: files shipped with kbchat
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 
 
@@ -267,7 +267,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="Everything kbchat writes lives here.")
     collection: str = Field("default", description="Default knowledge base (Chroma collection).")
-    prompts_dir: Path = Field(REPO_ROOT / "prompts", description="Folder of prompt files.")
+    prompts_dir: Path = Field(
+        PACKAGE_DIR / "prompts", description="Folder of prompt files; unset: the shipped ones."
+    )
     embedding: EmbeddingSettings = EmbeddingSettings()
     chroma: ChromaSettings = ChromaSettings()
     chunk: ChunkSettings = ChunkSettings()

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from slowapi.errors import RateLimitExceeded
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -83,7 +84,7 @@ def create_app(
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         yield
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their assets served here: no CDN
         title="kbchat",
         summary="Multilingual knowledge-base chat: HTTP API, OpenAI-compatible API, widget.",
         lifespan=lifespan,

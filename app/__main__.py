@@ -1,0 +1,5 @@
+"""`python -m app` runs the `kbchat` command line."""
+
+from app.cli import main
+
+main()
