@@ -17,6 +17,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
 PACKAGE_DIR = Path(__file__).resolve().parent  # installed or not: files shipped with kbchat
+
+
+def shipped_prompts() -> Path:
+    """The prompt files: `prompts/` beside the code in a checkout; in an installed wheel the same
+    folder lives inside the package (pyproject.toml maps it to `app.prompts`)."""
+    checkout = PACKAGE_DIR.parent / "prompts"
+    installed = PACKAGE_DIR / "prompts"
+    return installed if installed.is_dir() else checkout
+
+
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 
 
@@ -268,7 +278,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="Everything kbchat writes lives here.")
     collection: str = Field("default", description="Default knowledge base (Chroma collection).")
     prompts_dir: Path = Field(
-        PACKAGE_DIR / "prompts", description="Folder of prompt files; unset: the shipped ones."
+        default_factory=shipped_prompts,
+        description="Folder of prompt files; unset: the shipped ones.",
     )
     embedding: EmbeddingSettings = EmbeddingSettings()
     chroma: ChromaSettings = ChromaSettings()

@@ -134,7 +134,7 @@ SOURCES = [
 
 @pytest.fixture(scope="module")
 def prompts() -> PromptSet:
-    return load_prompts(REPO / "app" / "prompts")
+    return load_prompts(REPO / "prompts")
 
 
 def run(chain: ChatChain, question: str, history: Sequence[Turn] = ()) -> tuple[list[str], Any]:

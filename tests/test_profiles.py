@@ -60,7 +60,7 @@ def test_describe_names_the_scheme() -> None:
 
 
 def test_load_task_from_repo() -> None:
-    assert load_task(REPO / "app" / "prompts") == TASK
+    assert load_task(REPO / "prompts") == TASK
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_load_task_missing_file(tmp_path: Path) -> None:
 
 
 def test_make_profile() -> None:
-    prompts = REPO / "app" / "prompts"
+    prompts = REPO / "prompts"
     assert make_profile("intfloat/multilingual-e5-small", prompts) == PrefixProfile("e5")
     assert make_profile("intfloat/multilingual-e5-large-instruct", prompts) == PrefixProfile(
         "instruct", TASK

@@ -12,7 +12,7 @@ import pytest
 from app.chat.prompts import MESSAGE_KEYS, PromptError, PromptSet, load_prompts
 
 REPO = Path(__file__).resolve().parent.parent
-PROMPTS = REPO / "app" / "prompts"
+PROMPTS = REPO / "prompts"
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ SCRIPT = {
 
 @pytest.fixture(scope="module")
 def prompts() -> PromptSet:
-    return load_prompts(REPO / "app" / "prompts")
+    return load_prompts(REPO / "prompts")
 
 
 @pytest.fixture

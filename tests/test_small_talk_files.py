@@ -14,7 +14,7 @@ from app.chat.retriever import Retriever
 from app.chat.small_talk import KINDS, length_fits, load_exemplars
 from tests.fakes import FakeEmbedder
 
-PROMPTS = Path(__file__).resolve().parent.parent / "app" / "prompts"
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 
 
 def test_every_exemplar_language_has_both_replies() -> None:
@@ -41,7 +41,7 @@ def test_a_question_behind_a_greeting_is_too_long_for_the_greeting() -> None:
 def test_reference_sentences_cover_many_languages_and_credit_tatoeba() -> None:
     sentences = load_reference_sentences()
     assert len(sentences) >= 300 and not any(s.startswith("#") for s in sentences)
-    text = (PROMPTS.parent / "data" / "reference_sentences.txt").read_text("utf-8")
+    text = (PROMPTS.parent / "app" / "data" / "reference_sentences.txt").read_text("utf-8")
     assert "Tatoeba" in text.splitlines()[1] or "Tatoeba" in text.splitlines()[2]
 
 

@@ -20,7 +20,7 @@ from tests.openai_stub import OpenAIStub
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
-MESSAGES = json.loads((REPO / "app" / "prompts" / "messages.json").read_text(encoding="utf-8"))
+MESSAGES = json.loads((REPO / "prompts" / "messages.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
