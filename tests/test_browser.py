@@ -31,6 +31,8 @@ DOCS = {
 
 def reply(request: dict[str, Any]) -> str:
     text = "\n".join(str(m.get("content")) for m in request["messages"])
+    if "Standalone question:" in text:  # the condense step: the follow-up as it was asked
+        return text.split("Follow-up question:")[-1].split("Standalone question:")[0].strip()
     if "tricky" in text.lower() and "Question:" in text:
         return f"The tricky page says {HOSTILE} [1]."
     return "La Schwebebahn se inauguró en 1901 [1]."

@@ -29,7 +29,7 @@ def test_demo_question_ranks_the_other_language_answer_first(tmp_path: Path, e5:
     # marcha" chunk scores 0.7601 against the company history's 0.7584 after centring, a margin
     # centring alone cannot settle (issue 8's query-side correction and lexical bonus are next).
     shutil.copytree(EXAMPLES, kb, ignore=shutil.ignore_patterns("*.html"))
-    alone = {"query_correction": "off"}  # centring alone (tests/test_ranking_levers_model.py)
+    alone = {"query_correction": "off", "sentence_weight": 0}  # centring alone
     on = load_settings(data_dir=tmp_path / "data", retrieval=alone)
     off = load_settings(data_dir=tmp_path / "data", retrieval={**alone, "language_centring": False})
     client = make_client(on)

@@ -32,7 +32,7 @@ def test_levers_rank_the_demo_answer_first_everywhere(tmp_path: Path, e5: Any) -
     kb = tmp_path / "kb"
     shutil.copytree(EXAMPLES, kb)  # the Spanish HTML page included
     on = load_settings(data_dir=tmp_path / "data")  # the defaults: centring and correction
-    raw = {"query_correction": "off", "language_centring": False}
+    raw = {"query_correction": "off", "language_centring": False, "sentence_weight": 0}
     plain = load_settings(data_dir=tmp_path / "data", retrieval=raw)
     client = make_client(on)
     ingest_folder(on, kb, "demo", embedder=e5, client=client)

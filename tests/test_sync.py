@@ -86,9 +86,32 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
+@pytest.fixture(autouse=True)
+def _chunk_vectors_only(_isolated_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests count chunk embeddings exactly; sentence vectors are counted apart
+    (`SyncReport.sentences_embedded`, test_sentences_are_counted_apart below)."""
+    monkeypatch.setenv("KBCHAT_CHUNK_SENTENCE_VECTORS", "false")
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(data_dir=tmp_path / "data")
+
+
+def test_sentences_are_counted_apart(
+    root: Path, client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ingestion.sentences import META_KEY, unpack
+
+    monkeypatch.setenv("KBCHAT_CHUNK_SENTENCE_VECTORS", "true")
+    fake = FakeEmbedder()
+    report = ingest_folder(
+        load_settings(data_dir=tmp_path / "data"), root, NAME, embedder=fake, client=client
+    )
+    assert report.sentences_embedded > 0
+    assert fake.texts_embedded == report.embedded + report.sentences_embedded
+    packed = [unpack(m.get(META_KEY), fake.dimension) for _, m in rows(client)]
+    assert sum(len(v) for v in packed if v is not None) == report.sentences_embedded
 
 
 @pytest.fixture
@@ -954,6 +977,7 @@ def test_interrupted_sync_is_finished_at_the_next_start(tmp_path: Path) -> None:
     folder = settings.collections_dir / NAME
     write_files(folder, CORPUS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KBCHAT_")}
+    env["KBCHAT_CHUNK_SENTENCE_VECTORS"] = "false"  # one encode call per batch: killed in the 2nd
     child = subprocess.run(
         [sys.executable, "-c", _KILLED_CHILD, str(settings.data_dir), str(folder), NAME],
         cwd=Path(__file__).resolve().parent.parent,
