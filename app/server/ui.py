@@ -146,6 +146,7 @@ def build_ui(services: Services, throttles: Throttles | None = None) -> gr.Block
         chat: list[Message] = [*(history or []), {"role": "user", "content": as_text(text)}]
         wait = throttles.spend_chat(_client(request))  # the same budget as /api/chat and /v1
         if wait is not None:
+            services.metrics.rate_limited.labels("ui").inc()
             chat.append({"role": "assistant", "content": RATE_LIMITED.format(s=wait)})
             yield gr.skip(), chat, chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
