@@ -7,10 +7,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +25,15 @@ err = Console(stderr=True)
 CollectionOpt = Annotated[
     str | None, typer.Option("--collection", "-c", help="Knowledge base name (KBCHAT_COLLECTION).")
 ]
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -416,12 +425,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (KBCHAT_SERVER_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (KBCHAT_SERVER_PORT).")] = None,
     log_level: Annotated[
-        str | None,
-        typer.Option(
-            "--log-level",
-            click_type=click.Choice(["debug", "info", "warning", "error"]),
-            help="debug, info, warning or error (KBCHAT_LOG_LEVEL).",
-        ),
+        LogLevel | None,
+        typer.Option("--log-level", help="Least severe records logged (KBCHAT_LOG_LEVEL)."),
     ] = None,
 ) -> None:
     """Serve the web UI, the HTTP API (+ OpenAI-compatible) and the widget in one process."""
@@ -429,7 +434,7 @@ def serve(
     from app.server.port import unavailable
 
     settings = _settings()
-    level = log_level or settings.log.level
+    level = log_level.value if log_level is not None else settings.log.level
     configure_logging(level, settings.log.format)
     host = host or settings.server.host
     port = port or settings.server.port
