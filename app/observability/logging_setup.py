@@ -11,8 +11,12 @@ import re
 import sys
 from typing import IO, Any, Literal
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+JSON_FIELDS = "%(levelname)s %(name)s %(message)s %(request_id)s"
+# uvicorn adds a copy of some messages with terminal colour codes: noise in a JSON line
+_NOT_FIELDS = ["color_message"]
 # Control characters, line and paragraph separators and bidi overrides: what could fake a second
 # record, or hide text, in a text log line when it comes from a client (a path, a header).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -40,8 +44,9 @@ def configure_logging(
         {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": JSON_FIELDS,
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            "timestamp": False,
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",  # ISO 8601 in UTC, first in the line
+            "reserved_attrs": [*RESERVED_ATTRS, *_NOT_FIELDS],
         }
         if fmt == "json"
         else {"format": TEXT_FORMAT}
