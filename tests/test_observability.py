@@ -324,3 +324,46 @@ def test_serve_refuses_an_unknown_log_level() -> None:
 
     result = CliRunner().invoke(app, ["serve", "--log-level", "loud"])
     assert result.exit_code == 2 and "loud" in result.output
+
+
+def test_kbchat_serve_writes_json_lines_for_uvicorn_and_the_access_log(cli: Any) -> None:
+    """The real command: uvicorn's own records and the access log, all JSON, one access line per
+    request (uvicorn's access log is off), the request id in the line and the response."""
+    import time
+
+    import httpx
+
+    from tests.live_server import free_port
+
+    port = free_port()
+    proc = cli.popen(
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "info",
+        KBCHAT_LOG_FORMAT="json",
+        KBCHAT_INGEST_RESYNC_ON_START="false",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                r = httpx.get(
+                    f"http://127.0.0.1:{port}/api/health", headers={"X-Request-ID": "cli-1"}
+                )
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+                time.sleep(0.3)
+        assert r.headers["X-Request-ID"] == "cli-1"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=60)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert all(line.startswith("{") for line in stderr.splitlines() if line.strip()), stderr
+    assert any(x["logger"] == "uvicorn.error" and "Started server" in x["message"] for x in lines)
+    access = [x for x in lines if x.get("request_id") == "cli-1"]
+    assert [(x["logger"], x["path"], x["status"]) for x in access] == [
+        ("kbchat.access", "/api/health", 200)
+    ]
