@@ -204,8 +204,18 @@ def test_hostile_request_ids_and_paths_are_never_logged_raw(
         echoed.append(ids[0].decode())
     r = asgi_get(app, b"/no/such\n2026-01-01 INFO forged\x1b[2J", [])
     assert r["status"] == 404
+    assert asgi_get(app, b"/" + b"a" * 100_000, [])["status"] == 404
     text = logs.getvalue()
-    for needle in ("x" * 200, "X-Injected", "forged\n", "evil", "\x1b", "\x00", "sk-SECRET-QUERY"):
+    for needle in (
+        "x" * 200,
+        "a" * 600,
+        "X-Injected",
+        "forged\n",
+        "evil",
+        "\x1b",
+        "\x00",
+        "sk-SECRET-QUERY",
+    ):
         assert needle not in text
     for line in text.splitlines():  # one record per line: nothing could break a line
         if fmt == "json":
@@ -215,6 +225,17 @@ def test_hostile_request_ids_and_paths_are_never_logged_raw(
     assert all(i in text for i in echoed)  # the access lines carry the replacement ids
     if fmt == "text":
         assert "/no/such\\x0a2026-01-01 INFO forged\\x1b[2J" in text  # escaped, visible
+
+
+def test_the_access_log_can_be_turned_off(tmp_path: Path, logs: io.StringIO) -> None:
+    from app.observability.logging_setup import configure_logging
+
+    configure_logging("info", "json", stream=logs)
+    with TestClient(make_app(tmp_path, log={"access": False}, metrics="public")) as client:
+        client.get("/api/health")
+        health = {"method": "GET", "route": "/api/health", "status": "200"}
+        assert value(samples(client), "kbchat_http_requests_total", **health) == 1  # still counted
+    assert not [x for x in json_lines(logs) if x["logger"] == "kbchat.access"]
 
 
 # --------------------------------------------------------------------------------- metrics
