@@ -47,7 +47,9 @@ def logs() -> Iterator[io.StringIO]:
     root.handlers[:], root.level = saved[0], saved[1]
 
 
-def make_app(tmp_path: Path, stub: OpenAIStub | None = None, **overrides: Any) -> Any:
+def make_app(
+    tmp_path: Path, stub: OpenAIStub | None = None, *, with_ui: bool = False, **overrides: Any
+) -> Any:
     """An app over a one-document knowledge base, ingested with the toy embedder."""
     from app.ingest import ingest_folder
     from app.server.app import create_app
@@ -74,7 +76,7 @@ def make_app(tmp_path: Path, stub: OpenAIStub | None = None, **overrides: Any) -
     (folder / "monorail.md").write_text(DOC, encoding="utf-8")
     ingest_folder(settings, folder, "default", embedder=embedder)
     llm_arg: dict[str, Any] = {} if stub is not None else {"llm": None}
-    return create_app(settings, embedder=embedder, with_ui=False, **llm_arg)
+    return create_app(settings, embedder=embedder, with_ui=with_ui, **llm_arg)
 
 
 def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -388,3 +390,40 @@ def test_kbchat_serve_writes_json_lines_for_uvicorn_and_the_access_log(cli: Any)
     assert [(x["logger"], x["path"], x["status"]) for x in access] == [
         ("kbchat.access", "/api/health", 200)
     ]
+
+
+def test_a_web_ui_chat_logs_with_the_id_of_the_request_that_queued_it(
+    tmp_path: Path, logs: io.StringIO
+) -> None:
+    """Gradio runs the turn in its queue's worker threads, outside the HTTP request's context;
+    the chat's records still carry the id of the POST that queued it."""
+    import httpx
+
+    from app.observability.logging_setup import configure_logging
+    from tests.live_server import live_server
+
+    configure_logging("info", "json", stream=logs)
+    with live_server(make_app(tmp_path, with_ui=True)) as base, httpx.Client(base_url=base) as http:
+        config = http.get("/config").json()
+        respond = next(  # the chat turn: message, history, session, collection, message ids
+            i
+            for i, dep in enumerate(config["dependencies"])
+            if len(dep["inputs"]) == 5 and len(dep["outputs"]) == 7
+        )
+        session = "s" + "0" * 10
+        joined = http.post(
+            "/gradio_api/queue/join",
+            json={
+                "data": [QUESTION, None, None, "default", None],
+                "fn_index": respond,
+                "session_hash": session,
+            },
+            headers={"X-Request-ID": "ui-9"},
+        )
+        assert joined.status_code == 200 and joined.headers["X-Request-ID"] == "ui-9"
+        with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:") and json.loads(line[5:])["msg"] == "process_completed":
+                    break
+    chat = [x for x in json_lines(logs) if x["logger"] == "kbchat.chat"]
+    assert [x["request_id"] for x in chat] == ["ui-9"], chat

@@ -5,8 +5,11 @@ worker threads included (anyio copies the context), carries it."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
+from collections.abc import Iterator
+from typing import TypeVar
 from uuid import uuid4
 
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
@@ -15,9 +18,17 @@ from starlette.applications import Starlette
 HEADER = "X-Request-ID"
 # Ids from nginx ($request_id), AWS, uuids and OpenTelemetry trace ids fit; huge values, spaces,
 # newlines and control characters (log injection) do not.
+T = TypeVar("T")
 _SANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
-__all__ = ["HEADER", "RequestIdFilter", "add_request_ids", "correlation_id", "is_sane"]
+__all__ = [
+    "HEADER",
+    "RequestIdFilter",
+    "add_request_ids",
+    "correlation_id",
+    "is_sane",
+    "with_request_id",
+]
 
 
 def is_sane(value: str) -> bool:
@@ -42,3 +53,19 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = correlation_id.get()
         return True
+
+
+def with_request_id(events: Iterator[T], request_id: str | None) -> Iterator[T]:
+    """The items of `events`, each produced with `request_id` (a fresh one unless sane) set.
+
+    For the Web UI: Gradio runs a handler's steps in worker threads of its queue, outside the
+    context of the HTTP request that queued it, each step in a new copy of the queue's context;
+    so the steps run in one context of their own that holds the id."""
+    context = contextvars.copy_context()
+    context.run(correlation_id.set, request_id if request_id and is_sane(request_id) else _new_id())
+    while True:
+        try:
+            item = context.run(next, events)
+        except StopIteration:
+            return
+        yield item
