@@ -55,7 +55,12 @@ def configure_logging(
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "filters": {"request_id": {"()": "app.observability.request_id.RequestIdFilter"}},
+            "filters": {
+                "request_id": {
+                    "()": "app.observability.request_id.RequestIdFilter",
+                    "default": None if fmt == "json" else "-",
+                }
+            },
             "formatters": {"kbchat": formatter},
             "handlers": {
                 "stderr": {

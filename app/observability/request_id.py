@@ -48,10 +48,14 @@ def _new_id() -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every record (None outside a request), for both log formats."""
+    """Adds `request_id` to every record; `default` outside a request (JSON: null, text: -)."""
+
+    def __init__(self, default: str | None = None) -> None:
+        super().__init__()
+        self.default = default
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = correlation_id.get()
+        record.request_id = correlation_id.get() or self.default
         return True
 
 
