@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +25,15 @@ err = Console(stderr=True)
 CollectionOpt = Annotated[
     str | None, typer.Option("--collection", "-c", help="Knowledge base name (KBCHAT_COLLECTION).")
 ]
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -414,11 +424,18 @@ def collections(as_json: JsonOpt = False) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (KBCHAT_SERVER_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (KBCHAT_SERVER_PORT).")] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option("--log-level", help="Least severe records logged (KBCHAT_LOG_LEVEL)."),
+    ] = None,
 ) -> None:
     """Serve the web UI, the HTTP API (+ OpenAI-compatible) and the widget in one process."""
+    from app.observability.logging_setup import configure_logging
     from app.server.port import unavailable
 
     settings = _settings()
+    level = log_level.value if log_level is not None else settings.log.level
+    configure_logging(level, settings.log.format)
     host = host or settings.server.host
     port = port or settings.server.port
     if (problem := unavailable(host, port)) is not None:
@@ -434,7 +451,16 @@ def serve(
     out.print(f"API docs:         {base}/docs", highlight=False)
     out.print(f"widget demo page: {base}/widget/demo", highlight=False)
     # X-Forwarded-For is handled in the app (KBCHAT_SERVER_TRUSTED_PROXIES), not by uvicorn
-    uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False)
+    # logging is kbchat's (above): uvicorn's loggers propagate to it, its access log is ours
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=level,
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def _model_info() -> dict[str, Any]:

@@ -253,6 +253,18 @@ class ServerSettings(BaseModel):
         return value
 
 
+class LogSettings(BaseModel):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log records written (to stderr), kbchat's and uvicorn's."
+    )
+    format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line."
+    )
+    access: bool = Field(
+        True, description="Log every HTTP request (method, path without query, status, ms)."
+    )
+
+
 class WidgetKey(BaseModel):
     """A public key for the website widget: one collection, the sites allowed to use it."""
 
@@ -288,6 +300,12 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    metrics: Literal["off", "admin", "public"] = Field(
+        "admin",
+        description="GET /metrics (Prometheus): admin needs the admin key as a Bearer token; "
+        "public serves anyone who reaches the port; off: no route.",
+    )
     admin_api_key: SecretStr | None = Field(
         None, description="Guards ingestion and deletion; unset: admin routes are refused."
     )

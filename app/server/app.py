@@ -23,6 +23,11 @@ from fastapi_offline import FastAPIOffline
 from slowapi.errors import RateLimitExceeded
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from app.observability.http_observer import HttpObserver
+from app.observability.metrics import Metrics
+from app.observability.metrics_route import metrics_router
+from app.observability.request_id import HEADER as REQUEST_ID
+from app.observability.request_id import add_request_ids
 from app.server.access import Throttles, allowed_origins, widget_keys
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
@@ -67,12 +72,14 @@ def create_app(
         llm = build_chat_model(settings)
     if hasattr(embedder, "batch_concurrent_queries"):
         embedder.batch_concurrent_queries()
+    metrics = Metrics()
     services = Services(
         settings,
         embedder=embedder,
         client=client or make_client(settings),
         llm=llm,
         conversations=conversations or ConversationStore(settings.db_url),
+        metrics=metrics,
     )
 
     @asynccontextmanager
@@ -90,6 +97,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.metrics = metrics
     app.state.chat_gate = ChatGate(
         settings.server.max_concurrent_chats, settings.server.max_queued_chats
     )
@@ -104,7 +112,7 @@ def create_app(
         allow_origins=allowed_origins(settings),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "X-Kbchat-Key", "Authorization"],
-        expose_headers=["Retry-After"],
+        expose_headers=["Retry-After", REQUEST_ID],
         max_age=600,
     )
     app.add_middleware(
@@ -113,13 +121,19 @@ def create_app(
         upload_limit=int(settings.server.max_upload_mb * 2**20),
     )
     app.add_middleware(UploadGate, throttles=throttles)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.server.allowed_hosts)
+    # each add wraps the ones before: the request id is outermost, then the forwarded client,
+    # so the access log and the metrics see both, and every refusal below them
+    app.add_middleware(HttpObserver, metrics=metrics, access=settings.log.access)
     if settings.server.trusted_proxies:  # X-Forwarded-For from these peers only
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.server.trusted_proxies)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.server.allowed_hosts)
+    add_request_ids(app)
     rate = settings.server.rate_limit
     app.include_router(chat_router(limiter, rate))
     app.include_router(admin_router())
     app.include_router(openai_router())
+    if settings.metrics != "off":
+        app.include_router(metrics_router(settings.metrics))
     _add_basic_routes(app, settings)
     if with_ui:
         from app.server.ui import mount_ui

@@ -207,14 +207,13 @@ def openai_router() -> APIRouter:
         )
 
         def events() -> Iterator[Token | Done]:
-            return chain.stream(question, history, deadline=deadline, options=options)
+            stream = chain.stream(question, history, deadline=deadline, options=options)
+            return services.metrics.observe_chat(stream)
 
         if not body.stream:
             try:
                 await ticket.wait(deadline)
-                result = await run_sync(
-                    lambda: chain.invoke(question, history, deadline=deadline, options=options)
-                )
+                result = await run_sync(lambda: _result(events()))
             finally:
                 ticket.release()
             return reply.completion(result)
@@ -234,6 +233,11 @@ def openai_router() -> APIRouter:
         raise OpenAIError(404, f"Invalid URL ({request.method} /v1/{path[:200]})")
 
     return router
+
+
+def _result(events: Iterator[Token | Done]) -> ChatResult:
+    """The answer of a whole (unstreamed) completion, through the same metered stream."""
+    return next(e.result for e in events if isinstance(e, Done))
 
 
 class _Reply:

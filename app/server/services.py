@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.chat.types import ChatResult, Done, Token
+from app.observability.metrics import Metrics
 from app.server.db import ConversationStore
 from app.store import collection_names
 
@@ -62,8 +63,10 @@ class Services:
         client: ClientAPI,
         llm: BaseChatModel | None,
         conversations: ConversationStore,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.embedder = embedder
         self.client = client
         self.llm = llm
@@ -103,7 +106,7 @@ class Services:
         chain = self.chain(name)
         session = self.conversations.open_session(session_id, name)
         history = self.conversations.history(session)
-        for event in chain.stream(message, history, deadline=deadline):
+        for event in self.metrics.observe_chat(chain.stream(message, history, deadline=deadline)):
             if isinstance(event, Done):
                 message_id = self.conversations.add_exchange(session, message, event.result)
                 yield Completed(event.result, session, message_id)
@@ -170,6 +173,7 @@ class Services:
                 client=self.client,
                 progress=progress,
             )
+        self.metrics.synced(report)
         with self._lock:
             self._chains.pop(collection, None)  # a new collection, or new metadata
         return report

@@ -28,6 +28,8 @@ import gradio as gr
 from starlette.routing import Mount
 
 from app.chat.types import Source, Token
+from app.observability.request_id import HEADER as REQUEST_ID
+from app.observability.request_id import with_request_id
 from app.server.access import Throttles
 from app.server.services import BadRequest, Completed, NotFound
 from app.server.ui_files import (
@@ -146,6 +148,7 @@ def build_ui(services: Services, throttles: Throttles | None = None) -> gr.Block
         chat: list[Message] = [*(history or []), {"role": "user", "content": as_text(text)}]
         wait = throttles.spend_chat(_client(request))  # the same budget as /api/chat and /v1
         if wait is not None:
+            services.metrics.rate_limited.labels("ui").inc()
             chat.append({"role": "assistant", "content": RATE_LIMITED.format(s=wait)})
             yield gr.skip(), chat, chat, gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
@@ -155,7 +158,10 @@ def build_ui(services: Services, throttles: Throttles | None = None) -> gr.Block
         skip = gr.skip()
         yield "", chat, chat, skip, skip, skip, skip
         try:
-            for event in services.chat(text, session_id=session_id, collection=chosen):
+            events = services.chat(text, session_id=session_id, collection=chosen)
+            # the id of the request that queued this turn (asgi-correlation-id wrote it there)
+            request_id = request.headers.get(REQUEST_ID) if request is not None else None
+            for event in with_request_id(events, request_id):
                 if isinstance(event, Token):
                     answer += event.text
                     chat[-1] = {"role": "assistant", "content": as_text(answer)}
