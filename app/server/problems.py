@@ -72,7 +72,7 @@ def problem_response(
 
 # What each status means on /api, for the OpenAPI schema.
 _MEANINGS = {
-    400: "malformed request (file name, Host header)",
+    400: "malformed request: a body that cannot be parsed, a bad file name, a bad Host header",
     401: "a key is required, or the widget key is unknown",
     403: "admin routes disabled, wrong admin key, or origin/collection not allowed",
     404: "no such knowledge base, session, document or answer",

@@ -22,7 +22,7 @@ from app.store import StoreError
 ADMIN_BEARER = HTTPBearer(
     scheme_name="AdminKey", description="KBCHAT_ADMIN_API_KEY", auto_error=False
 )
-_ADMIN_ERRORS = (401, 403, 404, 409, 413, 422, 429)
+_ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def admin_router() -> APIRouter:

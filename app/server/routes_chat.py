@@ -128,7 +128,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     @router.post(
         "/chat",
         dependencies=[Depends(spend_chat)],
-        responses={**SSE_RESPONSE, **problems.responses(401, 403, 404, 413, 422, 429, 503)},
+        responses={**SSE_RESPONSE, **problems.responses(400, 401, 403, 404, 413, 422, 429, 503)},
     )
     async def chat(request: Request, body: ChatRequest, caller: ChatCaller) -> Any:
         """Answer one message. `stream: true` gives `token` events, then `sources`, then
@@ -187,7 +187,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             raise HTTPException(404, "no such session")
         return conversation
 
-    @router.post("/feedback", responses=problems.responses(401, 403, 404, 413, 422, 429))
+    @router.post("/feedback", responses=problems.responses(400, 401, 403, 404, 413, 422, 429))
     @limiter.limit(rate)
     def feedback(request: Request, body: FeedbackRequest, caller: ChatCaller) -> dict[str, Any]:
         """Thumbs up or down, and an optional comment, on one answer of the given session."""
