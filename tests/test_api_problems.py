@@ -69,7 +69,7 @@ def test_route_and_validation_errors_are_problems(tmp_path: Path, e5: Any) -> No
         assert body["errors"][0]["loc"] == ["body", "message"]
         assert "input" not in body["errors"][0]  # the input is never echoed
         r = c.post("/api/chat", content=b"{not json", headers={"Content-Type": "application/json"})
-        assert_problem(r, 422, "/api/chat")
+        assert_problem(r, 422, "/api/chat", "not valid JSON")
         r = c.post("/api/chat", json={"message": "hi"}, headers={"X-Kbchat-Key": "wrong"})
         assert_problem(r, 401, "/api/chat", "widget key")
         r = c.post("/api/chat", json={"message": "hi"}, headers={"Origin": "https://evil.test"})

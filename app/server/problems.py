@@ -99,6 +99,9 @@ def _validation(request: Request, exc: RequestValidationError) -> Response:
     if not is_api_path(request.url.path):
         body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
         return Response(body, status_code=422, media_type="application/json")
+    if errors and errors[0].get("type") == "json_invalid":
+        detail = "the request body is not valid JSON"
+        return problem_response(422, detail, instance=request.url.path, errors=errors)
     where = ".".join(str(p) for p in errors[0]["loc"]) if errors else "request"
     reason = errors[0].get("msg", "invalid value") if errors else "invalid value"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
