@@ -244,3 +244,23 @@ def test_openapi_declares_problems_security_and_sse(tmp_path: Path, e5: Any) -> 
     # /v1 keeps OpenAI's error body in its schema
     v1 = paths["/v1/chat/completions"]["post"]["responses"]["404"]["content"]
     assert v1["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+
+
+def test_admin_lockout_and_busy_collection_are_problems(tmp_path: Path, e5: Any) -> None:
+    import threading
+
+    app = make_app(tmp_path, e5, server={"admin_failures": "2/minute"})
+    with TestClient(app) as c:
+        busy = app.state.services._sync_locks.setdefault("default", threading.Lock())
+        with busy:  # a sync of it is running in this process
+            r = c.delete("/api/collections/default", headers=AUTH)
+            assert_problem(r, 409, "/api/collections/default", "sync")
+        assert [row["name"] for row in c.get("/api/collections").json()] == ["default"]
+        wrong = {"Authorization": "Bearer wrong-key"}
+        for _ in range(2):
+            c.post("/api/collections/default/sync", headers=wrong)
+        r = c.post("/api/collections/default/sync", headers=AUTH)  # refused before the body
+        assert_problem(r, 429, "/api/collections/default/sync", "wrong admin keys")
+        r = c.delete("/api/collections/default", headers=AUTH)  # refused by the route's check
+        assert_problem(r, 429, "/api/collections/default", "wrong admin keys")
+        assert r.headers["Retry-After"]
