@@ -132,6 +132,19 @@ def test_widget_answers_across_languages_and_keeps_the_conversation(
     assert not panel.is_visible()
 
 
+def test_widget_shows_the_reason_of_a_refusal(base_url: str, page: Any) -> None:
+    """A refused question (a problem-details 422) shows the localised apology and the server's
+    `detail`, so the visitor knows what to change."""
+    page.goto(f"{base_url}/widget/demo")
+    page.locator(".kbchat-bubble").click()
+    page.locator(".kbchat-input").fill("x" * 4001)
+    page.locator(".kbchat-input").press("Enter")
+    error = page.locator(".kbchat-msg-error").last
+    error.wait_for(timeout=30_000)
+    text = error.inner_text()
+    assert text.startswith("Lo sentimos") and "longer than 4000 characters" in text, text
+
+
 def test_widget_shows_hostile_html_as_text(base_url: str, page: Any) -> None:
     page.goto(f"{base_url}/widget/demo")
     page.locator(".kbchat-bubble").click()

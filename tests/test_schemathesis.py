@@ -1,6 +1,8 @@
 """Property-based API fuzzing: schemathesis generates valid and invalid requests for every
 operation of the real app's /openapi.json (real model, real Chroma, extractive answers) and
-checks that none is answered with a 5xx. Bounded (a few examples per operation) to stay fast."""
+checks that none is answered with a 5xx, and that every /api answer (errors included: RFC 9457
+problems) has a status, content type and body the schema declares. Bounded (a few examples per
+operation) to stay fast."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +51,10 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Any:
 def fuzz(operation: Any, mode: GenerationMode, failures: list[str]) -> None:
     """A few generated requests for one operation; every 5xx (or exception) is recorded."""
 
+    checks = [not_a_server_error]
+    if operation.path.startswith("/api/"):  # /v1 declares OpenAI's shapes, tested by its SDK
+        checks += [status_code_conformance, content_type_conformance, response_schema_conformance]
+
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=25,
@@ -55,7 +66,7 @@ def fuzz(operation: Any, mode: GenerationMode, failures: list[str]) -> None:
     def run(case: Any) -> None:
         try:  # an exception out of the app is a 500 in production
             response = case.call(headers={"Authorization": f"Bearer {ADMIN}"})
-            case.validate_response(response, checks=[not_a_server_error])
+            case.validate_response(response, checks=checks)
         except Exception as exc:  # collect, so one run shows every failing operation
             failures.append(f"{operation.label} [{mode.value}]: {exc!r:.600}")
 

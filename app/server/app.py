@@ -3,7 +3,6 @@ the Gradio UI, all sharing one `Services` (one model, one store, one chain per c
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -14,13 +13,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from slowapi.errors import RateLimitExceeded
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.observability.http_observer import HttpObserver
@@ -28,10 +23,11 @@ from app.observability.metrics import Metrics
 from app.observability.metrics_route import metrics_router
 from app.observability.request_id import HEADER as REQUEST_ID
 from app.observability.request_id import add_request_ids
+from app.server import problems
 from app.server.access import Throttles, allowed_origins, widget_keys
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
-from app.server.middleware import BodyLimit, UploadGate
+from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
 from app.server.routes_admin import admin_router
 from app.server.routes_chat import chat_router
 from app.server.routes_openai import openai_router
@@ -105,8 +101,7 @@ def create_app(
     app.state.limiter = limiter
     throttles = Throttles(settings.server)
     app.state.throttles = throttles
-    app.add_exception_handler(RateLimitExceeded, _rate_limited)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    problems.install(app)  # one error shape on /api (RFC 9457)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=allowed_origins(settings),
@@ -121,7 +116,7 @@ def create_app(
         upload_limit=int(settings.server.max_upload_mb * 2**20),
     )
     app.add_middleware(UploadGate, throttles=throttles)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.server.allowed_hosts)
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.server.allowed_hosts)
     # each add wraps the ones before: the request id is outermost, then the forwarded client,
     # so the access log and the metrics see both, and every refusal below them
     app.add_middleware(HttpObserver, metrics=metrics, access=settings.log.access)
@@ -151,9 +146,14 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
         """Liveness: the process answers (on the event loop: no worker thread needed)."""
         return {"status": "ok"}
 
-    @app.get("/api/ready", tags=["health"])
-    async def ready(request: Request) -> JSONResponse:
-        """Readiness: the model is loaded and the store answers within READY_TIMEOUT_S."""
+    @app.get(
+        "/api/ready",
+        tags=["health"],
+        responses=problems.responses(503),
+    )
+    async def ready(request: Request) -> Response:
+        """Readiness: the model is loaded and the store answers within READY_TIMEOUT_S; when
+        not, a 503 problem carrying the same checks (`model`, `store`, `ready`)."""
         services = request.app.state.services
         try:
             with anyio.fail_after(READY_TIMEOUT_S):
@@ -163,7 +163,11 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
         except TimeoutError:
             model = bool(getattr(services.embedder, "loaded", True))
             checks = {"model": model, "store": False, "store_error": "timeout", "ready": False}
-        return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
+        if checks["ready"]:
+            return JSONResponse(checks)
+        return problems.problem_response(
+            503, "not ready: " + _not_ready(checks), instance=request.url.path, **checks
+        )
 
     @app.get("/widget.js", include_in_schema=False)
     def widget_js() -> FileResponse:
@@ -175,19 +179,7 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
         return HTMLResponse(page.replace("{{WIDGET_KEY}}", widget_keys(settings)[0].key))
 
 
-def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
-    """422 with what is wrong where; the offending input is not echoed back (it may be large,
-    or text that cannot be encoded, such as a lone surrogate)."""
-    errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
-    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
-    return Response(body, status_code=422, media_type="application/json")
-
-
-def _rate_limited(request: Request, exc: RateLimitExceeded) -> Response:
-    """429 with Retry-After: the limit's window, when the oldest counted request expires."""
-    window = exc.limit.limit.get_expiry() if exc.limit is not None else 60
-    return JSONResponse(
-        {"detail": f"rate limit exceeded ({exc.detail}); try again in {window} s"},
-        status_code=429,
-        headers={"Retry-After": str(window)},
-    )
+def _not_ready(checks: dict[str, Any]) -> str:
+    reasons = {"model": "the model is loading", "store": "the store is unreachable"}
+    missing = [why for key, why in reasons.items() if not checks[key]]
+    return "; ".join(missing) or "checks failed"

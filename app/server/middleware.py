@@ -1,16 +1,19 @@
 """ASGI middleware that holds the server's limits before any route reads a request: body sizes
-(chunked bodies too, counted as they arrive) and uploads per client."""
+(chunked bodies too, counted as they arrive), uploads per client, the Host header. Their
+refusals take the path's error shape: OpenAI's on /v1, problem details elsewhere."""
 
 from __future__ import annotations
 
 from contextlib import suppress
 
-from fastapi.responses import JSONResponse
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.server import problems
 from app.server.access import Throttles, presented_admin_key
 from app.server.openai_errors import error_response, is_openai_path
+from app.server.problems import problem_response
 
 GRADIO_UPLOAD = "/gradio_api/upload"  # the mounted UI's upload route (mounted at "/")
 ADMIN_API = "/api/collections/"
@@ -48,7 +51,7 @@ class BodyLimit:
         refusal = (
             error_response(413, too_large)  # OpenAI's error shape on /v1
             if is_openai_path(scope["path"])
-            else JSONResponse({"detail": too_large}, status_code=413)
+            else problem_response(413, too_large, instance=scope["path"])
         )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -97,11 +100,47 @@ class UploadGate:
             elif scope["path"].startswith(ADMIN_API):
                 wait, what = self.throttles.admin_locked(address), "too many wrong admin keys"
             if wait is not None:
-                response = JSONResponse(
-                    {"detail": f"{what}; try again in {wait} s"},
-                    status_code=429,
+                response = problem_response(
+                    429,
+                    f"{what}; try again in {wait} s",
+                    instance=scope["path"],
                     headers={"Retry-After": str(wait)},
                 )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+_HOST_PASSED = "kbchat.host_passed"
+
+
+class TrustedHosts(TrustedHostMiddleware):
+    """Starlette's Host check, whose refusal (plain text) becomes a problem on /api."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: list[str]) -> None:
+        async def passed(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[_HOST_PASSED] = True  # the check let it through: what follows is the app's
+            await app(scope, receive, send)
+
+        super().__init__(passed, allowed_hosts=allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not problems.is_api_path(scope["path"]):
+            await super().__call__(scope, receive, send)
+            return
+
+        replaced = False
+
+        async def reshaped(message: Message) -> None:
+            nonlocal replaced
+            refusal = message["type"] == "http.response.start" and message["status"] >= 400
+            if refusal and not scope.get(_HOST_PASSED):
+                replaced = True  # the plain-text body that follows is dropped
+                detail = "invalid Host header: not one of KBCHAT_SERVER_ALLOWED_HOSTS"
+                await problem_response(message["status"], detail, instance=scope["path"])(
+                    scope, receive, send
+                )
+            elif not replaced:
+                await send(message)
+
+        await super().__call__(scope, receive, reshaped)

@@ -1,4 +1,5 @@
-"""Knowledge-base administration: list collections (public), upload, re-sync and delete (admin).
+"""Knowledge-base administration: list collections (public); upload, re-sync, delete a document
+and delete a collection (admin). Errors are problem details (`app.server.problems`).
 
 Ingestion runs in this process with the shared embedder and store, so the chat sees the new
 index at once (an embedded Chroma does not see writes made by other processes)."""
@@ -7,18 +8,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, UploadFile
+from fastapi.security import HTTPBearer
 
+from app.server import problems
 from app.server.access import AdminCaller, ChatCaller
 from app.server.inputs import CollectionName, Text
 from app.server.services import BadRequest, NotFound, Services
 from app.store import StoreError
 
+# Declares the admin key in the OpenAPI schema (Swagger's "Authorize"); the check itself is
+# `admin_caller`, which also takes X-Admin-Key. auto_error=False: its refusals are ours.
+ADMIN_BEARER = HTTPBearer(
+    scheme_name="AdminKey", description="KBCHAT_ADMIN_API_KEY", auto_error=False
+)
+_ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
+
 
 def admin_router() -> APIRouter:
     router = APIRouter(prefix="/api/collections", tags=["collections"])
+    admin: dict[str, Any] = {
+        "dependencies": [Depends(ADMIN_BEARER)],
+        "responses": problems.responses(*_ADMIN_ERRORS),
+    }
 
-    @router.get("")
+    @router.get("", responses=problems.responses(401, 403))
     def collections(request: Request, caller: ChatCaller) -> list[dict[str, Any]]:
         """Knowledge bases with their chunk counts (folders only for the admin)."""
         services: Services = request.app.state.services
@@ -29,7 +43,7 @@ def admin_router() -> APIRouter:
             rows = [{k: v for k, v in r.items() if k != "folder"} for r in rows]
         return rows
 
-    @router.post("/{name}/documents")
+    @router.post("/{name}/documents", **admin)
     def upload(
         request: Request, name: CollectionName, files: list[UploadFile], _: AdminCaller
     ) -> dict[str, Any]:
@@ -55,14 +69,24 @@ def admin_router() -> APIRouter:
             "report": report.to_dict(),
         }
 
-    @router.post("/{name}/sync")
+    @router.post("/{name}/sync", **admin)
     def sync(request: Request, name: CollectionName, _: AdminCaller) -> dict[str, Any]:
-        """Re-sync the collection with its folder (admin)."""
+        """Re-sync an existing collection with its folder (admin); 404 for any other name."""
         services: Services = request.app.state.services
         with _user_errors():
+            services.require(name)
             return services.sync(name).to_dict()
 
-    @router.delete("/{name}/documents/{document:path}")
+    @router.delete("/{name}", status_code=204, response_class=Response, **admin)
+    def delete_collection(request: Request, name: CollectionName, _: AdminCaller) -> Response:
+        """Delete the collection, its manifest and its uploaded documents (admin); a folder it
+        was ingested from outside the data folder is left as it is. 404 if there is none."""
+        services: Services = request.app.state.services
+        with _user_errors():
+            services.delete_collection(name)
+        return Response(status_code=204)
+
+    @router.delete("/{name}/documents/{document:path}", **admin)
     def delete(
         request: Request, name: CollectionName, document: Text, _: AdminCaller
     ) -> dict[str, Any]:

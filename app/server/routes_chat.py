@@ -11,11 +11,12 @@ from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
 
 from app.chat.types import Token
+from app.server import problems
 from app.server.access import ChatCaller, spend_chat
 from app.server.chat_gate import (
     RETRY_AFTER_S,
@@ -74,13 +75,31 @@ KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def busy_response() -> JSONResponse:
+def busy_response(request: Request) -> Response:
     """503 at once when every chat slot and queue place is taken."""
-    return JSONResponse(
-        {"detail": f"too many chats in progress; try again in {RETRY_AFTER_S} s"},
-        status_code=503,
+    return problems.problem_response(
+        503,
+        f"too many chats in progress; try again in {RETRY_AFTER_S} s",
+        instance=request.url.path,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+# The streamed answer, as the OpenAPI schema shows it (FastAPI cannot infer it).
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON (the answer, its sources and ids), or with `stream: true` Server-Sent "
+        "Events: `token` ({text}) events, then `sources` ({sources, cited}), then `done` "
+        "({session_id, message_id, language, mode, grounded, error, retrieval_ms}); `error` "
+        "({message}) if the stream fails; `: keep-alive` comments while waiting.",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "example": 'event: token\ndata: {"text": "Vesuvius"}\n\n',
+            }
+        },
+    }
+}
 
 
 def admit(request: Request) -> Ticket:
@@ -106,7 +125,11 @@ async def gated_events(
 def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["chat"])
 
-    @router.post("/chat", dependencies=[Depends(spend_chat)])
+    @router.post(
+        "/chat",
+        dependencies=[Depends(spend_chat)],
+        responses={**SSE_RESPONSE, **problems.responses(400, 401, 403, 404, 413, 422, 429, 503)},
+    )
     async def chat(request: Request, body: ChatRequest, caller: ChatCaller) -> Any:
         """Answer one message. `stream: true` gives `token` events, then `sources`, then
         `done` with the session id; `: keep-alive` comments while waiting. 503 with
@@ -124,7 +147,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
         try:
             ticket = admit(request)
         except ChatsBusy:
-            return busy_response()
+            return busy_response(request)
 
         def events() -> Iterator[Token | Completed]:
             return services.chat(
@@ -152,7 +175,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             headers=SSE_HEADERS,
         )
 
-    @router.get("/sessions/{session_id}")
+    @router.get("/sessions/{session_id}", responses=problems.responses(401, 403, 404, 422))
     def session(request: Request, session_id: SessionId, caller: ChatCaller) -> dict[str, Any]:
         """The conversation so far: messages, the sources shown, feedback given."""
         services: Services = request.app.state.services
@@ -164,7 +187,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             raise HTTPException(404, "no such session")
         return conversation
 
-    @router.post("/feedback")
+    @router.post("/feedback", responses=problems.responses(400, 401, 403, 404, 413, 422, 429))
     @limiter.limit(rate)
     def feedback(request: Request, body: FeedbackRequest, caller: ChatCaller) -> dict[str, Any]:
         """Thumbs up or down, and an optional comment, on one answer of the given session."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -177,6 +178,45 @@ class Services:
         with self._lock:
             self._chains.pop(collection, None)  # a new collection, or new metadata
         return report
+
+    def require(self, collection: str) -> None:
+        """NotFound unless the collection exists: a re-sync never creates one (a typo would
+        otherwise become a new, public, empty knowledge base); uploads do create them."""
+        if collection not in collection_names(self.client):
+            raise NotFound(f"no knowledge base named {collection!r}")
+
+    def delete_collection(self, collection: str) -> None:
+        """Drop the collection, its manifest and, when it lives there, its folder under the
+        managed collections folder (a folder it was ingested from elsewhere is the user's
+        and is left alone). Refused (StoreError) while a sync of it runs, here or elsewhere."""
+        from filelock import FileLock, Timeout
+
+        from app.settings import validate_collection_name
+        from app.store import StoreError
+
+        validate_collection_name(collection)
+        with self._lock:
+            sync_lock = self._sync_locks.setdefault(collection, threading.Lock())
+        if not sync_lock.acquire(blocking=False):
+            raise StoreError(f"a sync of {collection!r} is running; try again when it ends")
+        try:
+            lock_path = self.settings.data_dir / "locks" / f"{collection}.lock"
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(lock_path, timeout=0):
+                self.require(collection)
+                folder = self.folder(collection).resolve()
+                self.client.delete_collection(collection)
+                with self._lock:
+                    self._chains.pop(collection, None)
+                manifest = self.settings.manifests_dir / f"{collection}.sqlite"
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{manifest}{suffix}").unlink(missing_ok=True)
+                if folder == (self.settings.collections_dir / collection).resolve():
+                    shutil.rmtree(folder, ignore_errors=True)
+        except Timeout as exc:
+            raise StoreError(f"another ingest into {collection!r} is running") from exc
+        finally:
+            sync_lock.release()
 
     def save_upload(self, collection: str, filename: str, data: bytes) -> Path:
         """Write one uploaded file into the collection's folder, never outside it.

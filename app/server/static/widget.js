@@ -484,13 +484,21 @@
   }
 
   // ---------------------------------------------------------------- sending a question
+  // What to tell the visitor about a refused request (a Promise of the text). Refusals are RFC 9457
+  // problem details: the server's `detail` (English) says what was wrong with this request, so a
+  // 4xx shows it after the localised apology; a 5xx never does (nothing internal to show).
   function errorText(response) {
-    if (response.status === 429) {
-      var wait = parseInt(response.headers.get("Retry-After") || "", 10);
+    var retry = response.headers.get("Retry-After");
+    if (response.status === 429 || (response.status === 503 && retry)) {
+      var wait = parseInt(retry || "", 10);
       if (!(wait >= 0)) wait = 30;
-      return T.rateLimited.replace("{s}", String(wait));
+      return Promise.resolve(T.rateLimited.replace("{s}", String(wait)));
     }
-    return T.error;
+    return response.json().then(function (problem) {
+      var detail = problem && typeof problem.detail === "string" ? problem.detail : "";
+      if (!detail || response.status >= 500) return T.error;
+      return T.error + " (" + detail.slice(0, 300) + ")";
+    }, function () { return T.error; });
   }
 
   function ask(text) {
@@ -550,11 +558,12 @@
       .then(function (response) {
         if (!response.ok) {
           if (response.status === 404 && sessionId) { forgetSession(); sessionId = null; }
-          removeTyping();
-          dropEmptyAnswer();
-          addError(errorText(response));
           failed = true;
-          return;
+          return errorText(response).then(function (text) {
+            removeTyping();
+            dropEmptyAnswer();
+            addError(text);
+          });
         }
         var type = response.headers.get("Content-Type") || "";
         if (!response.body || type.indexOf("text/event-stream") === -1) {
