@@ -94,7 +94,15 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
         "({message}) if the stream fails; `: keep-alive` comments while waiting.",
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string"},
+                # Before OpenAPI 3.2 an event stream's schema describes one event.
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["token", "sources", "done", "error"]},
+                        "data": {"type": "string", "description": "a JSON object"},
+                    },
+                    "required": ["event", "data"],
+                },
                 "example": 'event: token\ndata: {"text": "Vesuvius"}\n\n',
             }
         },
