@@ -67,12 +67,7 @@ class Ranker:
             scores = np.asarray(vectors, dtype=np.float64) @ q
         passage = scores
         if self.sentence_weight > 0 and sentences is not None and len(scores):
-            best = np.array(
-                [
-                    float(np.max(s @ q)) if s is not None and len(s) else float(own)
-                    for s, own in zip(sentences, passage, strict=True)
-                ]
-            )
+            best = best_sentences(q, sentences, passage)
             scores = (passage + self.sentence_weight * best) / (1 + self.sentence_weight)
         if means is not None and len(scores):
             # Centring's leave-one-out needs each chunk's own cosine, not the blended score.
@@ -81,6 +76,19 @@ class Ranker:
         if self.lexical is not None and len(scores):
             scores = scores + self.lexical.scores(query, texts)
         return scores
+
+
+def best_sentences(
+    query: np.ndarray, sentences: Sequence[np.ndarray | None], own: np.ndarray
+) -> np.ndarray:
+    """Each candidate's best sentence score for `query`; its `own` score where it has none."""
+    q = np.asarray(query, dtype=np.float64)
+    return np.array(
+        [
+            float(np.max(s @ q)) if s is not None and len(s) else float(score)
+            for s, score in zip(sentences, own, strict=True)
+        ]
+    )
 
 
 def build_ranker(settings: Settings, embedder: E5Embeddings) -> Ranker | None:

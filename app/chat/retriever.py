@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.chat.ranking import Ranker
+from app.chat.ranking import Ranker, best_sentences
 from app.chat.types import Source
 from ingestion.sentences import META_KEY as SENTENCE_KEY
 from ingestion.sentences import unpack
@@ -79,7 +79,9 @@ class Retriever:
             found = self.store.similarity_search_with_score(query, k=self.k)
             return self._sources([(doc, 1.0 - float(d), None) for doc, d in found], self.min_score)
         vector = self.store.embeddings.embed_query(query)  # type: ignore[union-attr]
-        cutoff = self._cutoff(vector)
+        # The margin rule's floor is on the raw cosine; without re-ranking it joins the fixed one.
+        floor = self.relevance.cutoff(np.asarray(vector)) if self.relevance else None
+        cutoff = _highest(self.min_score, floor)
         reranks = self.centring is not None or self.ranker is not None
         found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
             vector, k=candidate_depth(self.k) if reranks else self.k
@@ -111,8 +113,8 @@ class Retriever:
             means=means,
             sentences=sentences,
         )
-        # The fixed cut-off is calibrated on the relevance score; the margin rule on the cosine.
-        floor = self.relevance.cutoff(np.asarray(vector)) if self.relevance else None
+        # The fixed cut-off is calibrated on the relevance score (with sentence vectors, the mean
+        # of the chunk's cosine and its best sentence's, raw query); the margin rule on the cosine.
         keep = [
             i
             for i in range(len(found))
@@ -121,13 +123,6 @@ class Retriever:
         ]
         keep.sort(key=lambda i: -centred[i])
         return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep], None)
-
-    def _cutoff(self, vector: list[float]) -> float | None:
-        """This query's cut-off on the raw cosine: the fixed one, raised by the relevance rule."""
-        floor = self.relevance.cutoff(np.asarray(vector)) if self.relevance else None
-        if floor is None or self.min_score is None:
-            return self.min_score if floor is None else floor
-        return max(floor, self.min_score)
 
     @staticmethod
     def _sentences(found: list[tuple[Document, float]], dimension: int) -> list[np.ndarray | None]:
@@ -176,12 +171,12 @@ def _with_sentences(
     """The relevance score with sentence vectors: the mean of each chunk's cosine and its best
     sentence's (its cosine alone without any). Raw query, as calibrated: an answerable question
     has one sentence that says it; an unanswerable one that shares the topic has none."""
-    q = np.asarray(vector, dtype=np.float64)
-    best = [
-        float(np.max(s @ q)) if s is not None and len(s) else float(r)
-        for s, r in zip(sentences, raw, strict=True)
-    ]
-    return (raw + np.array(best)) / 2
+    return (raw + best_sentences(np.asarray(vector), sentences, raw)) / 2
+
+
+def _highest(*cutoffs: float | None) -> float | None:
+    given = [c for c in cutoffs if c is not None]
+    return max(given) if given else None
 
 
 def _passes(score: float, cutoff: float | None) -> bool:
