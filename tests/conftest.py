@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,27 @@ def e5(e5_model_dir: Path) -> Any:
     from app.embeddings.resolve import resolve_model
 
     return E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+
+
+@pytest.fixture(scope="session")
+def ingest_docs(
+    tmp_path_factory: pytest.TempPathFactory, e5: Any
+) -> Callable[[str, dict[str, str]], Path]:
+    """Writes documents into a fresh folder's docs/ and ingests them with the real model into
+    the "default" collection of its data/; returns the folder."""
+
+    def ingest(name: str, docs: dict[str, str]) -> Path:
+        from app.ingest import ingest_folder
+        from app.settings import load_settings
+
+        base = tmp_path_factory.mktemp(name)
+        (base / "docs").mkdir()
+        for filename, text in docs.items():
+            (base / "docs" / filename).write_text(text, encoding="utf-8")
+        ingest_folder(load_settings(data_dir=base / "data"), base / "docs", "default", embedder=e5)
+        return base
+
+    return ingest
 
 
 class Cli:

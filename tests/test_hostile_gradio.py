@@ -93,15 +93,8 @@ class Hostile:
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Path:
-    from app.ingest import ingest_folder
-    from app.settings import load_settings
-
-    base = tmp_path_factory.mktemp("hostile-gradio")
-    (base / "docs").mkdir()
-    (base / "docs" / "monorail.md").write_text(DOC, encoding="utf-8")
-    ingest_folder(load_settings(data_dir=base / "data"), base / "docs", "default", embedder=e5)
-    return base
+def kb(ingest_docs: Any) -> Path:
+    return ingest_docs("hostile-gradio", {"monorail.md": DOC})
 
 
 @pytest.fixture

@@ -31,16 +31,8 @@ ASK: Any = [{"role": "user", "content": QUESTION}]
 
 
 @pytest.fixture(scope="module")
-def kb_dir(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Path:
-    from app.ingest import ingest_folder
-    from app.settings import load_settings
-
-    base = tmp_path_factory.mktemp("openai-sdk")
-    (base / "docs").mkdir()
-    for name, text in DOCS.items():
-        (base / "docs" / name).write_text(text, encoding="utf-8")
-    ingest_folder(load_settings(data_dir=base / "data"), base / "docs", "default", embedder=e5)
-    return base / "data"
+def kb_dir(ingest_docs: Any) -> Path:
+    return ingest_docs("openai-sdk", DOCS) / "data"
 
 
 @pytest.fixture(scope="module")
