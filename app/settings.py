@@ -27,6 +27,7 @@ def shipped_prompts() -> Path:
     return installed if installed.is_dir() else checkout
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 
 
@@ -316,6 +317,17 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="Conversations database; unset: SQLite in the data dir."
     )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis for the rate limits, shared by every replica (redis://host:6379/0,"
+        " rediss:// for TLS, redis+unix:///path); unset: each process counts in memory.",
+    )
+    redis_prefix: str = Field(
+        "kbchat",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Start of every Redis key kbchat writes; deployments sharing one Redis each"
+        " need their own.",
+    )
     # The openai client's own variable names, so existing setups just work.
     openai_api_key: SecretStr | None = Field(
         None, validation_alias="OPENAI_API_KEY", description="Key for the LLM API."
@@ -335,6 +347,13 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_collection(cls, value: str) -> str:
         return validate_collection_name(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().lower().startswith(REDIS_SCHEMES):
+            raise ValueError(f"expected a URL starting with {', '.join(REDIS_SCHEMES)}")
+        return value
 
     @property
     def chroma_dir(self) -> Path:

@@ -97,6 +97,16 @@ def _shown(value: object) -> str:
     return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…")
 
 
+def _redacted(loc: tuple[int | str, ...], value: object) -> object:
+    """A secret's value as it may be printed: a URL without its password, else nothing of it."""
+    info = Settings.model_fields.get(str(loc[0])) if loc else None
+    if info is None or "SecretStr" not in str(info.annotation):
+        return value
+    if isinstance(value, str) and "://" in value:
+        return re.sub(r"^([^:/]+://[^/@]*?:)[^/]*@", r"\1***@", value)
+    return "***"
+
+
 def _source(name: str, environ: Mapping[str, str]) -> str:
     in_env = name.upper() in {n.upper() for n in environ}
     return "" if in_env or not name.startswith(PREFIX) else " (in .env)"
@@ -117,7 +127,8 @@ def describe(exc: ValidationError | SettingsError, environ: Mapping[str, str] | 
     for error in exc.errors():
         name, inner = _variable(tuple(error["loc"]), given)
         lines.append(
-            f"{name}{inner}={_shown(error['input'])}{_source(name, environ)}: "
+            f"{name}{inner}={_shown(_redacted(tuple(error['loc']), error['input']))}"
+            f"{_source(name, environ)}: "
             f"{_expected(error['msg'])}"
         )
     return "\n".join(dict.fromkeys(lines))

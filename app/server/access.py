@@ -8,21 +8,24 @@ itself with X-Forwarded-For."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from limits import parse
-from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from slowapi import Limiter
 from slowapi.util import get_remote_address
 
+from app.server.rate_store import BudgetStore, redis_options
 from app.settings import WidgetKey
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
 KEY_HEADER = "x-kbchat-key"
 DEMO_KEY = "kbchat-demo-key"  # used only when no widget key is configured; same-origin only
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,38 +85,54 @@ def is_admin(settings: Settings, key: str | None) -> bool:
 
 
 class RateBudget:
-    """So many hits per moving window per identifier, in process memory (one process serves)."""
+    """So many hits per moving window per identifier, counted in the app's BudgetStore (process
+    memory, or Redis shared by every replica); `name` keeps each budget's keys apart there."""
 
-    def __init__(self, rate: str) -> None:
+    def __init__(self, rate: str, name: str = "budget", store: BudgetStore | None = None) -> None:
         self.item = parse(rate)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.name = name
+        self.store = store or BudgetStore()
 
     def hit(self, ident: str) -> int | None:
         """Spend one: None when allowed, else the seconds until the window frees one."""
-        return None if self._limiter.hit(self.item, ident) else self.retry_after(ident)
+        key = self._key(ident)
+        return self.store.run(
+            lambda limiter: None if limiter.hit(self.item, key) else self._wait(limiter, key)
+        )
 
     def exhausted(self, ident: str) -> int | None:
         """Like `hit` without spending: None while some budget is left."""
-        return None if self._limiter.test(self.item, ident) else self.retry_after(ident)
+        key = self._key(ident)
+        return self.store.run(
+            lambda limiter: None if limiter.test(self.item, key) else self._wait(limiter, key)
+        )
 
-    def retry_after(self, ident: str) -> int:
-        reset = self._limiter.get_window_stats(self.item, ident).reset_time
+    def _key(self, ident: str) -> str:
+        return f"{self.name}:{ident}"
+
+    def _wait(self, limiter: MovingWindowRateLimiter, key: str) -> int:
+        reset = limiter.get_window_stats(self.item, key).reset_time
         return max(1, math.ceil(reset - time.time()))
 
 
 class Throttles:
     """The budgets shared by every door: the API, the OpenAI-compatible API and the Web UI."""
 
-    def __init__(self, server: ServerSettings) -> None:
-        self.chat = RateBudget(server.rate_limit)
-        self.upload = RateBudget(server.upload_rate_limit)
-        self.admin_failures = RateBudget(server.admin_failures)
+    def __init__(self, server: ServerSettings, store: BudgetStore | None = None) -> None:
+        self.store = store or BudgetStore()
+        self.chat = RateBudget(server.rate_limit, "chat", self.store)
+        self.upload = RateBudget(server.upload_rate_limit, "upload", self.store)
+        self.admin_failures = RateBudget(server.admin_failures, "admin-failures", self.store)
+        # Redis calls from async code run here, not on the event loop nor in the worker threads
+        # that slow chats may fill
+        self.threads = anyio.CapacityLimiter(8)
 
     def spend_chat(self, client: str, widget_key: str | None = None) -> int | None:
-        """One chat turn: the client's budget, and the widget key's own budget if one is given."""
+        """One chat turn: the client's budget, and the widget key's own budget if one is given.
+        The key is hashed: a presented key (even the admin key) is never written to Redis."""
         wait = self.chat.hit(f"ip:{client}")
         if wait is None and widget_key:
-            wait = self.chat.hit(f"key:{widget_key}")
+            wait = self.chat.hit(f"key:{hashlib.sha256(widget_key.encode()).hexdigest()[:32]}")
         return wait
 
     def admin_locked(self, client: str) -> int | None:
@@ -120,6 +140,12 @@ class Throttles:
 
     def admin_failed(self, client: str) -> None:
         self.admin_failures.hit(f"ip:{client}")
+
+    async def run(self, decide: Callable[[], T]) -> T:
+        """A decision from async code: at once with memory, off the event loop with Redis."""
+        if not self.store.shared:
+            return decide()
+        return await anyio.to_thread.run_sync(decide, limiter=self.threads)
 
 
 def client_address(request: Request) -> str:
@@ -133,9 +159,11 @@ def too_many(wait: int, what: str = "rate limit exceeded") -> HTTPException:
 
 async def spend_chat(request: Request) -> None:
     """Dependency for the chat doors: one budget per client IP (and per widget key). Async: it
-    never waits, so it needs no worker thread (those may all be busy with slow chats)."""
+        never waits on memory; with Redis it waits in threads of its own (see Throttles.run), never
+    in those that slow chats may all be using."""
     throttles: Throttles = request.app.state.throttles
-    wait = throttles.spend_chat(client_address(request), request.headers.get(KEY_HEADER))
+    client, key = client_address(request), request.headers.get(KEY_HEADER)
+    wait = await throttles.run(lambda: throttles.spend_chat(client, key))
     if wait is not None:
         raise too_many(wait)
 
@@ -203,6 +231,16 @@ ChatCaller = Annotated[Caller, Depends(chat_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
 
 
-def make_limiter() -> Limiter:
-    """slowapi for the routes that only need their own per-IP limit (feedback)."""
-    return Limiter(key_func=get_remote_address, headers_enabled=False)
+def make_limiter(store: BudgetStore | None = None) -> Limiter:
+    """slowapi for the routes that only need their own per-IP limit (feedback), counting in the
+    same Redis as the budgets when one is configured, and, like them, in process memory while
+    Redis is unreachable (slowapi's in-memory fallback)."""
+    if store is None or store.redis_url is None:
+        return Limiter(key_func=get_remote_address, headers_enabled=False)
+    return Limiter(
+        key_func=get_remote_address,
+        headers_enabled=False,
+        storage_uri=store.redis_url,
+        storage_options=redis_options(store.prefix),
+        in_memory_fallback_enabled=True,
+    )

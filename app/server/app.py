@@ -28,6 +28,7 @@ from app.server.access import Throttles, allowed_origins, widget_keys
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
+from app.server.rate_store import BudgetStore
 from app.server.routes_admin import admin_router
 from app.server.routes_chat import chat_router
 from app.server.routes_openai import openai_router
@@ -97,9 +98,10 @@ def create_app(
     app.state.chat_gate = ChatGate(
         settings.server.max_concurrent_chats, settings.server.max_queued_chats
     )
-    limiter = make_limiter()
+    budgets = BudgetStore.from_settings(settings, metrics.registry)  # memory, or Redis
+    limiter = make_limiter(budgets)
     app.state.limiter = limiter
-    throttles = Throttles(settings.server)
+    throttles = Throttles(settings.server, budgets)
     app.state.throttles = throttles
     problems.install(app)  # one error shape on /api (RFC 9457)
     app.add_middleware(
@@ -153,12 +155,17 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
     )
     async def ready(request: Request) -> Response:
         """Readiness: the model is loaded and the store answers within READY_TIMEOUT_S; when
-        not, a 503 problem carrying the same checks (`model`, `store`, `ready`)."""
+        not, a 503 problem carrying the same checks (`model`, `store`, `ready`). With
+        KBCHAT_REDIS_URL, `redis` says whether it answers (it does not change `ready`)."""
         services = request.app.state.services
         try:
             with anyio.fail_after(READY_TIMEOUT_S):
                 checks = await anyio.to_thread.run_sync(
-                    services.ready, limiter=ready_threads, abandon_on_cancel=True
+                    _checks,
+                    services,
+                    request.app.state.throttles,
+                    limiter=ready_threads,
+                    abandon_on_cancel=True,
                 )
         except TimeoutError:
             model = bool(getattr(services.embedder, "loaded", True))
@@ -177,6 +184,19 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
     def widget_demo() -> HTMLResponse:
         page = (STATIC / "demo.html").read_text(encoding="utf-8")
         return HTMLResponse(page.replace("{{WIDGET_KEY}}", widget_keys(settings)[0].key))
+
+
+def _checks(services: Services, throttles: Throttles) -> dict[str, Any]:
+    """The services' checks, and `redis` when one is configured. Redis down leaves the replica
+    ready: the rate limits then count in memory (app.server.rate_store), so a load balancer
+    keeps sending traffic; `redis: false` is for the operator (and kbchat_rate_limit_shared)."""
+    checks: dict[str, Any] = services.ready()
+    redis = throttles.store.ping()
+    if redis is not None:
+        checks["redis"] = redis
+        if not redis:
+            checks["redis_error"] = "unreachable"
+    return checks
 
 
 def _not_ready(checks: dict[str, Any]) -> str:

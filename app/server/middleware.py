@@ -95,10 +95,13 @@ class UploadGate:
             client = scope.get("client")
             address = client[0] if client else "unknown"
             wait, what = None, ""
+            throttles = self.throttles
             if scope["path"] == GRADIO_UPLOAD:
-                wait, what = self.throttles.upload.hit(f"ip:{address}"), "too many uploads"
+                wait = await throttles.run(lambda: throttles.upload.hit(f"ip:{address}"))
+                what = "too many uploads"
             elif scope["path"].startswith(ADMIN_API):
-                wait, what = self.throttles.admin_locked(address), "too many wrong admin keys"
+                wait = await throttles.run(lambda: throttles.admin_locked(address))
+                what = "too many wrong admin keys"
             if wait is not None:
                 response = problem_response(
                     429,
