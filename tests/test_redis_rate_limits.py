@@ -111,6 +111,9 @@ def test_redis_down_each_process_counts_alone_and_recovers(
         local = re.search(r"^kbchat_rate_limit_local_decisions_total (\S+)$", metrics, re.M)
         assert local and float(local.group(1)) >= 5, metrics
         assert feedback(client) != 500  # slowapi falls back to memory too
+    # a replica that starts while Redis is down starts, and counts alone
+    with TestClient(make_app(tmp_path, "b", redis_url=redis.url)) as late:
+        assert [chat(late) for _ in range(5)] == [404] * 4 + [429]
 
 
 def test_budget_store_goes_back_to_redis(tmp_path: Path, redis: RedisServer) -> None:
@@ -138,3 +141,8 @@ def test_a_bad_redis_url_stops_the_start_in_one_line_without_its_password(
     line = one_error_line(kbchat(tmp_path, "collections", KBCHAT_REDIS_URL=url))
     assert "KBCHAT_REDIS_URL" in line and "redis://, rediss://, redis+unix://" in line, line
     assert "hunter2" not in line, line
+
+
+def test_a_bad_redis_prefix_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    line = one_error_line(kbchat(tmp_path, "collections", KBCHAT_REDIS_PREFIX="kb*:{x}"))
+    assert "KBCHAT_REDIS_PREFIX='kb*:{x}'" in line and "pattern" in line, line

@@ -78,7 +78,9 @@ class BudgetStore:
             self._gauge.set(1)
 
     @classmethod
-    def from_settings(cls, settings: Settings, registry: CollectorRegistry | None = None) -> Any:
+    def from_settings(
+        cls, settings: Settings, registry: CollectorRegistry | None = None
+    ) -> BudgetStore:
         url = settings.redis_url.get_secret_value() if settings.redis_url else None
         return cls(url, prefix=settings.redis_prefix, registry=registry)
 
