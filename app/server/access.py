@@ -159,7 +159,7 @@ def too_many(wait: int, what: str = "rate limit exceeded") -> HTTPException:
 
 async def spend_chat(request: Request) -> None:
     """Dependency for the chat doors: one budget per client IP (and per widget key). Async: it
-        never waits on memory; with Redis it waits in threads of its own (see Throttles.run), never
+    never waits on memory; with Redis it waits in threads of its own (see Throttles.run), never
     in those that slow chats may all be using."""
     throttles: Throttles = request.app.state.throttles
     client, key = client_address(request), request.headers.get(KEY_HEADER)
