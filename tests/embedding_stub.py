@@ -5,6 +5,7 @@ sentence-transformers model in the tests), so it behaves like TEI or vLLM: no pr
 own. Every request's inputs and Authorization header are recorded. Faults go through `mode`:
 
 * ``"ok"``        - answer normally;
+* ``"scaled"``    - answer with the vectors times 3 (a server that does not normalise);
 * ``"500"``       - HTTP 500 with an OpenAI-style error body that echoes the Authorization header
   (a careless server; kbchat must not pass it on);
 * ``"wrong_dim"`` - vectors one number short;
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-MODES = ("ok", "500", "wrong_dim", "malformed", "short", "huge", "hang", "trickle")
+MODES = ("ok", "scaled", "500", "wrong_dim", "malformed", "short", "huge", "hang", "trickle")
 
 
 class _Server(ThreadingHTTPServer):
@@ -122,6 +123,8 @@ class EmbeddingStub:
                         self.wfile.flush()
                     return
                 vectors = np.asarray(stub.encode(texts), dtype=np.float32)
+                if mode == "scaled":
+                    vectors = vectors * 3
                 if mode == "wrong_dim":
                     vectors = vectors[:, :-1]
                 if mode == "short":

@@ -93,6 +93,14 @@ def pipeline(tokenizer: Any) -> dict[str, Any]:
     return {k: v for k, v in definition.items() if k not in {"padding", "truncation"}}
 
 
+def test_vectors_are_normalised_by_kbchat(
+    tmp_path: Path, e5_model_dir: Path, raw_encode: Callable[[list[str]], np.ndarray]
+) -> None:
+    with EmbeddingStub(raw_encode, mode="scaled") as server:  # a server that does not normalise
+        vectors = remote(tmp_path, e5_model_dir, server.base_url).embed_documents(["a", "b c"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
 def test_remote_model_name_and_declared_weights(
     tmp_path: Path, e5_model_dir: Path, stub: EmbeddingStub
 ) -> None:
@@ -310,3 +318,42 @@ def test_model_info_shows_the_endpoint_without_credentials(
         "weights": "remote:intfloat/multilingual-e5-small",
     }
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_chat_with_the_embedding_server_down_reveals_nothing(
+    ingest_docs: Callable[[str, dict[str, str]], Path],
+    tmp_path: Path,
+    e5_model_dir: Path,
+    e5: E5Embeddings,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.server.app import create_app
+
+    base = ingest_docs("remote-chat", DOCS)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = load_settings(
+        data_dir=base / "data",
+        database_url=f"sqlite:///{tmp_path / 'conv.sqlite3'}",
+        openai_base_url=f"http://127.0.0.1:{port}/v1",
+        embedding={
+            "model": str(e5_model_dir),
+            "url": f"http://127.0.0.1:{port}/v1",
+            "api_key": SECRET,
+            "remote_weights": e5.spec.weights,
+            "remote_retries": 0,
+        },
+    )
+    app = create_app(settings, with_ui=False)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        v1 = http.post(
+            "/v1/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": QUESTION}]},
+        )
+        api = http.post("/api/chat", json={"message": QUESTION, "collection": "default"})
+    for response in (v1, api):
+        assert str(port) not in response.text and SECRET not in response.text, response.text
+        assert "unreachable" not in response.text
+    assert v1.status_code >= 500
