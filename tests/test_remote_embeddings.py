@@ -357,3 +357,18 @@ def test_chat_with_the_embedding_server_down_reveals_nothing(
         assert str(port) not in response.text and SECRET not in response.text, response.text
         assert "unreachable" not in response.text
     assert v1.status_code >= 500
+
+
+def test_evaluation_cache_wraps_the_remote_embedder(
+    tmp_path: Path, e5_model_dir: Path, e5: E5Embeddings, stub: EmbeddingStub
+) -> None:
+    from app.evaluation_scenarios import CachedEmbeddings
+
+    inner = remote(tmp_path, e5_model_dir, stub.base_url)
+    cached = CachedEmbeddings(inner, tmp_path / "cache")
+    assert cached.spec == inner.spec  # remote weights, not the local folder's
+    assert cached.tokenizer.encode("Vesuv").ids == inner.tokenizer.encode("Vesuv").ids
+    first = cached.encode(["query: a", "query: b"])
+    cached.encode(["query: a"])
+    assert stub.all_inputs() == ["query: a", "query: b"] and first.shape == (2, 384)
+    assert CachedEmbeddings(e5, tmp_path / "cache").path != cached.path  # never shared
