@@ -372,3 +372,28 @@ def test_evaluation_cache_wraps_the_remote_embedder(
     cached.encode(["query: a"])
     assert stub.all_inputs() == ["query: a", "query: b"] and first.shape == (2, 384)
     assert CachedEmbeddings(e5, tmp_path / "cache").path != cached.path  # never shared
+
+
+def test_the_llm_key_is_never_sent_to_the_embedding_server(
+    tmp_path: Path, e5_model_dir: Path, stub: EmbeddingStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)  # the chat LLM's key, read by openai by default
+    settings = load_settings(
+        data_dir=tmp_path / "data", embedding={"model": str(e5_model_dir), "url": stub.base_url}
+    )
+    build_embeddings(settings).embed_query("x")
+    assert stub.auth and all(SECRET not in (auth or "") for auth in stub.auth)
+
+
+def test_concurrent_queries_each_get_their_own_vector(
+    tmp_path: Path, e5_model_dir: Path, e5: E5Embeddings, stub: EmbeddingStub
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = remote(tmp_path, e5_model_dir, stub.base_url)
+    embedder.batch_concurrent_queries(wait_ms=50)  # as the server does
+    questions = ["Vesuv", "Brot backen", "Tokyo population", "東京の人口"]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(embedder.embed_query, questions))
+    assert cosines(got, [e5.embed_query(q) for q in questions]).min() > 0.99
+    assert sorted(stub.all_inputs()) == sorted(f"query: {q}" for q in questions)

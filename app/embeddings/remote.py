@@ -239,5 +239,7 @@ def build_remote(
 
     timeout = float(options.pop("timeout", 30.0))
     retries = int(options.pop("retries", 2))
+    # An explicit key, "none" without one: left unset, openai would read OPENAI_API_KEY (the chat
+    # LLM's key) from the environment and send it to the embedding server.
     client = OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout, max_retries=retries)
     return RemoteE5Embeddings(model, profile, client, timeout=timeout, **options)
