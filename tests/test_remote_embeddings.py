@@ -397,3 +397,21 @@ def test_concurrent_queries_each_get_their_own_vector(
         got = list(pool.map(embedder.embed_query, questions))
     assert cosines(got, [e5.embed_query(q) for q in questions]).min() > 0.99
     assert sorted(stub.all_inputs()) == sorted(f"query: {q}" for q in questions)
+
+
+def test_server_prefixes_refused_for_a_model_without_e5_prefixes(
+    tmp_path: Path, e5_model_dir: Path
+) -> None:
+    """A server that adds 'query: ' cannot serve a model that wants none (or the Instruct form)."""
+    with pytest.raises(ValueError, match="needs the e5 prefix scheme"):
+        build_embeddings(
+            load_settings(
+                data_dir=tmp_path / "data",
+                embedding={
+                    "model": str(e5_model_dir),
+                    "url": "http://127.0.0.1:9/v1",
+                    "prefix_scheme": "none",
+                    "remote_prefixes": "server",
+                },
+            )
+        )
