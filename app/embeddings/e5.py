@@ -135,8 +135,24 @@ class E5Embeddings(Embeddings):
 
 
 def build_embeddings(settings: Settings) -> E5Embeddings:
-    """Resolve the configured model (downloading or materialising it if needed) and wrap it."""
+    """Resolve the configured model (downloading or materialising it if needed) and wrap it; with
+    KBCHAT_EMBEDDING_URL set, the vectors come from that server (app/embeddings/remote.py)."""
     emb = settings.embedding
     resolved = resolve_model(emb.model, settings.models_dir, emb.hub_timeout)
     profile = make_profile(resolved.model_id, settings.prompts_dir, emb.prefix_scheme)
+    if emb.url:  # vectors from a server; the local folder gives only tokenizer and dimension
+        from app.embeddings.remote import build_remote
+
+        return build_remote(
+            resolved,
+            profile,
+            url=emb.url,
+            api_key=emb.api_key.get_secret_value() if emb.api_key else None,
+            remote_model=emb.remote_model,
+            weights=emb.remote_weights,
+            prefixes=emb.remote_prefixes,
+            batch_size=emb.batch_size,
+            timeout=emb.remote_timeout,
+            retries=emb.remote_retries,
+        )
     return E5Embeddings(resolved, profile, device=emb.device, batch_size=emb.batch_size)
