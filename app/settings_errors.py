@@ -97,14 +97,27 @@ def _shown(value: object) -> str:
     return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…")
 
 
+def _field_annotation(loc: tuple[int | str, ...]) -> str:
+    """The annotation of the field an error location points at, groups followed (as text)."""
+    model: type[BaseModel] | None = Settings
+    annotation: object = None
+    for part in loc:
+        if model is None or str(part) not in model.model_fields:
+            break
+        annotation = model.model_fields[str(part)].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return str(annotation)
+
+
 def _redacted(loc: tuple[int | str, ...], value: object) -> object:
-    """A secret's value as it may be printed: a URL without its password, else nothing of it."""
-    info = Settings.model_fields.get(str(loc[0])) if loc else None
-    if info is None or "SecretStr" not in str(info.annotation):
-        return value
+    """A value as it may be printed: any URL without its password, a secret not at all."""
     if isinstance(value, str) and "://" in value:
         return re.sub(r"^([^:/]+://[^/@]*?:)[^/]*@", r"\1***@", value)
-    return "***"
+    return "***" if "SecretStr" in _field_annotation(loc) else value
 
 
 def _source(name: str, environ: Mapping[str, str]) -> str:

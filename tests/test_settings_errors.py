@@ -122,3 +122,11 @@ def test_bad_value_inside_json_names_where(tmp_path: Path) -> None:
     assert "KBCHAT_WIDGET_KEYS[0].key='short'" in line and "at least 8 characters" in line, line
     line = one_error_line(kbchat(tmp_path, "collections", KBCHAT_SERVER='{"port": 0}'))
     assert "KBCHAT_SERVER.port=" in line and "greater than or equal to 1" in line, line
+
+
+def test_a_password_in_any_bad_url_is_never_printed(tmp_path: Path) -> None:
+    """Not only secret fields: a URL setting (KBCHAT_EMBEDDING_URL) may carry user:password."""
+    url = "ftp://kbchat:hunter2@embeddings.internal/v1"
+    line = one_error_line(kbchat(tmp_path, "collections", KBCHAT_EMBEDDING_URL=url))
+    assert "KBCHAT_EMBEDDING_URL='ftp://kbchat:***@embeddings.internal/v1'" in line, line
+    assert "hunter2" not in line, line
