@@ -17,6 +17,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from app.embeddings.remote import RemoteEmbeddingError
+
 log = logging.getLogger(__name__)
 PREFIX = "/v1"
 
@@ -34,6 +36,7 @@ _KINDS: dict[int, tuple[str, str | None]] = {
     503: ("server_error", "service_unavailable"),
 }
 INTERNAL = "The server had an error while processing your request."
+EMBEDDINGS_DOWN = "The embedding service is unavailable; try again shortly."
 
 
 class ErrorDetail(BaseModel):
@@ -152,6 +155,9 @@ class OpenAIRoute(APIRoute):
                 return validation_response(exc)
             except HTTPException as exc:
                 return http_response(exc)
+            except RemoteEmbeddingError as exc:  # logged, never sent: it names a host
+                log.warning("%s %s: %s", request.method, request.url.path, exc)
+                return error_response(503, EMBEDDINGS_DOWN, headers={"Retry-After": "5"})
             except Exception:
                 log.exception("%s %s failed", request.method, request.url.path)
                 return error_response(500, INTERNAL)

@@ -25,10 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from slowapi.errors import RateLimitExceeded
 from starlette.exceptions import HTTPException
 
+from app.embeddings.remote import RemoteEmbeddingError
+
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 API_PREFIX = "/api"
 INTERNAL = "the server had an error while processing the request; the log has the details"
+EMBEDDINGS_DOWN = "the embedding service is unavailable; try again shortly"
 
 
 class Problem(BaseModel):
@@ -128,6 +131,17 @@ def _rate_limited(request: Request, exc: RateLimitExceeded) -> Response:
     )
 
 
+def _embeddings_down(request: Request, exc: Exception) -> Response:
+    """503: the remote embedding server failed; the reason is logged, never sent (it names a
+    host). A replica's own fault would be a 500; this one passes, so clients may retry."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    if not is_api_path(request.url.path):
+        return Response("Service Unavailable", 503, media_type="text/plain")
+    return problem_response(
+        503, EMBEDDINGS_DOWN, instance=request.url.path, headers={"Retry-After": "5"}
+    )
+
+
 def _unexpected(request: Request, exc: Exception) -> Response:
     """500 without the exception's text (paths, hosts, SQL); Starlette logs the traceback."""
     if not is_api_path(request.url.path):
@@ -141,6 +155,7 @@ def install(app: FastAPI) -> None:
         HTTPException: _http,
         RequestValidationError: _validation,
         RateLimitExceeded: _rate_limited,
+        RemoteEmbeddingError: _embeddings_down,
         Exception: _unexpected,
     }
     for kind, handler in handlers.items():
