@@ -5,6 +5,8 @@ is adopted without losing a conversation, and KBCHAT_DATABASE_URL's password is 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,6 +20,7 @@ from typer.testing import CliRunner
 from app.chat.types import ChatResult, Source
 from tests.services import create_database, postgres_missing, start_postgres
 
+REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ["sqlite", "postgres"]
 STARTS = 4  # replicas starting at once
 
@@ -118,6 +121,30 @@ def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
     assert _versions(empty_db) == ["0002"]
     session_id = stores[1].open_session(None, "default")
     assert stores[2].conversation(session_id)["messages"] == []
+
+
+def test_replica_processes_starting_together_all_succeed(empty_db: str) -> None:
+    """The same as separate processes (the file lock and the advisory lock across processes)."""
+    code = (
+        "import sys, time\n"
+        "from app.server.db import ConversationStore\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"  # start together
+        "ConversationStore(sys.argv[1])\n"
+    )
+    start_at = str(time.time() + 3)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, empty_db, start_at],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(STARTS)
+    ]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * STARTS, outputs
+    assert _versions(empty_db) == ["0002"]
 
 
 def test_stores_of_different_databases_start_together_in_one_process(tmp_path: Path) -> None:
