@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
 from app.chat.types import ChatResult, Source
-from tests.services import create_database, postgres_missing, start_postgres
+from tests.postgres_server import create_database, postgres_missing, start_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ["sqlite", "postgres"]

@@ -3,8 +3,9 @@
 `start_postgres()` runs a throwaway PostgreSQL 15 (Debian's binaries in /usr/lib/postgresql/15/bin)
 on a free loopback port with password authentication, and yields a `postgresql+psycopg://` URL;
 `create_database(url, name)` gives each test its own empty database on that server. PostgreSQL
-refuses to run as root, so as root the cluster belongs to `nobody`. Reusable by any test (the
-replica test starts its Postgres with it too).
+refuses to run as root, so as root the cluster belongs to `nobody`. Password authentication
+(scram) on TCP, unlike a trust-only cluster, so tests can check a wrong password and that the
+password never shows.
 """
 
 from __future__ import annotations
