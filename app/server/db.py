@@ -1,7 +1,10 @@
 """Conversations, the sources shown with each answer, and feedback, in SQL (SQLite by default).
 
 SQLAlchemy keeps one code path for SQLite on one machine and Postgres behind several replicas
-(KBCHAT_DATABASE_URL). Nothing is kept in process memory, so a restart loses nothing.
+(KBCHAT_DATABASE_URL). Nothing is kept in process memory, so a restart loses nothing. The models
+here are what the code reads and writes; the tables are made by the Alembic revisions in
+app/server/migrations (a schema change is a new revision there, checked against these models by
+tests/test_migrations.py).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ import json
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DDL, Engine, ForeignKey, String, Text, create_engine, inspect, select
+from sqlalchemy import ForeignKey, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from app.chat.types import ChatResult, Turn
+from app.server import schema
+from app.server.database import make_engine
 
 
 def _now() -> datetime:
@@ -62,14 +66,12 @@ class UnknownSession(LookupError):
 
 
 class ConversationStore:
-    """Every read and write of conversations goes through here."""
+    """Every read and write of conversations goes through here. Constructing it brings the
+    database to the newest schema (safe when several replicas start at once)."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+        self.engine = make_engine(url)
+        schema.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def open_session(self, session_id: str | None, collection: str) -> str:
@@ -161,24 +163,3 @@ class ConversationStore:
         with self._session() as db:
             rows = db.scalars(select(Feedback).where(Feedback.message_id == message_id))
             return [{"rating": f.rating, "comment": f.comment} for f in rows]
-
-
-def add_missing_columns(engine: Engine) -> None:
-    """Add columns the models gained since a database was created (nullable ones only), so an
-    existing SQLite or Postgres database keeps working after an upgrade. Idempotent; a schema
-    change beyond added columns would call for Alembic."""
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        missing = [c for c in table.columns if c.name not in present]
-        if not missing:
-            continue
-        with engine.begin() as conn:
-            for column in missing:
-                if not column.nullable:
-                    raise RuntimeError(f"cannot add required column {table.name}.{column.name}")
-                quote = engine.dialect.identifier_preparer.quote
-                kind = column.type.compile(dialect=engine.dialect)
-                conn.execute(
-                    DDL(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}")
-                )
