@@ -299,7 +299,7 @@ RATE_LIMIT = "6/minute"
 
 
 def replica_settings(
-    *, data_dir: Path, model_dir: Path, postgres: Server, redis: Server, chroma: Server
+    *, data_dir: Path, model_dir: Path, postgres_url: str, redis_url: str, chroma_port: int
 ) -> dict[str, str]:
     """The settings every replica gets, key for key those of compose.yaml's kbchat services
     (tests/test_deploy_files.py compares the names): one data folder shared by all replicas,
@@ -310,10 +310,10 @@ def replica_settings(
         "KBCHAT_DATA_DIR": str(data_dir),
         "KBCHAT_EMBEDDING_MODEL": str(model_dir),
         "KBCHAT_SERVER_HOST": "127.0.0.1",
-        "KBCHAT_DATABASE_URL": postgres.url,
-        "KBCHAT_REDIS_URL": redis.url,
+        "KBCHAT_DATABASE_URL": postgres_url,
+        "KBCHAT_REDIS_URL": redis_url,
         "KBCHAT_CHROMA_HOST": "127.0.0.1",
-        "KBCHAT_CHROMA_PORT": str(chroma.port),
+        "KBCHAT_CHROMA_PORT": str(chroma_port),
         "KBCHAT_ADMIN_API_KEY": ADMIN_KEY,
         "KBCHAT_SERVER_RATE_LIMIT": RATE_LIMIT,
         "KBCHAT_SERVER_TRUSTED_PROXIES": '["127.0.0.1"]',

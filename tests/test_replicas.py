@@ -74,9 +74,9 @@ def cluster(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         settings = replica_settings(
             data_dir=base / "shared-data",
             model_dir=e5_model_dir,
-            postgres=postgres,
-            redis=redis,
-            chroma=chroma,
+            postgres_url=postgres.url,
+            redis_url=redis.url,
+            chroma_port=chroma.port,
         )
         with kbchat_replicas(settings, base, 2) as (a, b):
             a.spawn()
