@@ -78,3 +78,15 @@ def test_a_collection_deleted_elsewhere_is_not_found_not_an_error(
     gone = ask(b, "When was the lighthouse built?")
     assert gone.status_code == 404, gone.text
     assert "handbook" in gone.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["nope", "..", "a/../b", "127.0.0.1", "x" * 512, "é-ü"])
+def test_names_no_collection_has_are_not_found(
+    replicas: tuple[TestClient, TestClient], name: str
+) -> None:
+    """The store is asked for the collection by a name a client chose: whatever chromadb
+    makes of it, the answer is 404 (the name is not echoed in a 500)."""
+    a, _ = replicas
+    upload(a, "lighthouse.md", LIGHTHOUSE)
+    response = a.post("/api/chat", json={"message": "hello there", "collection": name})
+    assert response.status_code == 404, response.text
