@@ -30,12 +30,14 @@ REPO = Path(__file__).resolve().parent.parent
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 CHROMA = Path(sys.executable).parent / "chroma"  # chromadb's CLI, installed with kbchat
+CADDY = shutil.which("caddy") or "/usr/bin/caddy"
+CADDYFILE = REPO / "deploy" / "Caddyfile"  # compose.yaml's load balancer
 UNPRIVILEGED = "nobody"  # postgres refuses to run as root
 
 
 def missing_binaries() -> list[str]:
     """The server programs this machine lacks (.ci/run installs them)."""
-    wanted = [PG_BIN / "initdb", PG_BIN / "postgres", Path(REDIS_SERVER), CHROMA]
+    wanted = [PG_BIN / "initdb", PG_BIN / "postgres", Path(REDIS_SERVER), CHROMA, Path(CADDY)]
     return [str(p) for p in wanted if not os.access(p, os.X_OK)]
 
 
@@ -234,6 +236,38 @@ def start_chroma() -> Iterator[Server]:
         server = Server("chroma", _spawn("chroma", argv, log), port, url, log)
         try:
             _wait(server, lambda: httpx.get(f"{url}/api/v2/heartbeat", timeout=2).is_success, 60)
+            yield server
+        finally:
+            server.stop()
+
+
+def balancer_config(port: int, upstreams: list[str]) -> str:
+    """deploy/Caddyfile with this machine's ports for compose's service names, no admin API."""
+    text = CADDYFILE.read_text(encoding="utf-8")
+    for old, new in (
+        (":8000 {", f":{port} {{"),
+        ("kbchat-a:8000 kbchat-b:8000", " ".join(upstreams)),
+    ):
+        if old not in text:
+            raise AssertionError(f"deploy/Caddyfile no longer has {old!r}: update this test")
+        text = text.replace(old, new, 1)
+    return "{\n\tadmin off\n\tauto_https off\n}\n" + text
+
+
+@contextmanager
+def start_balancer(upstreams: list[str]) -> Iterator[Server]:
+    """Caddy with compose.yaml's configuration (deploy/Caddyfile) in front of `upstreams`."""
+    with _workdir("kbchat-caddy-") as base:
+        port = free_port()
+        config = base / "Caddyfile"
+        config.write_text(balancer_config(port, upstreams), encoding="utf-8")
+        argv = [CADDY, "run", "--adapter", "caddyfile", "--config", str(config)]
+        env = {**os.environ, "XDG_DATA_HOME": str(base), "XDG_CONFIG_HOME": str(base)}
+        log = base / "caddy.log"
+        url = f"http://127.0.0.1:{port}"
+        server = Server("caddy", _spawn("caddy", argv, log, env=env), port, url, log)
+        try:
+            _wait(server, lambda: httpx.get(f"{url}/api/ready", timeout=5).is_success, 60)
             yield server
         finally:
             server.stop()

@@ -4,6 +4,8 @@ replica test (tests/test_replicas.py) starts, so the two cannot drift apart."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import shutil
 import subprocess
@@ -111,3 +113,16 @@ def test_the_build_context_leaves_out_secrets_and_data() -> None:
     for sources in copied:
         for source in sources.split():
             assert source in included, f"the Dockerfile copies {source}, .dockerignore drops it"
+
+
+def test_the_balancer_of_compose_is_the_one_the_replica_test_runs(compose: dict[str, Any]) -> None:
+    balancer = compose["services"]["balancer"]
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in balancer["volumes"]
+    # kbchat believes X-Forwarded-For from the balancer's fixed address only
+    address = balancer["networks"]["kbchat"]["ipv4_address"]
+    trusted = compose["services"]["kbchat-a"]["environment"]["KBCHAT_SERVER_TRUSTED_PROXIES"]
+    assert json.loads(trusted) == [address]
+    subnet = compose["networks"]["kbchat"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    for name in REPLICAS:
+        assert "ports" not in compose["services"][name], "replicas are reached through it only"

@@ -30,6 +30,7 @@ from tests.services import (
     kbchat_replicas,
     missing_binaries,
     replica_settings,
+    start_balancer,
     start_chroma,
     start_postgres,
     start_redis,
@@ -58,6 +59,7 @@ class Cluster:
     postgres: Server
     redis: Server
     chroma: Server
+    balancer: Server
     settings: dict[str, str]
     workdir: Path
 
@@ -84,7 +86,8 @@ def cluster(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
             b.spawn()
             a.wait()
             b.wait()
-            yield Cluster(a, b, postgres, redis, chroma, settings, base)
+            with start_balancer([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]) as balancer:
+                yield Cluster(a, b, postgres, redis, chroma, balancer, settings, base)
 
 
 def chat(replica: Kbchat, message: str, client_ip: str, **fields: Any) -> httpx.Response:
@@ -182,12 +185,34 @@ def test_the_rate_limit_is_one_budget_across_replicas(cluster: Cluster, handbook
     assert split == on_one
 
 
+def test_the_balancer_sticks_a_client_to_one_replica_and_names_it_truly(
+    cluster: Cluster, handbook: str
+) -> None:
+    """Through compose's load balancer (deploy/Caddyfile): a client that keeps its cookie stays
+    on one replica, and an X-Forwarded-For it forges is replaced, so forging a new address for
+    every request does not buy a new rate-limit budget."""
+    allowed = int(RATE_LIMIT.split("/")[0])
+    with httpx.Client(base_url=cluster.balancer.url, timeout=60) as browser:
+        statuses = [
+            browser.post(
+                "/api/chat",
+                json={"message": "hello", "collection": handbook},
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
+            ).status_code
+            for i in range(allowed + 1)
+        ]
+    assert statuses == [200] * allowed + [429]
+
+
 def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> None:
     """SIGKILL A right after it answered: B serves the conversation and the documents, and so
     does A once restarted (nothing lived only in A's memory)."""
     first = chat(cluster.a, "What was the lighthouse built from?", "10.0.5.1", collection=handbook)
     session = first.json()["session_id"]
     cluster.a.kill()
+    for _ in range(4):  # whichever replica the balancer picks first, B answers
+        through = httpx.get(f"{cluster.balancer.url}/api/sessions/{session}", timeout=30)
+        assert through.status_code == 200, through.text
     question = "Where does the lamp of the Lindholm lighthouse shine?"
     for replica in (cluster.b, cluster.a):
         if replica is cluster.a:
