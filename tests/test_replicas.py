@@ -234,6 +234,7 @@ def test_replicas_started_together_on_an_empty_database_all_come_up(cluster: Clu
     settings = {
         **cluster.settings,
         "KBCHAT_DATABASE_URL": create_database(cluster.postgres, "started_together"),
+        "KBCHAT_DATA_DIR": str(cluster.workdir / "started-together-data"),  # nothing to re-sync
     }
     with kbchat_replicas(settings, cluster.workdir, 2) as replicas:
         for replica in replicas:
