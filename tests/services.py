@@ -8,6 +8,7 @@ log file whose tail is quoted when it fails to start.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -36,9 +37,13 @@ UNPRIVILEGED = "nobody"  # postgres refuses to run as root
 
 
 def missing_binaries() -> list[str]:
-    """The server programs this machine lacks (.ci/run installs them)."""
+    """The server programs (and the database driver) this machine lacks; .ci/run installs the
+    programs, scripts/setup.sh the driver."""
     wanted = [PG_BIN / "initdb", PG_BIN / "postgres", Path(REDIS_SERVER), CHROMA, Path(CADDY)]
-    return [str(p) for p in wanted if not os.access(p, os.X_OK)]
+    missing = [str(p) for p in wanted if not os.access(p, os.X_OK)]
+    if importlib.util.find_spec("psycopg") is None:  # kbchat's driver for postgresql+psycopg://
+        missing.append("psycopg (pip install kbchat[postgres])")
+    return missing
 
 
 @dataclass
