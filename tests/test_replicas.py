@@ -208,6 +208,7 @@ def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> Non
     """SIGKILL A right after it answered: B serves the conversation and the documents, and so
     does A once restarted (nothing lived only in A's memory)."""
     first = chat(cluster.a, "What was the lighthouse built from?", "10.0.5.1", collection=handbook)
+    assert first.status_code == 200, first.text
     session = first.json()["session_id"]
     cluster.a.kill()
     for _ in range(4):  # whichever replica the balancer picks first, B answers
