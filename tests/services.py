@@ -28,7 +28,8 @@ import httpx
 from tests.live_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_MAJOR = "15"  # compose.yaml's postgres image has the same major version
+PG_BIN = Path(os.environ.get("PG_BIN", f"/usr/lib/postgresql/{PG_MAJOR}/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 CHROMA = Path(sys.executable).parent / "chroma"  # chromadb's CLI, installed with kbchat
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.services import PG_BIN, REDIS_SERVER, replica_settings
+from tests.services import PG_MAJOR, REDIS_SERVER, replica_settings
 
 REPO = Path(__file__).resolve().parent.parent
 REPLICAS = ("kbchat-a", "kbchat-b")
@@ -56,7 +56,7 @@ def test_compose_has_the_parts_the_replica_test_starts(compose: dict[str, Any]) 
     services = compose["services"]
     assert set(services) == {*REPLICAS, "balancer", "chroma", "postgres", "redis"}
     assert services["chroma"]["image"] == f"chromadb/chroma:{version('chromadb')}"
-    assert services["postgres"]["image"] == f"postgres:{PG_BIN.parent.name}"  # .../15/bin
+    assert services["postgres"]["image"] == f"postgres:{PG_MAJOR}"
     assert services["redis"]["image"].startswith("redis:")
     if Path(REDIS_SERVER).exists():  # Debian 12's redis-server is 7.0
         found = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True)
