@@ -20,6 +20,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -192,16 +194,23 @@ class QueryCorrection:
         )
         reference = LanguageReference.compute(both[: len(rows)], both[len(rows) :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            spec=json.dumps(spec, sort_keys=True),
-            sample=digest,
-            mean=reference.mean,
-            direction=reference.direction,
-            passage_mean=reference.passage_mean,
-        )
-        tmp.replace(path)
+        # A temp file of its own: replicas sharing the data dir may write the same language at
+        # the same moment, and one must not rename (or overwrite) the other's half-written file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{language}-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    spec=json.dumps(spec, sort_keys=True),
+                    sample=digest,
+                    mean=reference.mean,
+                    direction=reference.direction,
+                    passage_mean=reference.passage_mean,
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return reference
 
 

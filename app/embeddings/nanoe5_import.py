@@ -241,13 +241,26 @@ def write_hf_folder(m: E5S1, tokenizer_json: Path, folder: Path) -> None:
 
 
 def materialise(target: Path) -> Path:
-    """Write the sentence-transformers folder at `target` once; atomic, so a kill leaves no half."""
+    """Write the sentence-transformers folder at `target` once; atomic, so a kill leaves no half.
+
+    Processes sharing the data dir (replicas) take turns through a file lock: the one that
+    finishes second would otherwise replace the folder the first returned, maybe while loading.
+    """
+    from filelock import FileLock
+
     if (target / SOURCE_FILE).is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if (target / SOURCE_FILE).is_file():  # made by another process while we waited
+            return target
+        return _materialise(target)
+
+
+def _materialise(target: Path) -> Path:
     blob_path, tokenizer_json = bundled_paths()
     model = read_e5s1(blob_path)
     check_vocab(model, tokenizer_json)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".materialise-") as tmp:
         hf_dir = Path(tmp) / "hf"
         write_hf_folder(model, tokenizer_json, hf_dir)

@@ -72,26 +72,43 @@ class Services:
         self.client = client
         self.llm = llm
         self.conversations = conversations
-        self._chains: dict[str, ChatChain] = {}
+        # each chain with the id of the collection it was built on (see `chain`)
+        self._chains: dict[str, tuple[Any, ChatChain]] = {}
         self._lock = threading.Lock()
         self._sync_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------ chat
     def chain(self, collection: str) -> ChatChain:
+        """The collection's chain, built once and kept while the collection keeps its id.
+
+        The id is asked of the store at every call (one short request): another replica may
+        have deleted the collection, or deleted it and made a new one of the same name, and a
+        chain bound to a vanished id fails every question."""
         from app.chat.factory import build_chat_chain
 
+        current = self._collection_id(collection)
         with self._lock:
-            if collection not in self._chains:
-                if collection not in collection_names(self.client):
-                    raise NotFound(f"no knowledge base named {collection!r}")
-                self._chains[collection] = build_chat_chain(
+            built = self._chains.get(collection)
+            if built is None or built[0] != current:
+                chain = build_chat_chain(
                     self.settings,
                     collection,
                     embedder=self.embedder,
                     client=self.client,
                     llm=self.llm,
                 )
-            return self._chains[collection]
+                built = self._chains[collection] = (current, chain)
+            return built[1]
+
+    def _collection_id(self, collection: str) -> Any:
+        try:
+            return self.client.get_collection(collection, embedding_function=None).id
+        except Exception:  # chromadb: NotFoundError, or an error for a name it cannot hold
+            if collection in collection_names(self.client):  # the store failed, not the name
+                raise
+        with self._lock:
+            self._chains.pop(collection, None)
+        raise NotFound(f"no knowledge base named {collection!r}")
 
     def chat(
         self,
