@@ -168,7 +168,6 @@ def test_a_conversation_begun_on_a_continues_on_b(cluster: Cluster, handbook: st
         assert conversation["messages"][2]["content"] == "Who was its last keeper?"
 
 
-@pytest.mark.xfail(strict=True, reason="needs Redis rate limits (h/redis)")
 def test_the_rate_limit_is_one_budget_across_replicas(cluster: Cluster, handbook: str) -> None:
     """As many chats pass when they are split across A and B as when all go to A."""
     allowed = int(RATE_LIMIT.split("/")[0])
@@ -226,11 +225,6 @@ def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> Non
         assert contents[1:] == [question] * (2 if replica is cluster.a else 1)
 
 
-@pytest.mark.xfail(
-    strict=False,  # make it a plain test once migrations land
-    reason="needs Alembic migrations (h/pg): create_all races; two replicas started together "
-    "usually miss each other's create_all by a few ms, so today this passes by timing",
-)
 def test_replicas_started_together_on_an_empty_database_all_come_up(cluster: Cluster) -> None:
     settings = {
         **cluster.settings,
