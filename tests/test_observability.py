@@ -240,6 +240,24 @@ def test_the_access_log_can_be_turned_off(tmp_path: Path, logs: io.StringIO) -> 
     assert not [x for x in json_lines(logs) if x["logger"] == "kbchat.access"]
 
 
+def test_client_libraries_do_not_log_every_request_unless_debug(logs: io.StringIO) -> None:
+    """httpx logs each request at INFO (Chroma's heartbeat every few seconds behind a Chroma
+    server): at INFO that is noise, at DEBUG it is what one asked for."""
+    import logging
+
+    from app.observability.logging_setup import configure_logging
+
+    for level, shown in (("info", False), ("debug", True)):
+        logs.truncate(0)
+        logs.seek(0)
+        configure_logging(level, "json", stream=logs)
+        logging.getLogger("httpx").info("HTTP Request: GET http://chroma/api/v2/heartbeat")
+        logging.getLogger("httpx").warning("a warning always shows")
+        messages = [x["message"] for x in json_lines(logs)]
+        assert ("HTTP Request: GET http://chroma/api/v2/heartbeat" in messages) is shown
+        assert "a warning always shows" in messages
+
+
 # --------------------------------------------------------------------------------- metrics
 
 

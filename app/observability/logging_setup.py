@@ -22,6 +22,10 @@ _NOT_FIELDS = ["color_message"]
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 Format = Literal["text", "json"]
+# Client libraries that log every request at INFO: httpx (the openai client, Chroma's HTTP client
+# with its heartbeat every few seconds) would flood the log; they speak from WARNING up, unless
+# the level asked for is DEBUG.
+_CHATTY = ("httpx", "httpcore")
 
 
 def printable(text: str, limit: int = 512) -> str:
@@ -74,6 +78,10 @@ def configure_logging(
             "loggers": {  # uvicorn's loggers: ours to format (it is told not to configure them)
                 name: {"level": level.upper(), "handlers": [], "propagate": True}
                 for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            }
+            | {
+                name: {"level": "DEBUG" if level.upper() == "DEBUG" else "WARNING"}
+                for name in _CHATTY
             },
         }
     )
