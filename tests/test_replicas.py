@@ -12,7 +12,6 @@ test is skipped, unless REQUIRE_REPLICA_SERVERS=1 (set by .ci/run) makes that a 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,8 @@ from tests.services import (
     Server,
     create_database,
     kbchat_replicas,
-    missing_binaries,
     replica_settings,
+    require,
     start_balancer,
     start_chroma,
     start_postgres,
@@ -66,11 +65,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if missing := missing_binaries():
-        message = f"servers for the replica test are not installed: {', '.join(missing)}"
-        if os.environ.get("REQUIRE_REPLICA_SERVERS") == "1":
-            pytest.fail(message)
-        pytest.skip(message + " (.ci/run installs them)")
+    require("postgres", "redis", "chroma", "caddy")
     base = tmp_path_factory.mktemp("replicas")
     with start_postgres() as postgres, start_redis() as redis, start_chroma() as chroma:
         settings = replica_settings(
@@ -82,7 +77,7 @@ def cluster(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         )
         with kbchat_replicas(settings, base, 2) as (a, b):
             a.spawn()
-            a.wait("/api/health")  # A made the tables (today's create_all); see the race test
+            a.wait_for("/api/health")  # A made the tables (today's create_all); see the race test
             b.spawn()
             a.wait()
             b.wait()
@@ -228,11 +223,13 @@ def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> Non
 def test_replicas_started_together_on_an_empty_database_all_come_up(cluster: Cluster) -> None:
     settings = {
         **cluster.settings,
-        "KBCHAT_DATABASE_URL": create_database(cluster.postgres, "started_together"),
+        "KBCHAT_DATABASE_URL": create_database(cluster.postgres.url, "started_together"),
         "KBCHAT_DATA_DIR": str(cluster.workdir / "started-together-data"),  # nothing to re-sync
     }
     with kbchat_replicas(settings, cluster.workdir, 2) as replicas:
         for replica in replicas:
             replica.spawn()
         for replica in replicas:
-            replica.wait("/api/health", timeout=120)  # up: the database part of start-up is done
+            replica.wait_for(
+                "/api/health", timeout=120
+            )  # up: the database part of start-up is done
