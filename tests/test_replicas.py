@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.services import (
     ADMIN_KEY,
@@ -179,23 +180,54 @@ def test_the_rate_limit_is_one_budget_across_replicas(cluster: Cluster, handbook
     assert split == on_one
 
 
-def test_the_balancer_sticks_a_client_to_one_replica_and_names_it_truly(
+def chats_answered(replica: Kbchat) -> float:
+    """POST /api/chat requests `replica` answered, whatever their status (its /metrics)."""
+    response = httpx.get(
+        f"{replica.url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "kbchat_http_requests_total"
+        and sample.labels["method"] == "POST"
+        and sample.labels["route"] == "/api/chat"
+    )
+
+
+def test_the_balancer_keeps_a_client_on_one_replica_and_a_forged_address_buys_no_budget(
     cluster: Cluster, handbook: str
 ) -> None:
-    """Through compose's load balancer (deploy/Caddyfile): a client that keeps its cookie stays
-    on one replica, and an X-Forwarded-For it forges is replaced, so forging a new address for
-    every request does not buy a new rate-limit budget."""
+    """Through compose's load balancer (deploy/Caddyfile). A client that keeps Caddy's cookie
+    has every request answered by one replica (the replicas' own /metrics count them), while
+    clients without it get both replicas' cookies. The X-Forwarded-For a client forges is
+    replaced by its real address, so a new forged address for every request buys no new budget
+    (the budget is in Redis, one for both replicas, so only the address can make a new one)."""
     allowed = int(RATE_LIMIT.split("/")[0])
-    with httpx.Client(base_url=cluster.balancer.url, timeout=60) as browser:
+    replicas = (cluster.a, cluster.b)
+    before = [chats_answered(r) for r in replicas]
+    with httpx.Client(base_url=cluster.balancer.url, timeout=60) as client:
         statuses = [
-            browser.post(
+            client.post(
                 "/api/chat",
                 json={"message": "hello", "collection": handbook},
                 headers={"X-Forwarded-For": f"198.51.100.{i}"},
             ).status_code
             for i in range(allowed + 1)
         ]
+        kept = client.cookies.get("kbchat_replica")
+    served = [chats_answered(r) - was for r, was in zip(replicas, before, strict=True)]
+    assert sorted(served) == [0, allowed + 1], served  # all on one replica, none on the other
     assert statuses == [200] * allowed + [429]
+    cookies: set[str] = set()  # new clients: Caddy spreads them, naming each replica apart
+    for _ in range(40):  # Caddy picks at random for them: 40 on one replica has odds 2**-39
+        cookies.add(
+            httpx.get(f"{cluster.balancer.url}/api/health", timeout=30).cookies["kbchat_replica"]
+        )
+        if len(cookies) == 2:
+            break
+    assert len(cookies) == 2 and kept in cookies, (kept, cookies)
 
 
 def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> None:
