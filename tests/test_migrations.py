@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
 from app.chat.types import ChatResult, Source
-from tests.postgres_server import create_database, postgres_missing, start_postgres
+from tests.services import create_database, require, start_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ["sqlite", "postgres"]
@@ -27,10 +27,9 @@ STARTS = 4  # replicas starting at once
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[str]:
-    if (reason := postgres_missing()) is not None:
-        pytest.skip(reason)
-    with start_postgres() as url:
-        yield url
+    require("postgres")
+    with start_postgres() as server:
+        yield server.url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes import FakeEmbedder
-from tests.redis_server import RedisServer, redis_server
+from tests.services import Server, require, start_redis
 from tests.test_settings_errors import kbchat, one_error_line
 
 ADMIN = "admin-secret-123"
@@ -22,9 +22,17 @@ RATE = "4/minute"
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with redis_server(tmp_path) as server:
+def redis() -> Iterator[Server]:
+    require("redis")
+    with start_redis() as server:
         yield server
+
+
+def stored_keys(server: Server) -> list[str]:
+    import redis
+
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    return sorted(str(k) for k in client.keys("*"))
 
 
 def make_app(tmp_path: Path, name: str, **overrides: Any) -> Any:
@@ -52,7 +60,7 @@ def feedback(client: TestClient) -> int:
     return client.post("/api/feedback", json=body).status_code
 
 
-def test_two_apps_share_one_budget(tmp_path: Path, redis: RedisServer) -> None:
+def test_two_apps_share_one_budget(tmp_path: Path, redis: Server) -> None:
     a = TestClient(make_app(tmp_path, "a", redis_url=redis.url))
     b = TestClient(make_app(tmp_path, "b", redis_url=redis.url))
     with a, b:
@@ -64,7 +72,7 @@ def test_two_apps_share_one_budget(tmp_path: Path, redis: RedisServer) -> None:
 
 
 def test_keys_are_prefixed_apart_and_never_hold_a_presented_key(
-    tmp_path: Path, redis: RedisServer
+    tmp_path: Path, redis: Server
 ) -> None:
     with TestClient(make_app(tmp_path, "a", redis_url=redis.url)) as a:
         # the admin key may be presented as X-Kbchat-Key: it must not become a Redis key
@@ -74,7 +82,7 @@ def test_keys_are_prefixed_apart_and_never_hold_a_presented_key(
         assert chat(b) != 429
         # the chat and upload budgets have the same rate, yet count apart
         assert b.post("/gradio_api/upload", files={"files": ("a.txt", b"x")}).status_code != 429
-    keys = redis.stored_keys()
+    keys = stored_keys(redis)
     assert keys and all(k.startswith(("kbchat:", "other:")) for k in keys), keys
     assert not any(ADMIN in k for k in keys), keys
     assert any(k.startswith("other:") and "chat:" in k for k in keys), keys
@@ -91,7 +99,7 @@ def test_memory_is_the_default_and_each_app_counts_alone(tmp_path: Path) -> None
 
 
 def test_redis_down_each_process_counts_alone_and_recovers(
-    tmp_path: Path, redis: RedisServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, redis: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app(tmp_path, "a", redis_url=redis.url)
     with TestClient(app) as client:
@@ -116,7 +124,7 @@ def test_redis_down_each_process_counts_alone_and_recovers(
         assert [chat(late) for _ in range(5)] == [404] * 4 + [429]
 
 
-def test_budget_store_goes_back_to_redis(tmp_path: Path, redis: RedisServer) -> None:
+def test_budget_store_goes_back_to_redis(tmp_path: Path, redis: Server) -> None:
     from app.server.access import RateBudget
     from app.server.rate_store import BudgetStore
 
@@ -129,7 +137,7 @@ def test_budget_store_goes_back_to_redis(tmp_path: Path, redis: RedisServer) -> 
     assert budget.hit("ip:x") is not None
     redis.start()  # an empty Redis again (nothing was saved)
     assert budget.hit("ip:y") is None
-    assert any("/chat:ip:y/" in k for k in redis.stored_keys()), redis.stored_keys()
+    assert any("/chat:ip:y/" in k for k in stored_keys(redis)), stored_keys(redis)
 
 
 @pytest.mark.parametrize(

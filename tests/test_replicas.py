@@ -12,7 +12,6 @@ test is skipped, unless REQUIRE_REPLICA_SERVERS=1 (set by .ci/run) makes that a 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.services import (
     ADMIN_KEY,
@@ -28,8 +28,8 @@ from tests.services import (
     Server,
     create_database,
     kbchat_replicas,
-    missing_binaries,
     replica_settings,
+    require,
     start_balancer,
     start_chroma,
     start_postgres,
@@ -66,11 +66,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if missing := missing_binaries():
-        message = f"servers for the replica test are not installed: {', '.join(missing)}"
-        if os.environ.get("REQUIRE_REPLICA_SERVERS") == "1":
-            pytest.fail(message)
-        pytest.skip(message + " (.ci/run installs them)")
+    require("postgres", "redis", "chroma", "caddy")
     base = tmp_path_factory.mktemp("replicas")
     with start_postgres() as postgres, start_redis() as redis, start_chroma() as chroma:
         settings = replica_settings(
@@ -82,7 +78,7 @@ def cluster(e5_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         )
         with kbchat_replicas(settings, base, 2) as (a, b):
             a.spawn()
-            a.wait("/api/health")  # A made the tables (today's create_all); see the race test
+            a.wait_for("/api/health")  # A made the tables (today's create_all); see the race test
             b.spawn()
             a.wait()
             b.wait()
@@ -184,23 +180,54 @@ def test_the_rate_limit_is_one_budget_across_replicas(cluster: Cluster, handbook
     assert split == on_one
 
 
-def test_the_balancer_sticks_a_client_to_one_replica_and_names_it_truly(
+def chats_answered(replica: Kbchat) -> float:
+    """POST /api/chat requests `replica` answered, whatever their status (its /metrics)."""
+    response = httpx.get(
+        f"{replica.url}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "kbchat_http_requests_total"
+        and sample.labels["method"] == "POST"
+        and sample.labels["route"] == "/api/chat"
+    )
+
+
+def test_the_balancer_keeps_a_client_on_one_replica_and_a_forged_address_buys_no_budget(
     cluster: Cluster, handbook: str
 ) -> None:
-    """Through compose's load balancer (deploy/Caddyfile): a client that keeps its cookie stays
-    on one replica, and an X-Forwarded-For it forges is replaced, so forging a new address for
-    every request does not buy a new rate-limit budget."""
+    """Through compose's load balancer (deploy/Caddyfile). A client that keeps Caddy's cookie
+    has every request answered by one replica (the replicas' own /metrics count them), while
+    clients without it get both replicas' cookies. The X-Forwarded-For a client forges is
+    replaced by its real address, so a new forged address for every request buys no new budget
+    (the budget is in Redis, one for both replicas, so only the address can make a new one)."""
     allowed = int(RATE_LIMIT.split("/")[0])
-    with httpx.Client(base_url=cluster.balancer.url, timeout=60) as browser:
+    replicas = (cluster.a, cluster.b)
+    before = [chats_answered(r) for r in replicas]
+    with httpx.Client(base_url=cluster.balancer.url, timeout=60) as client:
         statuses = [
-            browser.post(
+            client.post(
                 "/api/chat",
                 json={"message": "hello", "collection": handbook},
                 headers={"X-Forwarded-For": f"198.51.100.{i}"},
             ).status_code
             for i in range(allowed + 1)
         ]
+        kept = client.cookies.get("kbchat_replica")
+    served = [chats_answered(r) - was for r, was in zip(replicas, before, strict=True)]
+    assert sorted(served) == [0, allowed + 1], served  # all on one replica, none on the other
     assert statuses == [200] * allowed + [429]
+    cookies: set[str] = set()  # new clients: Caddy spreads them, naming each replica apart
+    for _ in range(40):  # Caddy picks at random for them: 40 on one replica has odds 2**-39
+        cookies.add(
+            httpx.get(f"{cluster.balancer.url}/api/health", timeout=30).cookies["kbchat_replica"]
+        )
+        if len(cookies) == 2:
+            break
+    assert len(cookies) == 2 and kept in cookies, (kept, cookies)
 
 
 def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> None:
@@ -228,11 +255,13 @@ def test_killing_a_replica_loses_nothing(cluster: Cluster, handbook: str) -> Non
 def test_replicas_started_together_on_an_empty_database_all_come_up(cluster: Cluster) -> None:
     settings = {
         **cluster.settings,
-        "KBCHAT_DATABASE_URL": create_database(cluster.postgres, "started_together"),
+        "KBCHAT_DATABASE_URL": create_database(cluster.postgres.url, "started_together"),
         "KBCHAT_DATA_DIR": str(cluster.workdir / "started-together-data"),  # nothing to re-sync
     }
     with kbchat_replicas(settings, cluster.workdir, 2) as replicas:
         for replica in replicas:
             replica.spawn()
         for replica in replicas:
-            replica.wait("/api/health", timeout=120)  # up: the database part of start-up is done
+            replica.wait_for(
+                "/api/health", timeout=120
+            )  # up: the database part of start-up is done
