@@ -319,3 +319,16 @@ def test_cli_migrates_ahead_and_reports_the_revision(
     after = CliRunner().invoke(app, ["db", "current"])
     assert "database: 0002; newest: 0002 (up to date)" in after.output
     assert _versions(empty_db) == ["0002"]
+
+
+def test_each_revision_logs_as_one_line() -> None:
+    """Alembic logs "Running upgrade 0001 -> 0002, <doc>" at every start: a doc (the docstring's
+    first paragraph) spanning lines broke the one-record-per-line text log."""
+    from alembic.script import ScriptDirectory
+
+    from app.server.schema import alembic_config
+
+    scripts = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
+    assert len(scripts) >= 2
+    for script in scripts:
+        assert script.doc and "\n" not in script.doc, (script.revision, script.doc)

@@ -1,5 +1,6 @@
-"""Baseline: sessions, messages and feedback as `create_all` made them before answers stored
-their error code (kbchat 0.1.0).
+"""Baseline: sessions, messages and feedback as in kbchat 0.1.0
+
+The schema `create_all` made before answers stored their error code.
 
 A database made by create_all without an alembic_version table is stamped here (or at 0002 when
 it already has messages.error) by app.server.schema, then upgraded.

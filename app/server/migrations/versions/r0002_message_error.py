@@ -1,5 +1,6 @@
-"""messages.error: the stable code (llm_incomplete, llm_timeout, ...) of an answer that ended
-with the fallback. Nullable, so existing rows stay valid.
+"""messages.error: why an answer ended with the fallback
+
+The stable code (llm_incomplete, llm_timeout, ...). Nullable, so existing rows stay valid.
 
 Revision ID: 0002
 Revises: 0001
