@@ -64,7 +64,11 @@ class AnswerOptions:
 
     def llm_kwargs(self) -> dict[str, Any]:
         """Overrides for the answer call only (the condense step keeps the configured ones)."""
-        pairs = {"temperature": self.temperature, "max_tokens": self.max_tokens, "model": self.model}
+        pairs = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "model": self.model,
+        }
         return {k: v for k, v in pairs.items() if v is not None}
 
 
