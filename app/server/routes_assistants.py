@@ -34,7 +34,7 @@ from app.server.routes_admin import ADMIN_BEARER
 
 AssistantId = Annotated[str, Path(pattern=SLUG_PATTERN, description="The assistant's id.")]
 KeyId = Annotated[str, Path(pattern=r"^key_[0-9a-f]{12}$", description="A key's id.")]
-_ERRORS = (401, 403, 404, 409, 413, 422, 429)
+_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def assistants_router() -> APIRouter:
