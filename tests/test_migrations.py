@@ -91,6 +91,25 @@ def test_migrations_make_exactly_the_models_schema(empty_db: str) -> None:
     assert _versions(empty_db) == ["0003"]
 
 
+def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) -> None:
+    from alembic import command
+
+    from app.server import schema
+    from app.server.database import make_engine
+    from app.server.db import ConversationStore
+
+    store = ConversationStore(empty_db)
+    with store.engine.begin() as conn:
+        command.downgrade(schema.alembic_config(conn), "0002")
+    store.engine.dispose()
+    engine = make_engine(empty_db)
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert "assistants" not in tables and "assistant_keys" not in tables and "messages" in tables
+    store = ConversationStore(empty_db)
+    assert schema.current_revision(store.engine) == "0003" and _schema_diff(empty_db) == []
+
+
 def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
     """create_all raced here: one replica failed on Postgres. Now they queue on the lock."""
     from app.server.db import ConversationStore

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from app.chat.types import AnswerOptions
@@ -99,13 +100,18 @@ class Assistants:
     # ------------------------------------------------------------------ admin
     def create(self, body: AssistantCreate) -> AssistantOut:
         self._check(body)
-        with self._session.begin() as db:
-            if db.get(AssistantRow, body.id) is not None:
-                raise AssistantConflict(f"an assistant with id {body.id!r} exists")
-            if (db.scalar(select(func.count()).select_from(AssistantRow)) or 0) >= MAX_ASSISTANTS:
-                raise AssistantConflict(f"at most {MAX_ASSISTANTS} assistants")
-            config = AssistantSettings.model_validate(body.model_dump(exclude={"id"}))
-            db.add(AssistantRow(id=body.id, config=config.model_dump_json()))
+        taken = AssistantConflict(f"an assistant with id {body.id!r} exists")
+        try:
+            with self._session.begin() as db:
+                if db.get(AssistantRow, body.id) is not None:
+                    raise taken
+                count = db.scalar(select(func.count()).select_from(AssistantRow)) or 0
+                if count >= MAX_ASSISTANTS:
+                    raise AssistantConflict(f"at most {MAX_ASSISTANTS} assistants")
+                config = AssistantSettings.model_validate(body.model_dump(exclude={"id"}))
+                db.add(AssistantRow(id=body.id, config=config.model_dump_json()))
+        except IntegrityError as exc:  # another replica created it meanwhile
+            raise taken from exc
         return self.get(body.id)
 
     def get(self, assistant: str) -> AssistantOut:
