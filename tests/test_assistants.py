@@ -444,3 +444,31 @@ def test_assistant_routes_are_in_the_openapi_schema_with_problems(client: TestCl
         assert op["responses"]["403"]["content"]["application/problem+json"]["schema"] == problem
     config = schema["components"]["schemas"]["WidgetConfig"]
     assert set(config["properties"]) == CONFIG_KEYS
+
+
+def test_the_openai_compatible_api_keeps_the_assistants_caps_and_persona(tmp_path: Path) -> None:
+    """/v1 takes the same widget keys: it must not be a way around the caps or the persona."""
+    with (
+        OpenAIStub(reply=condensing("Within 30 days [1].")) as stub,
+        TestClient(make_app(tmp_path, stub)) as client,
+    ):
+        caps = {"session_messages": 2, "daily_messages": 2}
+        body = shop(caps=caps, model="stub-large")
+        assert client.post("/api/assistants", json=body, headers=AUTH).status_code == 201
+        headers = {"Authorization": f"Bearer {new_key(client)}", "Origin": SHOP}
+
+        def complete(*questions: str) -> Any:
+            messages: list[dict[str, str]] = []
+            for q in questions:
+                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]
+            payload = {"model": "shop", "messages": messages[:-1]}
+            return client.post("/v1/chat/completions", json=payload, headers=headers)
+
+        long = complete("one?", "two?", "How do I return shoes?")
+        assert long.status_code == 429 and long.json()["error"]["type"]
+        assert complete("How do I return shoes?").status_code == 200
+        system = stub.requests[-1]["messages"][0]["content"]
+        assert "You are Pip" in system and stub.requests[-1]["model"] == "stub-large"
+        assert complete("Returns?").status_code == 200
+        day = complete("And exchanges?")
+        assert day.status_code == 429 and "Retry-After" in day.headers

@@ -25,12 +25,18 @@ def cap_refusal(what: str, wait: int) -> HTTPException:
     return HTTPException(429, f"{what}; try again in {wait} s", headers={"Retry-After": str(wait)})
 
 
-def spend_caps(throttles: Throttles, key: AssistantKey, session_id: str | None) -> None:
+def spend_caps(
+    throttles: Throttles, key: AssistantKey, session_id: str | None, user_turns: int = 1
+) -> None:
     """One message against the key's caps, in the rate limits' BudgetStore (memory or Redis);
     429 when a cap is reached. A conversation's first message carries no session id: it is
-    message one, so a continued one spends from a budget of `session_messages - 1`."""
+    message one, so a continued one spends from a budget of `session_messages - 1`.
+    `user_turns`: the user messages of a conversation a /v1 client sends whole (no session)."""
     caps = key.settings.caps
     day = per_session = None
+    if caps.session_messages is not None and user_turns > caps.session_messages:
+        limit = f"conversation limit of {caps.session_messages} messages reached"
+        raise cap_refusal(limit + "; start a new conversation", 60)
     if caps.daily_messages is not None:
         day = RateBudget(f"{caps.daily_messages}/day", "cap-day", throttles.store)
         wait = day.exhausted(key.key_id)
@@ -51,9 +57,11 @@ def spend_caps(throttles: Throttles, key: AssistantKey, session_id: str | None) 
             raise cap_refusal("this assistant's daily message limit is reached", wait)
 
 
-async def spend_assistant_caps(request: Request, key: AssistantKey, session_id: str | None) -> None:
+async def spend_assistant_caps(
+    request: Request, key: AssistantKey, session_id: str | None, user_turns: int = 1
+) -> None:
     throttles: Throttles = request.app.state.throttles
-    await throttles.run(lambda: spend_caps(throttles, key, session_id))
+    await throttles.run(lambda: spend_caps(throttles, key, session_id, user_turns))
 
 
 class AssistantCORS(CORSMiddleware):
