@@ -186,6 +186,8 @@ HOSTILE = {
     "http avatar": {"avatar": "http://cdn.test/pip.png"},
     "protocol-relative avatar": {"avatar": "//evil.test/pip.png"},
     "quote in avatar": {"avatar": 'https://cdn.test/a.png" onerror="alert(1)'},
+    "parenthesis in avatar": {"avatar": "https://cdn.test/a.png);background:url(x"},
+    "credentials in avatar": {"avatar": "https://user:pw@cdn.test/a.png"},
     "colour": {"color": "red; background:url(x)"},
     "short colour": {"color": "#fff"},
     "position": {"position": "center"},
@@ -472,3 +474,12 @@ def test_the_openai_compatible_api_keeps_the_assistants_caps_and_persona(tmp_pat
         assert complete("Returns?").status_code == 200
         day = complete("And exchanges?")
         assert day.status_code == 429 and "Retry-After" in day.headers
+
+
+@pytest.mark.parametrize(
+    "avatar", ["/static/pip.png", "https://cdn.example.com/logo.png?v=2", "https://a.test:8443/x"]
+)
+def test_good_avatars_are_kept(shared: TestClient, avatar: str) -> None:
+    r = shared.post("/api/assistants", json=shop(avatar=avatar), headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["avatar"] == avatar

@@ -47,14 +47,15 @@ def _no_controls(keep: str) -> AfterValidator:
 
 
 def _avatar(value: str) -> str:
-    """A path on this server (/static/logo.png) or an https URL; nothing a browser runs."""
+    """A path on this server (/static/logo.png) or an https URL; nothing a browser runs, and
+    no quotes, parentheses or spaces, so it cannot leave an HTML attribute or a CSS url()."""
     if _PATH.match(value):
         return value
     parts = urlsplit(value)
     if (
         parts.scheme != "https"
         or not _HOST.match(parts.netloc.lower())
-        or not re.fullmatch(r"[A-Za-z0-9._~%/+:;=?&!$'()*,@#-]*", value[len("https://") :])
+        or not re.fullmatch(r"[A-Za-z0-9._~%/+:;=?&!$*,@#-]*", value[len("https://") :])
         or any(c in value for c in "\"'<>\\ ")
     ):
         raise ValueError("avatar must be a path starting with / or an https:// URL")
