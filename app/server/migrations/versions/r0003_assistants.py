@@ -1,5 +1,7 @@
-"""assistants and assistant_keys: named configurations for the widget (app.server.assistants)
-and their public widget keys, stored as SHA-256 hashes with the origins allowed to use them.
+"""assistants and assistant_keys: the widget's assistants and their hashed widget keys.
+
+An assistant is a named configuration for the widget (app.server.assistants); its public widget
+keys are stored as SHA-256 hashes with the origins allowed to use them.
 
 An assistant's settings are one JSON document validated by `app.server.assistant_schema`, so a
 new display option needs no migration; what is looked up (the slug, the key hash) has columns.
