@@ -110,6 +110,30 @@ def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) ->
     assert schema.current_revision(store.engine) == "0003" and _schema_diff(empty_db) == []
 
 
+def test_assistants_and_their_keys_round_trip(empty_db: str) -> None:
+    from app.server.assistant_schema import AssistantCreate, AssistantPatch
+    from app.server.assistants import AssistantConflict, Assistants
+    from app.server.db import ConversationStore
+    from app.settings import load_settings
+
+    store = Assistants(ConversationStore(empty_db).engine, load_settings())
+    made = store.create(AssistantCreate(id="shop", name="Pip", greeting={"de": "Grüß Gott!"}))
+    with pytest.raises(AssistantConflict):
+        store.create(AssistantCreate(id="shop"))
+    key = store.add_key("shop", ["https://shop.test"])
+    found = store.by_key(key.key)
+    assert found is not None and found.assistant == "shop" and found.key_id == key.id
+    assert found.settings.greeting == {"de": "Grüß Gott!"} and store.by_key(key.key + "x") is None
+    store.refresh_origins()
+    assert store.origins() == {"https://shop.test"}
+    updated = store.update("shop", AssistantPatch(name="Pia"))
+    assert (
+        updated.name == "Pia" and updated.created == made.created and updated.keys[0].id == key.id
+    )
+    store.delete("shop")
+    assert store.by_key(key.key) is None and store.all() == []
+
+
 def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
     """create_all raced here: one replica failed on Postgres. Now they queue on the lock."""
     from app.server.db import ConversationStore
