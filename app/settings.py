@@ -131,6 +131,11 @@ class LLMSettings(BaseModel):
     max_tokens: int = Field(
         1024, ge=16, description="Longest answer, in tokens; also the cap on a /v1 max_tokens."
     )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="Other model names an assistant may choose (JSON list); KBCHAT_LLM_MODEL is "
+        "always allowed. Empty: every assistant uses KBCHAT_LLM_MODEL.",
+    )
     max_temperature: float = Field(
         1.0, ge=0, le=2, description="Highest temperature a /v1 client gets; more is lowered."
     )

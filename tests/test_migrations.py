@@ -84,10 +84,53 @@ def test_migrations_make_exactly_the_models_schema(empty_db: str) -> None:
     from app.server.db import ConversationStore
 
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == schema.head_revision() == "0002"
+    assert schema.current_revision(store.engine) == schema.head_revision() == "0003"
     assert _schema_diff(empty_db) == []
     ConversationStore(empty_db)  # a second start finds nothing to do
-    assert _versions(empty_db) == ["0002"]
+    assert _versions(empty_db) == ["0003"]
+
+
+def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) -> None:
+    from alembic import command
+
+    from app.server import schema
+    from app.server.database import make_engine
+    from app.server.db import ConversationStore
+
+    store = ConversationStore(empty_db)
+    with store.engine.begin() as conn:
+        command.downgrade(schema.alembic_config(conn), "0002")
+    store.engine.dispose()
+    engine = make_engine(empty_db)
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert "assistants" not in tables and "assistant_keys" not in tables and "messages" in tables
+    store = ConversationStore(empty_db)
+    assert schema.current_revision(store.engine) == "0003" and _schema_diff(empty_db) == []
+
+
+def test_assistants_and_their_keys_round_trip(empty_db: str) -> None:
+    from app.server.assistant_schema import AssistantCreate, AssistantPatch
+    from app.server.assistants import AssistantConflict, Assistants
+    from app.server.db import ConversationStore
+    from app.settings import load_settings
+
+    store = Assistants(ConversationStore(empty_db).engine, load_settings())
+    made = store.create(AssistantCreate(id="shop", name="Pip", greeting={"de": "Grüß Gott!"}))
+    with pytest.raises(AssistantConflict):
+        store.create(AssistantCreate(id="shop"))
+    key = store.add_key("shop", ["https://shop.test"])
+    found = store.by_key(key.key)
+    assert found is not None and found.assistant == "shop" and found.key_id == key.id
+    assert found.settings.greeting == {"de": "Grüß Gott!"} and store.by_key(key.key + "x") is None
+    store.refresh_origins()
+    assert store.origins() == {"https://shop.test"}
+    updated = store.update("shop", AssistantPatch(name="Pia"))
+    assert (
+        updated.name == "Pia" and updated.created == made.created and updated.keys[0].id == key.id
+    )
+    store.delete("shop")
+    assert store.by_key(key.key) is None and store.all() == []
 
 
 def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
@@ -117,7 +160,7 @@ def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
     assert {"sessions", "messages", "feedback", "alembic_version"} <= tables
-    assert _versions(empty_db) == ["0002"]
+    assert _versions(empty_db) == ["0003"]
     session_id = stores[1].open_session(None, "default")
     assert stores[2].conversation(session_id)["messages"] == []
 
@@ -143,7 +186,7 @@ def test_replica_processes_starting_together_all_succeed(empty_db: str) -> None:
     ]
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * STARTS, outputs
-    assert _versions(empty_db) == ["0002"]
+    assert _versions(empty_db) == ["0003"]
 
 
 def test_stores_of_different_databases_start_together_in_one_process(tmp_path: Path) -> None:
@@ -167,7 +210,7 @@ def test_stores_of_different_databases_start_together_in_one_process(tmp_path: P
         thread.join(timeout=60)
     assert not failures, failures
     assert all(
-        _versions(f"sqlite:///{tmp_path / f'db{n}.sqlite3'}") == ["0002"] for n in range(STARTS)
+        _versions(f"sqlite:///{tmp_path / f'db{n}.sqlite3'}") == ["0003"] for n in range(STARTS)
     )
 
 
@@ -180,7 +223,8 @@ def test_a_database_made_before_migrations_is_adopted(empty_db: str, made_by: st
     from app.server.db import Base, ConversationStore
 
     engine = make_engine(empty_db)
-    Base.metadata.create_all(engine)
+    legacy = [Base.metadata.tables[name] for name in ("sessions", "messages", "feedback")]
+    Base.metadata.create_all(engine, tables=legacy)  # the tables there were before Alembic
     with engine.begin() as conn:
         if made_by == "0.1.0":  # before answers stored their error code
             conn.execute(text("ALTER TABLE messages DROP COLUMN error"))
@@ -201,7 +245,7 @@ def test_a_database_made_before_migrations_is_adopted(empty_db: str, made_by: st
     engine.dispose()
 
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == "0002"
+    assert schema.current_revision(store.engine) == "0003"
     assert _schema_diff(empty_db) == []
     store.add_exchange("s1", "Und jetzt?", _result("neu", error="llm_timeout"))
     messages = store.conversation("s1")["messages"]
@@ -312,13 +356,13 @@ def test_cli_migrates_ahead_and_reports_the_revision(
     monkeypatch.setenv("KBCHAT_DATABASE_URL", empty_db)
     before = CliRunner().invoke(app, ["db", "current"])
     assert before.exit_code == 0, before.output
-    assert "database: none; newest: 0002" in before.output
+    assert "database: none; newest: 0003" in before.output
     upgraded = CliRunner().invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "revision 0002" in upgraded.output
+    assert "revision 0003" in upgraded.output
     after = CliRunner().invoke(app, ["db", "current"])
-    assert "database: 0002; newest: 0002 (up to date)" in after.output
-    assert _versions(empty_db) == ["0002"]
+    assert "database: 0003; newest: 0003 (up to date)" in after.output
+    assert _versions(empty_db) == ["0003"]
 
 
 def test_each_revision_logs_as_one_line() -> None:

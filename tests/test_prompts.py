@@ -91,7 +91,16 @@ def test_escaped_braces_are_fine(folder: Path) -> None:
     assert "{{}}" in load_prompts(folder).system
 
 
-@pytest.mark.parametrize("name", ["system.txt", "answer.txt", "condense.txt"])
+def test_persona_wraps_the_instructions_below_the_rules(folder: Path) -> None:
+    persona = load_prompts(folder).persona
+    assert persona.index("the rules above") < persona.index("{instructions}")
+    _edit(folder / "persona.txt", "{instructions}", "{persona}")
+    with pytest.raises(PromptError, match=r"persona\.txt") as info:
+        load_prompts(folder)
+    assert "instructions" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["system.txt", "answer.txt", "condense.txt", "persona.txt"])
 def test_missing_file(folder: Path, name: str) -> None:
     (folder / name).unlink()
     with pytest.raises(PromptError, match="missing prompt file .*" + re.escape(name)):

@@ -163,7 +163,7 @@ class ChatChain:
         if llm is not None:
             self._answer_prompt = ChatPromptTemplate.from_messages(
                 [
-                    ("system", prompts.system + "{client_instructions}"),
+                    ("system", prompts.system + "{persona}{client_instructions}"),
                     MessagesPlaceholder("history"),
                     ("human", prompts.answer),
                 ]
@@ -242,6 +242,7 @@ class ChatChain:
                 "question": question,
                 "language_name": self.prompts.language_name(language),
                 "history": _messages(history),
+                "persona": self._wrapped(self.prompts.persona, options.persona),
                 "client_instructions": self._client_instructions(options.instructions),
             }
         )
@@ -266,14 +267,23 @@ class ChatChain:
         yield Done(_cited_first(result))
 
     def _client_instructions(self, instructions: str) -> str:
-        """An API client's system text, wrapped below the product's rules ("" when none); it
-        cannot close its own tag."""
-        if not instructions.strip() or not self.prompts.client_instructions:
+        """An API client's system text, wrapped below the product's rules ("" when none)."""
+        return self._wrapped(self.prompts.client_instructions, instructions)
+
+    @staticmethod
+    def _wrapped(template: str, instructions: str) -> str:
+        """Someone else's instructions (an API client's, an assistant's persona) in their
+        template, below the product's rules ("" when none). They cannot close or open either
+        wrapper's tag, so they cannot pose as the rules' own text."""
+        if not instructions.strip() or not template:
             return ""
         text = re.sub(
-            r"</?\s*client_instructions\b", "[tag removed]", instructions, flags=re.IGNORECASE
+            r"</?\s*(client|assistant)_instructions\b",
+            "[tag removed]",
+            instructions,
+            flags=re.IGNORECASE,
         )
-        return "\n\n" + self.prompts.client_instructions.format(instructions=text.strip())
+        return "\n\n" + template.format(instructions=text.strip())
 
     def _generate(
         self,

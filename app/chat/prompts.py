@@ -13,6 +13,7 @@ _REQUIRED = {
     "condense.txt": {"history", "question"},
     "condense_translate.txt": {"history", "question", "languages"},
     "client_instructions.txt": {"instructions"},
+    "persona.txt": {"instructions"},
 }
 MESSAGE_KEYS = {
     "name_en",
@@ -42,6 +43,7 @@ class PromptSet:
     messages: dict[str, dict[str, str]]  # language code -> key -> text
     condense_translate: str = ""  # condense plus translations (app/chat/translate.py)
     client_instructions: str = ""  # wraps an API client's system messages, below `system`
+    persona: str = ""  # wraps an assistant's persona instructions, below `system`
 
     @property
     def languages(self) -> frozenset[str]:
@@ -108,4 +110,5 @@ def load_prompts(folder: Path) -> PromptSet:
         messages=messages,
         condense_translate=_read(folder, "condense_translate.txt"),
         client_instructions=_read(folder, "client_instructions.txt"),
+        persona=_read(folder, "persona.txt"),
     )

@@ -59,10 +59,16 @@ class AnswerOptions:
     instructions: str = ""  # the client's system messages: below the product's own rules
     temperature: float | None = None  # None: the configured one
     max_tokens: int | None = None  # None: the configured one
+    persona: str = ""  # an assistant's persona and tone: below the rules, above `instructions`
+    model: str | None = None  # an assistant's model (already allowed); None: the configured one
 
     def llm_kwargs(self) -> dict[str, Any]:
         """Overrides for the answer call only (the condense step keeps the configured ones)."""
-        pairs = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        pairs = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "model": self.model,
+        }
         return {k: v for k, v in pairs.items() if v is not None}
 
 

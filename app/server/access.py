@@ -29,6 +29,7 @@ from app.server.rate_store import BudgetStore, redis_options
 from app.settings import WidgetKey
 
 if TYPE_CHECKING:
+    from app.server.assistants import AssistantKey
     from app.settings import ServerSettings, Settings
 
 KEY_HEADER = "x-kbchat-key"
@@ -38,10 +39,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Caller:
-    """What a request is allowed: a fixed collection for widget keys, anything for the rest."""
+    """What a request is allowed: a fixed collection for widget keys, anything for the rest;
+    `assistant` when the widget key is an assistant's (its persona, model and caps apply)."""
 
     widget: WidgetKey | None = None
     admin: bool = False
+    assistant: AssistantKey | None = None
 
     def collection(self, requested: str | None, default: str) -> str:
         if self.widget is None:
@@ -189,6 +192,12 @@ def chat_caller(request: Request) -> Caller:
     widget = next(
         (w for w in widget_keys(settings) if key and secrets.compare_digest(w.key, key)), None
     )
+    assistant = None
+    if key and widget is None and (assistants := getattr(request.app.state, "assistants", None)):
+        assistant = assistants.by_key(key)
+        if assistant is not None:
+            collection = assistant.settings.collection or settings.collection
+            widget = WidgetKey(key=key, collection=collection, origins=assistant.origins)
     if key and widget is None and _admin_key_matches(request, settings, key):
         return Caller(admin=True)
     if key and widget is None and request.headers.get(KEY_HEADER):
@@ -201,7 +210,7 @@ def chat_caller(request: Request) -> Caller:
             and not (not widget.origins and same_origin(request, origin))
         ):
             raise HTTPException(403, f"origin {origin} is not allowed for this widget key")
-        return Caller(widget=widget)
+        return Caller(widget=widget, assistant=assistant)
     if origin and not same_origin(request, origin):
         raise HTTPException(403, "requests from other sites need a widget key for that site")
     return Caller()

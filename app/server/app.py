@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -25,11 +24,14 @@ from app.observability.request_id import HEADER as REQUEST_ID
 from app.observability.request_id import add_request_ids
 from app.server import problems
 from app.server.access import Throttles, allowed_origins, widget_keys
+from app.server.assistant_access import AssistantCORS
+from app.server.assistants import Assistants
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
 from app.server.rate_store import BudgetStore
 from app.server.routes_admin import admin_router
+from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
@@ -104,8 +106,10 @@ def create_app(
     throttles = Throttles(settings.server, budgets)
     app.state.throttles = throttles
     problems.install(app)  # one error shape on /api (RFC 9457)
+    app.state.assistants = assistants = Assistants(services.conversations.engine, settings)
     app.add_middleware(
-        CORSMiddleware,
+        AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
+        assistants=assistants,
         allow_origins=allowed_origins(settings),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "X-Kbchat-Key", "Authorization"],
@@ -128,6 +132,8 @@ def create_app(
     rate = settings.server.rate_limit
     app.include_router(chat_router(limiter, rate))
     app.include_router(admin_router())
+    app.include_router(assistants_router())
+    app.include_router(widget_config_router(limiter, rate))
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))

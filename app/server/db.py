@@ -61,6 +61,27 @@ class Feedback(Base):
     created: Mapped[datetime] = mapped_column(default=_now)
 
 
+class AssistantRow(Base):
+    """An assistant (app.server.assistants): its slug, and its settings as one JSON document."""
+
+    __tablename__ = "assistants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    config: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=_now)
+    updated: Mapped[datetime] = mapped_column(default=_now)
+
+
+class AssistantKeyRow(Base):
+    """A widget key of an assistant: only its SHA-256 is kept (the key is shown once)."""
+
+    __tablename__ = "assistant_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    assistant_id: Mapped[str] = mapped_column(ForeignKey("assistants.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    origins: Mapped[str] = mapped_column(Text)  # JSON list of origins
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
 class UnknownSession(LookupError):
     pass
 

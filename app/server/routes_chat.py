@@ -18,6 +18,7 @@ from slowapi import Limiter
 from app.chat.types import Token
 from app.server import problems
 from app.server.access import ChatCaller, spend_chat
+from app.server.assistant_access import spend_assistant_caps
 from app.server.chat_gate import (
     RETRY_AFTER_S,
     ChatGate,
@@ -152,6 +153,10 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             await run_sync(lambda: services.chain(collection))  # unknown: 404 before streaming
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
+        options = None
+        if caller.assistant is not None:  # its caps, then its persona and model
+            await spend_assistant_caps(request, caller.assistant, body.session_id)
+            options = caller.assistant.answer_options(services.settings)
         try:
             ticket = admit(request)
         except ChatsBusy:
@@ -159,7 +164,11 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
 
         def events() -> Iterator[Token | Completed]:
             return services.chat(
-                body.message, session_id=body.session_id, collection=collection, deadline=deadline
+                body.message,
+                session_id=body.session_id,
+                collection=collection,
+                deadline=deadline,
+                options=options,
             )
 
         if not body.stream:
@@ -171,6 +180,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
                         session_id=body.session_id,
                         collection=collection,
                         deadline=deadline,
+                        options=options,
                     )
                 )
             finally:

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.chat.types import AnswerOptions, ChatResult, Done, Token, Turn
 from app.server.access import ChatCaller, spend_chat
+from app.server.assistant_access import spend_assistant_caps
 from app.server.chat_gate import RETRY_AFTER_S, ChatsBusy, run_sync
 from app.server.inputs import Text
 from app.server.openai_errors import INTERNAL, RESPONSES, OpenAIError, OpenAIRoute
@@ -191,6 +192,11 @@ def openai_router() -> APIRouter:
             chain = await run_sync(lambda: services.chain(collection))
         except NotFound as exc:
             raise _model_not_found(collection) from exc
+        if caller.assistant is not None:  # its caps, persona and model, as on /api/chat
+            user_turns = sum(t.role == "user" for t in turns)
+            await spend_assistant_caps(request, caller.assistant, None, user_turns)
+            assistant = caller.assistant.answer_options(settings)
+            options = replace(options, persona=assistant.persona, model=assistant.model)
         try:
             ticket = admit(request)
         except ChatsBusy as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.chat.types import ChatResult, Done, Token
+from app.chat.types import AnswerOptions, ChatResult, Done, Token
 from app.observability.metrics import Metrics
 from app.server.db import ConversationStore
 from app.store import collection_names
@@ -117,14 +117,18 @@ class Services:
         session_id: str | None = None,
         collection: str | None = None,
         deadline: float | None = None,
+        options: AnswerOptions | None = None,
     ) -> Iterator[Token | Completed]:
         """Stream one turn; the exchange is stored once the answer ends (with its error code
-        when the LLM failed). `deadline`: a `time.monotonic()` instant; None: the chain's own."""
+        when the LLM failed). `deadline`: a `time.monotonic()` instant; None: the chain's own.
+        `options`: an assistant's persona and model, for the answer step."""
         name = collection or self.settings.collection
         chain = self.chain(name)
         session = self.conversations.open_session(session_id, name)
         history = self.conversations.history(session)
-        for event in self.metrics.observe_chat(chain.stream(message, history, deadline=deadline)):
+        for event in self.metrics.observe_chat(
+            chain.stream(message, history, deadline=deadline, options=options)
+        ):
             if isinstance(event, Done):
                 message_id = self.conversations.add_exchange(session, message, event.result)
                 yield Completed(event.result, session, message_id)
@@ -138,8 +142,15 @@ class Services:
         session_id: str | None = None,
         collection: str | None = None,
         deadline: float | None = None,
+        options: AnswerOptions | None = None,
     ) -> Completed:
-        events = self.chat(message, session_id=session_id, collection=collection, deadline=deadline)
+        events = self.chat(
+            message,
+            session_id=session_id,
+            collection=collection,
+            deadline=deadline,
+            options=options,
+        )
         for event in events:
             if isinstance(event, Completed):
                 return event
