@@ -48,6 +48,7 @@ HOSTILE = (
     '<a href="https://example.com" onclick="window.__xss=8">raw</a>'
 )
 ARABIC = "افتتحت السكك الحديدية المعلقة في **1901** [1].\n\n- تسير فوق نهر فوبر\n- في مدينة فوبرتال"
+STREAMED = "Streaming **bold words here** and `some code` too [1]."
 PLAIN = "La Schwebebahn se inauguró en 1901 [1]."
 
 
@@ -58,6 +59,8 @@ def reply(request: dict[str, Any]) -> str:
     question = text.split("Question:")[-1].lower()
     if "tricky" in question:
         return HOSTILE
+    if "streaming" in question:
+        return STREAMED
     if "markdown" in question:
         return MARKDOWN
     if "متى" in question:
@@ -159,7 +162,7 @@ def in_shadow(page: Any, selector: str) -> int:
     return int(page.evaluate(f"(s) => {SHADOW}.querySelectorAll(s).length", selector))
 
 
-def test_markdown_renders_while_hostile_html_stays_inert(open_widget: Any) -> None:
+def test_markdown_renders_bold_lists_links_code_and_tables(open_widget: Any) -> None:
     page = open_widget()
     answer = ask(page, "When did the Wuppertal monorail open? Answer in markdown.")
     text = answer.locator(".kbchat-text")
@@ -173,6 +176,9 @@ def test_markdown_renders_while_hostile_html_stays_inert(open_widget: Any) -> No
     assert text.locator("table td").first.inner_text() == "1901"
     assert "**" not in text.inner_text() and "|---" not in text.inner_text()
 
+
+def test_hostile_markdown_answer_stays_inert(open_widget: Any) -> None:
+    page = open_widget()
     answer = ask(page, "What is the secret ingredient of the tricky page?")
     text = answer.locator(".kbchat-text")
     shown = text.inner_text()
@@ -320,6 +326,31 @@ def test_typing_indicator_then_stop_keeps_the_partial_answer(
         assert page.locator(".kbchat-typing").count() == 0
         expect(page.locator(".kbchat-send")).to_be_enabled()
         assert answer.locator(".kbchat-copy").count() == 1
+    finally:
+        stub.hold_after = None
+        stub.release.set()
+
+
+def test_streaming_markdown_never_shows_a_raw_marker(
+    open_widget: Any, server: tuple[str, OpenAIStub]
+) -> None:
+    """Half an answer is rendered as markdown too: a bold that has not closed yet is bold."""
+    from playwright.sync_api import expect
+
+    stub = server[1]
+    page = open_widget(locale="en-US")
+    try:
+        stub.release.clear()
+        stub.hold_after = 3  # "Streaming **bold words " so far
+        page.locator(".kbchat-input").fill("How does streaming of the Wuppertal monorail work?")
+        page.locator(".kbchat-input").press("Enter")
+        text = page.locator(".kbchat-msg-assistant .kbchat-text")
+        expect(text.locator("strong")).to_have_text("bold words", timeout=60_000)
+        assert "*" not in text.inner_text()
+        stub.release.set()
+        expect(text.locator("strong")).to_have_text("bold words here", timeout=60_000)
+        expect(text.locator("code")).to_have_text("some code")
+        assert "*" not in text.inner_text() and "`" not in text.inner_text()
     finally:
         stub.hold_after = None
         stub.release.set()

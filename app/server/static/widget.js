@@ -717,8 +717,9 @@
   function closeOpenMarkers(text) {
     if (((text.match(/^\s*(```|~~~)/gm) || []).length) % 2) return text + "\n```";
     var t = text.replace(/(^|[^*])\*$/, "$1");
-    if (((t.match(/\*\*/g) || []).length) % 2) t += "**";
-    if (((t.match(/`/g) || []).length) % 2) t += "`";
+    // a closing marker must follow the last word: "**bold **" would stay raw
+    if (((t.match(/\*\*/g) || []).length) % 2) t = t.replace(/\s+$/, "") + "**";
+    if (((t.match(/`/g) || []).length) % 2) t = t.replace(/\s+$/, "") + "`";
     return t;
   }
 
