@@ -162,8 +162,20 @@ def in_shadow(page: Any, selector: str) -> int:
     return int(page.evaluate(f"(s) => {SHADOW}.querySelectorAll(s).length", selector))
 
 
-def test_markdown_renders_bold_lists_links_code_and_tables(open_widget: Any) -> None:
+def test_markdown_renders_bold_lists_links_code_and_tables(
+    open_widget: Any, server: tuple[str, OpenAIStub]
+) -> None:
+    import httpx
+
     page = open_widget()
+    # the vendored libraries come inside /widget.js and leave the host page's globals alone
+    assert page.evaluate("typeof marked + typeof DOMPurify + typeof KBCHAT_VENDOR") == (
+        "undefined" * 3
+    )
+    script = httpx.get(f"{server[0]}/widget.js")
+    assert "DOMPurify" in script.text and "cdn" not in script.text.lower()
+    again = httpx.get(f"{server[0]}/widget.js", headers={"If-None-Match": script.headers["etag"]})
+    assert again.status_code == 304
     answer = ask(page, "When did the Wuppertal monorail open? Answer in markdown.")
     text = answer.locator(".kbchat-text")
     assert text.locator("strong").first.inner_text() == "1901"
