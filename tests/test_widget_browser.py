@@ -402,10 +402,12 @@ def test_config_theme_dark_wins_over_a_light_system(open_widget: Any) -> None:
     shot(page, "desktop-dark-en.png")
 
 
-@pytest.mark.parametrize("viewport", ["desktop", "mobile"])
-def test_arabic_right_to_left_with_markdown(open_widget: Any, viewport: str) -> None:
+@pytest.mark.parametrize(
+    ("viewport", "scheme"),
+    [("desktop", "light"), ("mobile", "dark"), ("desktop", "dark"), ("mobile", "light")],
+)
+def test_arabic_right_to_left_with_markdown(open_widget: Any, viewport: str, scheme: str) -> None:
     size = {"desktop": (1200, 850), "mobile": (390, 844)}[viewport]
-    scheme = "light" if viewport == "desktop" else "dark"
     page = open_widget(
         locale="ar-EG", viewport={"width": size[0], "height": size[1]}, color_scheme=scheme
     )
@@ -483,3 +485,56 @@ def test_axe_finds_no_serious_or_critical_violation(open_widget: Any, scheme: st
     assert page.evaluate(audit) == []  # markdown, citations, sources, actions
     page.locator("button.kbchat-cite").first.click()
     assert page.evaluate(audit) == []  # the passage
+
+
+def test_a_passage_links_its_document_only_over_http(open_widget: Any) -> None:
+    """Sources carry no URL today; when one does (the contract allows it), the passage links to it
+    in a new tab if it is http(s), and drops it otherwise. The chat answer is fulfilled here."""
+    from playwright.sync_api import expect
+
+    page = open_widget(locale="en-US")
+    sources = [
+        {
+            "number": 1,
+            "source": "a/guide.md",
+            "title": "Guide",
+            "language": "de",
+            "text": "Text A",
+            "url": "https://docs.example.com/guide",
+        },
+        {
+            "number": 2,
+            "source": "b.md",
+            "title": "B",
+            "language": "en",
+            "text": "Text B",
+            "url": "javascript:window.__xss=11",
+        },
+    ]
+    events = [
+        ("token", {"text": "See [1] and [2]."}),
+        ("sources", {"sources": sources, "cited": [2, 1]}),
+        ("done", {"session_id": "s-1", "message_id": 1, "language": "en"}),
+    ]
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+    page.route(
+        re.compile(r".*/api/chat$"),
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+    )
+    page.locator(".kbchat-input").fill("Which guide?")
+    page.locator(".kbchat-input").press("Enter")
+    cited = page.locator(".kbchat-sources .kbchat-source")
+    expect(cited).to_have_count(2)
+    assert cited.all_inner_texts() == ["[2] b.md", "[1] guide.md"]  # in the order cited
+    page.locator("button.kbchat-cite").first.click()
+    link = page.locator(".kbchat-passage a")
+    assert link.get_attribute("href") == "https://docs.example.com/guide"
+    assert (
+        link.get_attribute("rel") == "noopener nofollow"
+        and link.get_attribute("target") == "_blank"
+    )
+    assert "Language: de" in page.locator(".kbchat-passage-meta").inner_text()
+    page.locator(".kbchat-passage-back").click()
+    page.locator("button.kbchat-cite").nth(1).click()
+    expect(page.locator(".kbchat-passage-text")).to_have_text("Text B")
+    assert page.locator(".kbchat-passage a").count() == 0

@@ -352,6 +352,8 @@
     "  color: var(--kb-link); text-align: start; white-space: nowrap; overflow: hidden;",
     "  text-overflow: ellipsis; }",
     ".kbchat-source:hover { text-decoration: underline; }",
+    ".kbchat-source bdi, .kbchat-text a[href] * { color: inherit; font-weight: inherit;",
+    "  font-size: inherit; line-height: inherit; }",
     ".kbchat-source.cited { font-weight: 600; }",
     ".kbchat-more { font-size: 12px; line-height: 16px; padding: 2px 0; color: var(--kb-muted);",
     "  text-decoration: underline; }",
@@ -898,14 +900,15 @@
 
   function sourceItem(answer, s, cited) {
     var n = s.number;
-    var label = "[" + n + "] " + basename(s.source);
-    if (s.page != null && s.page !== "") label += " (" + T.page + " " + s.page + ")";
     var item = el("li");
-    var b = button("kbchat-source" + (cited ? " cited" : ""), label);
+    var b = button("kbchat-source" + (cited ? " cited" : ""), "[" + n + "] ");
+    b.appendChild(el("bdi", "", basename(s.source))); // a Latin file name inside Arabic text
+    if (s.page != null && s.page !== "") {
+      b.appendChild(document.createTextNode(" (" + T.page + " " + s.page + ")"));
+    }
     var tip = s.title || s.source || "";
     if (s.section) tip += (tip ? " \u2014 " : "") + s.section;
     b.title = String(tip); // a property, never parsed as HTML
-    b.setAttribute("dir", "auto");
     b.addEventListener("click", function () { showPassage(s, b); });
     item.appendChild(b);
     return item;
