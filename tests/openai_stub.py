@@ -21,6 +21,9 @@ Fault injection goes through `mode`:
   ``finish_reason``, no ``[DONE]``, the body simply ends (a proxy or server that died midway).
   Non-streaming requests get a truncated JSON body.
 
+With `hold_after` set, a stream sends that many content pieces, then waits for the `release`
+event (or stop()) before the rest: a browser test sees a half-streamed answer (or none yet).
+
 With `fail_times` set, ``"500"`` / ``"429"`` / ``"hang"`` / ``"cut"`` apply only to the first N
 chat requests (counted from the start, all modes included); later ones are answered normally.
 Every chat request is recorded in `requests` / `headers` before any fault is applied.
@@ -178,7 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n")
             self.wfile.flush()
 
-        for chunk in stub._chunks(body, text):
+        for number, chunk in enumerate(stub._chunks(body, text)):
+            if number == (stub.hold_after if stub.hold_after is not None else -2) + 1:
+                stub._wait_release()  # chunk 0 is the role; then `hold_after` content pieces
             send(json.dumps(chunk))
         send("[DONE]")
         self.wfile.write(b"0\r\n\r\n")  # end of the chunked body
@@ -218,6 +223,10 @@ class OpenAIStub:
         self.hang_seconds: float = 30.0
         self.cut_after: int = 3  # content pieces a "cut" stream sends before closing
         self.fail_times: int | None = None
+        # A stream pauses after `hold_after` content pieces until `release` is set (or stop()):
+        # a test sees a half-streamed answer for as long as it needs, with no timing involved.
+        self.hold_after: int | None = None
+        self.release = threading.Event()
         self.base_url: str = ""
         self._mode = "ok"
         self._lock = threading.Lock()
@@ -334,6 +343,12 @@ class OpenAIStub:
                 return True
             if self._stop.wait(min(0.05, left)):
                 return False
+
+    def _wait_release(self) -> None:
+        """Wait for `release` (set by the test) or stop(), whichever comes first."""
+        while not self.release.wait(0.05):
+            if self._stop.is_set():
+                return
 
     def _reply_text(self, body: dict[str, Any]) -> str:
         return self.reply(body) if callable(self.reply) else self.reply

@@ -162,6 +162,7 @@ def test_serve_widget_and_docs(installed: Installed) -> None:
                 time.sleep(0.5)
         status, _, body = _get(f"{base}/widget.js")
         assert status == 200 and b"kbchat" in body.lower()
+        assert b"DOMPurify" in body and b"marked v18" in body  # vendored files are in the wheel
         status, _, body = _get(f"{base}/docs")
         (script,) = re.findall(r'src="(/[^"]*swagger-ui-bundle\.js)"', body.decode())
         assert status == 200 and b"swagger" in _get(f"{base}{script}")[2].lower()  # not the UI's

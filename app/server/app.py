@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -35,6 +35,7 @@ from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
+from app.server.widget_bundle import build_widget_bundle
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -182,9 +183,14 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
             503, "not ready: " + _not_ready(checks), instance=request.url.path, **checks
         )
 
+    bundle = build_widget_bundle(STATIC)  # widget.js with its vendored markdown libraries
+
     @app.get("/widget.js", include_in_schema=False)
-    def widget_js() -> FileResponse:
-        return FileResponse(STATIC / "widget.js", media_type="application/javascript")
+    def widget_js(request: Request) -> Response:
+        headers = {"ETag": bundle.etag, "Cache-Control": "public, max-age=300"}
+        if request.headers.get("if-none-match") == bundle.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(bundle.text, media_type="application/javascript", headers=headers)
 
     @app.get("/widget/demo", include_in_schema=False)
     def widget_demo() -> HTMLResponse:

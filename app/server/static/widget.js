@@ -1,16 +1,34 @@
 /*
- * kbchat embeddable chat widget — one self-contained vanilla ES2019 file, no build step.
+ * kbchat embeddable chat widget — one vanilla ES2019 file, no build step.
  *
  * Embed:
  *   <script src="https://HOST/widget.js" data-key="PUBLIC_KEY" async></script>
- * Optional attributes: data-title, data-lang (UI language override), data-position ("right" | "left").
+ * Optional attributes (they override the assistant's configuration): data-title, data-lang (the
+ * visitor's language), data-position ("right" | "left"), data-color ("#rrggbb"),
+ * data-theme ("auto" | "light" | "dark").
  *
  * The API base URL is the origin of this script's src. Everything lives in a Shadow DOM attached to
- * <div id="kbchat-widget-host">, so host-page CSS cannot break it and its CSS cannot leak.
+ * <div id="kbchat-widget-host">, so host-page CSS cannot break it and its CSS cannot leak. On the
+ * first open it asks GET /api/widget/config for the assistant's name, avatar, colour, theme,
+ * greeting and suggested questions; any failure (404 before assistants exist) keeps the defaults.
  *
- * SAFETY: nothing that comes from the server, the model or the documents is ever parsed as HTML.
- * Every dynamic node is built with createElement and filled with textContent. The only innerHTML
- * in this file is the static template in buildTemplate(), which contains no dynamic data.
+ * SAFETY. kbchat serves this file wrapped with two vendored libraries (app/server/widget_bundle.py):
+ * marked (markdown -> HTML string) and DOMPurify (HTML string -> sanitised DOM fragment), each in
+ * its own function scope, reached through KBCHAT_VENDOR, never through page globals.
+ *  - The only text parsed is the model's answer, as markdown, in renderMarkdown(). marked is told to
+ *    escape raw HTML (block and inline html tokens render as their escaped source, so `<script>`
+ *    shows as text) and to render images as their alt text (no image is ever loaded). Its output
+ *    then goes through a private DOMPurify instance with an allow-list of tags (p, br, strong, em,
+ *    del, code, pre, lists, blockquote, hr, h1-h6, tables, a) and attributes (href, title, align,
+ *    start); DOMPurify drops everything else (script, style, svg, math, iframe, img, form, on*
+ *    handlers, style attributes). Links keep an href only if it is absolute http(s) (checked by
+ *    DOMPurify's URI regexp and again in a hook) and get target="_blank" rel="noopener nofollow".
+ *    The result is a DOM fragment (RETURN_DOM_FRAGMENT), never re-serialised to a string.
+ *  - Without the libraries (widget.js served alone) the answer is shown as plain text.
+ *  - Everything else (questions, sources, passages, titles, the assistant's name, greeting and
+ *    suggestions, error messages) is built with createElement and filled with textContent; URLs
+ *    (avatar, a source's document URL) are accepted only as https/http (or a same-origin path for
+ *    the avatar) and set as properties. The only other innerHTML is the static TEMPLATE.
  *
  * Global API (handy for tests): window.kbchatWidget = { open(), close(), ask(text) }.
  */
@@ -38,84 +56,129 @@
   } catch (e) {
     BASE = window.location.origin;
   }
-  var POSITION = script.getAttribute("data-position") === "left" ? "left" : "right";
   var STORAGE_KEY = "kbchat:" + KEY + ":session";
+  var VENDOR = typeof KBCHAT_VENDOR === "object" && KBCHAT_VENDOR ? KBCHAT_VENDOR : null;
+  var COLOR = /^#[0-9a-fA-F]{6}$/;
+
+  /** A data-* override: a trimmed, bounded string, or "" when absent. */
+  function attr(name) { return String(script.getAttribute("data-" + name) || "").trim().slice(0, 200); }
 
   // ---------------------------------------------------------------- interface strings
+  // Every string the visitor can see or hear (labels included), in the 11 interface languages.
   var STRINGS = {
     en: { title: "Ask us", open: "Open chat", close: "Close chat", placeholder: "Ask a question…",
       send: "Send", thinking: "Thinking…", error: "Sorry, something went wrong. Please try again.",
       rateLimited: "Too many requests. Try again in {s} s.", sources: "Sources",
       up: "Helpful", down: "Not helpful", thanks: "Thanks for your feedback!",
-      newChat: "New conversation" },
+      newChat: "New conversation", hello: "Hi! How can I help you?", stop: "Stop",
+      stopped: "Stopped", copy: "Copy answer", copied: "Copied", more: "More sources ({n})",
+      less: "Fewer sources", back: "Back", language: "Language", page: "page",
+      openDoc: "Open the document", cite: "Source {n}", suggested: "Suggested questions" },
     de: { title: "Fragen Sie uns", open: "Chat öffnen", close: "Chat schließen",
       placeholder: "Stellen Sie eine Frage…", send: "Senden", thinking: "Denke nach…",
       error: "Leider ist ein Fehler aufgetreten. Bitte versuchen Sie es erneut.",
       rateLimited: "Zu viele Anfragen. Bitte in {s} s erneut versuchen.", sources: "Quellen",
       up: "Hilfreich", down: "Nicht hilfreich", thanks: "Danke für Ihr Feedback!",
-      newChat: "Neues Gespräch" },
+      newChat: "Neues Gespräch", hello: "Hallo! Wie kann ich Ihnen helfen?", stop: "Stopp",
+      stopped: "Abgebrochen", copy: "Antwort kopieren", copied: "Kopiert",
+      more: "Weitere Quellen ({n})", less: "Weniger Quellen", back: "Zurück", language: "Sprache",
+      page: "Seite", openDoc: "Dokument öffnen", cite: "Quelle {n}",
+      suggested: "Vorgeschlagene Fragen" },
     es: { title: "Pregúntanos", open: "Abrir chat", close: "Cerrar chat",
       placeholder: "Haz una pregunta…", send: "Enviar", thinking: "Pensando…",
       error: "Lo sentimos, algo salió mal. Inténtalo de nuevo.",
       rateLimited: "Demasiadas solicitudes. Inténtalo de nuevo en {s} s.", sources: "Fuentes",
       up: "Útil", down: "No útil", thanks: "¡Gracias por tu opinión!",
-      newChat: "Nueva conversación" },
+      newChat: "Nueva conversación", hello: "¡Hola! ¿En qué puedo ayudarte?", stop: "Detener",
+      stopped: "Detenido", copy: "Copiar respuesta", copied: "Copiado",
+      more: "Más fuentes ({n})", less: "Menos fuentes", back: "Volver", language: "Idioma",
+      page: "página", openDoc: "Abrir el documento", cite: "Fuente {n}",
+      suggested: "Preguntas sugeridas" },
     fr: { title: "Posez-nous une question", open: "Ouvrir le chat", close: "Fermer le chat",
       placeholder: "Posez une question…", send: "Envoyer", thinking: "Réflexion…",
       error: "Désolé, une erreur s’est produite. Veuillez réessayer.",
       rateLimited: "Trop de requêtes. Réessayez dans {s} s.", sources: "Sources",
       up: "Utile", down: "Pas utile", thanks: "Merci pour votre retour !",
-      newChat: "Nouvelle conversation" },
+      newChat: "Nouvelle conversation", hello: "Bonjour ! Comment puis-je vous aider ?",
+      stop: "Arrêter", stopped: "Interrompu", copy: "Copier la réponse", copied: "Copié",
+      more: "Autres sources ({n})", less: "Moins de sources", back: "Retour", language: "Langue",
+      page: "page", openDoc: "Ouvrir le document", cite: "Source {n}",
+      suggested: "Questions suggérées" },
     it: { title: "Chiedi a noi", open: "Apri la chat", close: "Chiudi la chat",
       placeholder: "Fai una domanda…", send: "Invia", thinking: "Sto pensando…",
       error: "Spiacenti, si è verificato un errore. Riprova.",
       rateLimited: "Troppe richieste. Riprova tra {s} s.", sources: "Fonti",
       up: "Utile", down: "Non utile", thanks: "Grazie per il feedback!",
-      newChat: "Nuova conversazione" },
+      newChat: "Nuova conversazione", hello: "Ciao! Come posso aiutarti?", stop: "Interrompi",
+      stopped: "Interrotto", copy: "Copia la risposta", copied: "Copiato",
+      more: "Altre fonti ({n})", less: "Meno fonti", back: "Indietro", language: "Lingua",
+      page: "pagina", openDoc: "Apri il documento", cite: "Fonte {n}",
+      suggested: "Domande suggerite" },
     pt: { title: "Pergunte-nos", open: "Abrir chat", close: "Fechar chat",
       placeholder: "Faça uma pergunta…", send: "Enviar", thinking: "Pensando…",
       error: "Desculpe, algo deu errado. Tente novamente.",
       rateLimited: "Muitas solicitações. Tente novamente em {s} s.", sources: "Fontes",
       up: "Útil", down: "Não útil", thanks: "Obrigado pelo seu feedback!",
-      newChat: "Nova conversa" },
+      newChat: "Nova conversa", hello: "Olá! Como posso ajudar?", stop: "Parar",
+      stopped: "Interrompido", copy: "Copiar resposta", copied: "Copiado",
+      more: "Mais fontes ({n})", less: "Menos fontes", back: "Voltar", language: "Idioma",
+      page: "página", openDoc: "Abrir o documento", cite: "Fonte {n}",
+      suggested: "Perguntas sugeridas" },
     nl: { title: "Vraag het ons", open: "Chat openen", close: "Chat sluiten",
       placeholder: "Stel een vraag…", send: "Verzenden", thinking: "Even denken…",
       error: "Sorry, er ging iets mis. Probeer het opnieuw.",
       rateLimited: "Te veel verzoeken. Probeer het over {s} s opnieuw.", sources: "Bronnen",
       up: "Nuttig", down: "Niet nuttig", thanks: "Bedankt voor je feedback!",
-      newChat: "Nieuw gesprek" },
+      newChat: "Nieuw gesprek", hello: "Hallo! Waarmee kan ik je helpen?", stop: "Stoppen",
+      stopped: "Gestopt", copy: "Antwoord kopiëren", copied: "Gekopieerd",
+      more: "Meer bronnen ({n})", less: "Minder bronnen", back: "Terug", language: "Taal",
+      page: "pagina", openDoc: "Document openen", cite: "Bron {n}",
+      suggested: "Voorgestelde vragen" },
     ru: { title: "Спросите нас", open: "Открыть чат", close: "Закрыть чат",
       placeholder: "Задайте вопрос…", send: "Отправить", thinking: "Думаю…",
       error: "Извините, что-то пошло не так. Попробуйте ещё раз.",
       rateLimited: "Слишком много запросов. Повторите через {s} с.", sources: "Источники",
       up: "Полезно", down: "Бесполезно", thanks: "Спасибо за отзыв!",
-      newChat: "Новый разговор" },
+      newChat: "Новый разговор", hello: "Здравствуйте! Чем могу помочь?", stop: "Остановить",
+      stopped: "Остановлено", copy: "Копировать ответ", copied: "Скопировано",
+      more: "Другие источники ({n})", less: "Меньше источников", back: "Назад", language: "Язык",
+      page: "страница", openDoc: "Открыть документ", cite: "Источник {n}",
+      suggested: "Предлагаемые вопросы" },
     zh: { title: "向我们提问", open: "打开聊天", close: "关闭聊天", placeholder: "请输入问题…",
       send: "发送", thinking: "正在思考…", error: "抱歉，出了点问题。请重试。",
       rateLimited: "请求过多。请在 {s} 秒后重试。", sources: "来源",
-      up: "有帮助", down: "没有帮助", thanks: "感谢您的反馈！", newChat: "新对话" },
+      up: "有帮助", down: "没有帮助", thanks: "感谢您的反馈！", newChat: "新对话",
+      hello: "您好！有什么可以帮您？", stop: "停止", stopped: "已停止", copy: "复制回答",
+      copied: "已复制", more: "更多来源（{n}）", less: "收起来源", back: "返回", language: "语言",
+      page: "页", openDoc: "打开文档", cite: "来源 {n}", suggested: "推荐问题" },
     ja: { title: "お問い合わせ", open: "チャットを開く", close: "チャットを閉じる",
       placeholder: "質問を入力…", send: "送信", thinking: "考え中…",
       error: "申し訳ありません。エラーが発生しました。もう一度お試しください。",
       rateLimited: "リクエストが多すぎます。{s} 秒後にもう一度お試しください。", sources: "出典",
       up: "役に立った", down: "役に立たなかった", thanks: "フィードバックありがとうございます！",
-      newChat: "新しい会話" },
+      newChat: "新しい会話", hello: "こんにちは！どのようなご用件でしょうか？", stop: "停止",
+      stopped: "停止しました", copy: "回答をコピー", copied: "コピーしました",
+      more: "その他の出典（{n}）", less: "出典を閉じる", back: "戻る", language: "言語",
+      page: "ページ", openDoc: "文書を開く", cite: "出典 {n}", suggested: "おすすめの質問" },
     ar: { title: "اسألنا", open: "فتح المحادثة", close: "إغلاق المحادثة",
       placeholder: "اطرح سؤالاً…", send: "إرسال", thinking: "جارٍ التفكير…",
       error: "عذرًا، حدث خطأ ما. يرجى المحاولة مرة أخرى.",
       rateLimited: "طلبات كثيرة جدًا. حاول مرة أخرى بعد {s} ثانية.", sources: "المصادر",
-      up: "مفيد", down: "غير مفيد", thanks: "شكرًا على ملاحظاتك!", newChat: "محادثة جديدة" },
+      up: "مفيد", down: "غير مفيد", thanks: "شكرًا على ملاحظاتك!", newChat: "محادثة جديدة",
+      hello: "مرحبًا! كيف يمكنني مساعدتك؟", stop: "إيقاف", stopped: "تم الإيقاف",
+      copy: "نسخ الإجابة", copied: "تم النسخ", more: "مصادر أخرى ({n})", less: "مصادر أقل",
+      back: "رجوع", language: "اللغة", page: "صفحة", openDoc: "فتح المستند", cite: "المصدر {n}",
+      suggested: "أسئلة مقترحة" },
   };
   var RTL = { ar: true, he: true, fa: true, ur: true };
 
-  var LANG = (script.getAttribute("data-lang") || navigator.language || "en")
-    .slice(0, 2).toLowerCase();
-  var T = STRINGS[LANG] || STRINGS.en;
-  var DIR = RTL[LANG] ? "rtl" : "ltr";
-  var TITLE = script.getAttribute("data-title") || T.title;
+  var VISITOR_LANG = (attr("lang") || navigator.language || "en").slice(0, 2).toLowerCase();
+  var LANG = STRINGS[VISITOR_LANG] ? VISITOR_LANG : "en";
+  var T = STRINGS[LANG];
+  var DIR = RTL[VISITOR_LANG] ? "rtl" : "ltr";
 
   // ---------------------------------------------------------------- small helpers
-  /** createElement + class + textContent: the only way dynamic text enters the DOM. */
+  /** createElement + class + textContent: the way dynamic text enters the DOM. */
   function el(tag, className, text) {
     var node = document.createElement(tag);
     if (className) node.className = className;
@@ -123,9 +186,49 @@
     return node;
   }
 
+  function button(className, text, label) {
+    var b = el("button", className, text);
+    b.type = "button";
+    if (label) { b.setAttribute("aria-label", label); b.title = label; }
+    return b;
+  }
+
+  // Static icon paths (24x24), drawn as SVG so they look the same without an emoji font.
+  var ICONS = {
+    copy: "M16 1H4a2 2 0 0 0-2 2v14h2V3h12V1zm3 4H8a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h11a2 2 0 0 0 " +
+      "2-2V7a2 2 0 0 0-2-2zm0 16H8V7h11v14z",
+    up: "M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 " +
+      "1 7.59 7.59C7.22 7.95 7 8.45 7 9v10a2 2 0 0 0 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09" +
+      "-.23.14-.47.14-.73v-2z",
+    down: "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2a2 2 0 0 0 2 2h6.31l" +
+      "-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5a2 2 0 0 " +
+      "0-2-2zm4 0v12h4V3h-4z",
+  };
+
+  function icon(path) {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var p = document.createElementNS(ns, "path");
+    p.setAttribute("d", path);
+    svg.appendChild(p);
+    return svg;
+  }
+
+  function fmt(template, n) { return String(template).replace("{n}", String(n)); }
+
   function basename(path) {
     var parts = String(path || "").split(/[\\/]/);
     return parts[parts.length - 1] || String(path || "");
+  }
+
+  /** An absolute http(s) URL as a string, or "" (javascript:, data:, relative… are refused). */
+  function webUrl(value) {
+    var s = String(value || "").trim();
+    if (!/^https?:\/\//i.test(s) || s.length > 2000) return "";
+    try { return new URL(s).href; } catch (e) { return ""; }
   }
 
   function storedSession() {
@@ -139,73 +242,161 @@
   }
 
   // ---------------------------------------------------------------- static template (no dynamic data!)
+  // Colours are custom properties: --kb-accent comes from the assistant's configuration (checked
+  // against #rrggbb), the rest from the light or dark theme (.theme-dark on the root).
   var CSS = [
     ":host { all: initial; }",
     // The host <div> lives in the page, so hostile `div { ... !important }` rules reach it; an
     // !important declaration from inside the shadow tree wins over the page's !important ones.
     ":host { all: initial !important; display: block !important; }",
+    ".kbchat-root { --kb-accent: #2563eb; --kb-on-accent: #ffffff; --kb-bg: #ffffff;",
+    "  --kb-fg: #1f2328; --kb-muted: #57606a; --kb-border: #d0d7de; --kb-canvas: #f6f8fa;",
+    "  --kb-code: #eff1f3; --kb-link: #0969da; --kb-error-bg: #fff1f0; --kb-error-fg: #a8071a;",
+    "  --kb-error-border: #ffa39e; --kb-chip-bg: #ffffff; }",
+    ".kbchat-root.theme-dark { --kb-bg: #1c2128; --kb-fg: #e6edf3; --kb-muted: #9da7b3;",
+    "  --kb-border: #3d444d; --kb-canvas: #0d1117; --kb-code: #2d333b; --kb-link: #6cb6ff;",
+    "  --kb-error-bg: #3b1219; --kb-error-fg: #ffb3ae; --kb-error-border: #8e1519;",
+    "  --kb-chip-bg: #1c2128; color-scheme: dark; }",
     ".kbchat-root, .kbchat-root * { box-sizing: border-box; font-family: system-ui, -apple-system,",
     "  'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif; font-size: 14px; line-height: 20px;",
-    "  color: #1f2328; letter-spacing: normal; text-transform: none; font-style: normal;",
+    "  color: var(--kb-fg); letter-spacing: normal; text-transform: none; font-style: normal;",
     "  font-weight: 400; text-shadow: none; }",
     ".kbchat-root { position: fixed; bottom: 20px; z-index: 2147483000; display: block;",
     "  margin: 0; padding: 0; border: 0; }",
     ".kbchat-root.pos-right { right: 20px; } .kbchat-root.pos-left { left: 20px; }",
     "button { display: inline-flex; align-items: center; justify-content: center; cursor: pointer;",
     "  margin: 0; border: 0; background: transparent; visibility: visible; opacity: 1; }",
-    "button:focus-visible, textarea:focus-visible { outline: 3px solid #f59e0b; outline-offset: 2px; }",
+    "button:focus-visible, textarea:focus-visible, a:focus-visible {",
+    "  outline: 3px solid var(--kb-accent); outline-offset: 2px; }",
     "button:disabled { cursor: default; opacity: 0.5; }",
+    "[hidden] { display: none !important; }",
     ".kbchat-bubble { width: 56px; height: 56px; border-radius: 28px; padding: 0;",
-    "  background: #2563eb; color: #ffffff; box-shadow: 0 4px 14px rgba(0,0,0,0.25); }",
-    ".kbchat-bubble:hover { background: #1d4ed8; }",
-    ".kbchat-bubble svg { width: 26px; height: 26px; fill: #ffffff; display: block; }",
-    ".kbchat-panel { position: absolute; bottom: 72px; width: 370px; height: 540px;",
+    "  background: var(--kb-accent); box-shadow: 0 4px 14px rgba(0,0,0,0.25); }",
+    ".kbchat-bubble:hover { filter: brightness(0.92); }",
+    ".kbchat-bubble svg { width: 26px; height: 26px; fill: var(--kb-on-accent); display: block; }",
+    ".kbchat-panel { position: absolute; bottom: 72px; width: 380px; height: 560px;",
     "  max-width: calc(100vw - 40px); max-height: calc(100vh - 110px); display: flex;",
-    "  flex-direction: column; background: #ffffff; border: 1px solid #d0d7de; border-radius: 12px;",
-    "  box-shadow: 0 10px 30px rgba(0,0,0,0.25); overflow: hidden; text-align: left; }",
-    ".kbchat-panel[hidden] { display: none; }",
+    "  flex-direction: column; background: var(--kb-bg); border: 1px solid var(--kb-border);",
+    "  border-radius: 12px; box-shadow: 0 10px 30px rgba(0,0,0,0.25); overflow: hidden;",
+    "  text-align: start; }",
     ".pos-right .kbchat-panel { right: 0; } .pos-left .kbchat-panel { left: 0; }",
-    ".kbchat-panel[dir='rtl'] { text-align: right; }",
-    ".kbchat-header { display: flex; align-items: center; gap: 4px; padding: 10px 10px 10px 14px;",
-    "  background: #2563eb; }",
-    ".kbchat-panel[dir='rtl'] .kbchat-header { padding: 10px 14px 10px 10px; }",
+    ".kbchat-header { display: flex; align-items: center; gap: 6px; padding-block: 10px;",
+    "  padding-inline: 14px 10px; background: var(--kb-accent); }",
+    ".kbchat-avatar { width: 32px; height: 32px; border-radius: 16px; object-fit: cover;",
+    "  background: var(--kb-bg); flex: 0 0 auto; }",
     ".kbchat-title { flex: 1 1 auto; margin: 0; font-size: 16px; line-height: 22px; font-weight: 600;",
-    "  color: #ffffff; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }",
-    ".kbchat-header button { width: 32px; height: 32px; border-radius: 6px; color: #ffffff;",
-    "  font-size: 18px; line-height: 18px; padding: 0; }",
-    ".kbchat-header button:hover { background: rgba(255,255,255,0.18); }",
-    ".kbchat-header button:focus-visible { outline-color: #fde68a; outline-offset: 0; }",
+    "  color: var(--kb-on-accent); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }",
+    ".kbchat-header button { width: 32px; height: 32px; border-radius: 6px;",
+    "  color: var(--kb-on-accent); font-size: 18px; line-height: 18px; padding: 0; }",
+    ".kbchat-header button:hover { background: rgba(127,127,127,0.25); }",
+    ".kbchat-header button:focus-visible { outline-color: var(--kb-on-accent); outline-offset: -3px; }",
+    ".kbchat-body { position: relative; flex: 1 1 auto; display: flex; min-height: 0; }",
     ".kbchat-messages { flex: 1 1 auto; overflow-y: auto; padding: 12px; display: flex;",
-    "  flex-direction: column; gap: 10px; background: #f6f8fa; }",
-    ".kbchat-msg { max-width: 85%; padding: 8px 12px; border-radius: 12px; white-space: pre-wrap;",
+    "  flex-direction: column; gap: 10px; background: var(--kb-canvas); }",
+    ".kbchat-msg, .kbchat-greeting { max-width: 88%; padding: 8px 12px; border-radius: 12px;",
     "  overflow-wrap: anywhere; word-break: normal; }",
-    ".kbchat-msg-user { align-self: flex-end; background: #2563eb; color: #ffffff; }",
-    ".kbchat-msg-assistant { align-self: flex-start; background: #ffffff; border: 1px solid #d0d7de; }",
-    ".kbchat-msg-error { align-self: stretch; max-width: 100%; background: #fff1f0;",
-    "  border: 1px solid #ffa39e; color: #a8071a; }",
-    ".kbchat-text { display: block; white-space: pre-wrap; color: inherit; }",
-    ".kbchat-typing { display: inline-block; color: #57606a; font-style: italic; }",
-    ".kbchat-sources-heading { display: block; margin-top: 8px; font-size: 12px; line-height: 16px;",
-    "  font-weight: 600; color: #57606a; }",
-    ".kbchat-sources { list-style: none; margin: 2px 0 0 0; padding: 0; }",
-    ".kbchat-source { display: block; margin: 0; padding: 0; font-size: 12px; line-height: 16px;",
-    "  color: #0969da; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; cursor: help; }",
+    ".kbchat-msg-user { align-self: flex-end; background: var(--kb-accent); white-space: pre-wrap; }",
+    ".kbchat-msg-user, .kbchat-msg-user * { color: var(--kb-on-accent); }",
+    ".kbchat-msg-assistant, .kbchat-greeting { align-self: flex-start; background: var(--kb-bg);",
+    "  border: 1px solid var(--kb-border); }",
+    ".kbchat-msg-error { align-self: stretch; max-width: 100%; background: var(--kb-error-bg);",
+    "  border: 1px solid var(--kb-error-border); }",
+    ".kbchat-msg-error, .kbchat-msg-error * { color: var(--kb-error-fg); }",
+    ".kbchat-text { display: block; color: inherit; }",
+    ".kbchat-text.plain { white-space: pre-wrap; }",
+    ".kbchat-text > :first-child { margin-top: 0; } .kbchat-text > :last-child { margin-bottom: 0; }",
+    ".kbchat-text p, .kbchat-text ul, .kbchat-text ol, .kbchat-text pre, .kbchat-text blockquote,",
+    "  .kbchat-text .kbchat-table { margin: 0 0 8px 0; }",
+    ".kbchat-text ul, .kbchat-text ol { padding-inline-start: 20px; padding-inline-end: 0; }",
+    ".kbchat-text ul { list-style: disc; } .kbchat-text ol { list-style: decimal; }",
+    ".kbchat-text li { display: list-item; margin: 2px 0; }",
+    ".kbchat-text strong, .kbchat-text b, .kbchat-text strong *, .kbchat-text th { font-weight: 700; }",
+    ".kbchat-text em, .kbchat-text i { font-style: italic; }",
+    ".kbchat-text del { text-decoration: line-through; }",
+    ".kbchat-text h1, .kbchat-text h2, .kbchat-text h3, .kbchat-text h4, .kbchat-text h5,",
+    "  .kbchat-text h6 { font-size: 15px; font-weight: 700; margin: 8px 0 4px 0; }",
+    ".kbchat-text a[href] { color: var(--kb-link); text-decoration: underline; }",
+    ".kbchat-text code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;",
+    "  font-size: 13px; background: var(--kb-code); border-radius: 4px; padding: 1px 4px; }",
+    ".kbchat-text pre { background: var(--kb-code); border-radius: 6px; padding: 8px;",
+    "  overflow-x: auto; white-space: pre; direction: ltr; text-align: left; }",
+    ".kbchat-text pre code { padding: 0; background: transparent; }",
+    ".kbchat-text blockquote { border-inline-start: 3px solid var(--kb-border); padding-inline-start: 8px;",
+    "  color: var(--kb-muted); }",
+    ".kbchat-text hr { border: 0; border-top: 1px solid var(--kb-border); margin: 8px 0; }",
+    ".kbchat-table { overflow-x: auto; }",
+    ".kbchat-text table { border-collapse: collapse; }",
+    ".kbchat-text th, .kbchat-text td { border: 1px solid var(--kb-border); padding: 3px 6px;",
+    "  text-align: start; vertical-align: top; }",
+    ".kbchat-cite { display: inline-flex; min-width: 18px; height: 18px; padding: 0 4px;",
+    "  margin: 0 1px; border-radius: 9px; font-size: 11px; line-height: 18px; font-weight: 600;",
+    "  vertical-align: 2px; background: var(--kb-code); color: var(--kb-link); }",
+    "button.kbchat-cite:hover { background: var(--kb-border); }",
+    ".kbchat-stopped { display: block; margin-top: 4px; font-size: 12px; color: var(--kb-muted); }",
+    ".kbchat-typing { display: inline-flex; gap: 4px; align-items: center; height: 20px; }",
+    ".kbchat-typing i { display: block; width: 7px; height: 7px; border-radius: 4px;",
+    "  background: var(--kb-muted); animation: kbchat-dot 1.2s infinite ease-in-out; }",
+    ".kbchat-typing i:nth-child(2) { animation-delay: 0.2s; }",
+    ".kbchat-typing i:nth-child(3) { animation-delay: 0.4s; }",
+    "@keyframes kbchat-dot { 0%, 60%, 100% { opacity: 0.3; transform: translateY(0); }",
+    "  30% { opacity: 1; transform: translateY(-4px); } }",
+    "@media (prefers-reduced-motion: reduce) { .kbchat-typing i { animation: none; opacity: 0.7; } }",
+    ".kbchat-sr { position: absolute; width: 1px; height: 1px; overflow: hidden;",
+    "  clip: rect(0 0 0 0); white-space: nowrap; }",
+    ".kbchat-sources-block { margin-top: 8px; }",
+    ".kbchat-sources-heading { display: block; font-size: 12px; line-height: 16px;",
+    "  font-weight: 600; color: var(--kb-muted); }",
+    ".kbchat-sources, .kbchat-sources-more { list-style: none; margin: 2px 0 0 0; padding: 0; }",
+    ".kbchat-sources li, .kbchat-sources-more li { display: block; margin: 0; padding: 0; }",
+    ".kbchat-source { display: block; width: 100%; padding: 1px 0; font-size: 12px; line-height: 16px;",
+    "  color: var(--kb-link); text-align: start; white-space: nowrap; overflow: hidden;",
+    "  text-overflow: ellipsis; }",
+    ".kbchat-source:hover { text-decoration: underline; }",
+    ".kbchat-source bdi, .kbchat-text a[href] * { color: inherit; font-weight: inherit;",
+    "  font-size: inherit; line-height: inherit; }",
     ".kbchat-source.cited { font-weight: 600; }",
-    ".kbchat-feedback { display: flex; align-items: center; gap: 4px; margin-top: 6px; }",
-    ".kbchat-feedback button { width: 30px; height: 26px; border-radius: 6px; padding: 0;",
-    "  border: 1px solid #d0d7de; background: #ffffff; font-size: 14px; }",
-    ".kbchat-feedback button:hover:not(:disabled) { background: #eaeef2; }",
-    ".kbchat-feedback button.chosen { background: #dbeafe; border-color: #2563eb; opacity: 1; }",
-    ".kbchat-thanks { font-size: 12px; line-height: 16px; color: #57606a; }",
+    ".kbchat-more { font-size: 12px; line-height: 16px; padding: 2px 0; color: var(--kb-muted);",
+    "  text-decoration: underline; }",
+    ".kbchat-actions { display: flex; align-items: center; gap: 4px; margin-top: 6px;",
+    "  flex-wrap: wrap; }",
+    ".kbchat-feedback { display: flex; align-items: center; gap: 4px; }",
+    ".kbchat-actions button { min-width: 30px; height: 26px; border-radius: 6px; padding: 0 6px;",
+    "  border: 1px solid var(--kb-border); background: var(--kb-bg); font-size: 13px; }",
+    ".kbchat-actions svg { width: 15px; height: 15px; fill: var(--kb-muted); display: block; }",
+    ".kbchat-feedback button.chosen svg { fill: var(--kb-accent); }",
+    ".kbchat-actions button:hover:not(:disabled) { background: var(--kb-code); }",
+    ".kbchat-feedback button.chosen { border-color: var(--kb-accent); opacity: 1; }",
+    ".kbchat-thanks, .kbchat-copied { font-size: 12px; line-height: 16px; color: var(--kb-muted); }",
+    ".kbchat-chips { display: flex; flex-wrap: wrap; gap: 6px; align-self: stretch; }",
+    ".kbchat-chip { padding: 6px 10px; border-radius: 16px; border: 1px solid var(--kb-accent);",
+    "  background: var(--kb-chip-bg); color: var(--kb-fg); text-align: start; }",
+    ".kbchat-chip:hover { background: var(--kb-code); }",
+    ".kbchat-passage { position: absolute; inset: 0; display: flex; flex-direction: column;",
+    "  background: var(--kb-bg); overflow-y: auto; padding: 12px; gap: 6px; }",
+    ".kbchat-passage-back { align-self: flex-start; padding: 4px 8px; border-radius: 6px;",
+    "  border: 1px solid var(--kb-border); }",
+    ".kbchat-passage-title { margin: 4px 0 0 0; font-size: 15px; font-weight: 700; }",
+    ".kbchat-passage-meta { font-size: 12px; color: var(--kb-muted); overflow-wrap: anywhere; }",
+    ".kbchat-passage-text { margin: 0; white-space: pre-wrap; overflow-wrap: anywhere;",
+    "  border-inline-start: 3px solid var(--kb-accent); padding-inline-start: 10px; }",
+    ".kbchat-passage a { color: var(--kb-link); text-decoration: underline; }",
     ".kbchat-form { display: flex; align-items: flex-end; gap: 8px; padding: 10px;",
-    "  border-top: 1px solid #d0d7de; background: #ffffff; margin: 0; }",
+    "  border-top: 1px solid var(--kb-border); background: var(--kb-bg); margin: 0; }",
     ".kbchat-input { flex: 1 1 auto; resize: none; height: 40px; max-height: 120px; margin: 0;",
-    "  padding: 9px 10px; border: 1px solid #d0d7de; border-radius: 8px; background: #ffffff;",
-    "  color: #1f2328; display: block; text-align: start; }",
-    ".kbchat-input::placeholder { color: #6e7781; opacity: 1; }",
-    ".kbchat-send { height: 40px; padding: 0 14px; border-radius: 8px; background: #2563eb;",
-    "  color: #ffffff; font-weight: 600; }",
-    ".kbchat-send:hover:not(:disabled) { background: #1d4ed8; }",
+    "  padding: 9px 10px; border: 1px solid var(--kb-border); border-radius: 8px;",
+    "  background: var(--kb-bg); display: block; text-align: start; }",
+    ".kbchat-input::placeholder { color: var(--kb-muted); opacity: 1; }",
+    ".kbchat-send, .kbchat-stop { height: 40px; padding: 0 14px; border-radius: 8px;",
+    "  background: var(--kb-accent); font-weight: 600; }",
+    ".kbchat-send, .kbchat-stop, .kbchat-stop * { color: var(--kb-on-accent); }",
+    ".kbchat-send:hover:not(:disabled), .kbchat-stop:hover { filter: brightness(0.92); }",
+    // Phones: the open panel takes the whole screen and the launcher hides behind it.
+    "@media (max-width: 480px) {",
+    "  .kbchat-root.is-open { inset: 0; }",
+    "  .kbchat-root.is-open .kbchat-panel { position: fixed; inset: 0; width: 100%; height: 100%;",
+    "    max-width: none; max-height: none; border: 0; border-radius: 0; }",
+    "  .kbchat-root.is-open .kbchat-bubble { display: none; }",
+    "}",
   ].join("\n");
 
   // Static markup only: labels, titles and placeholders are filled in afterwards via properties.
@@ -217,10 +408,14 @@
     '      <button type="button" class="kbchat-new">&#x21bb;</button>' +
     '      <button type="button" class="kbchat-close">&#x2715;</button>' +
     "    </div>" +
-    '    <div class="kbchat-messages" role="log" aria-live="polite"></div>' +
+    '    <div class="kbchat-body">' +
+    '      <div class="kbchat-messages" role="log" aria-live="polite"></div>' +
+    '      <div class="kbchat-passage" role="region" hidden></div>' +
+    "    </div>" +
     '    <form class="kbchat-form" novalidate>' +
     '      <textarea class="kbchat-input" rows="1"></textarea>' +
     '      <button type="submit" class="kbchat-send"></button>' +
+    '      <button type="button" class="kbchat-stop" hidden></button>' +
     "    </form>" +
     "  </div>" +
     '  <button type="button" class="kbchat-bubble" part="bubble" aria-expanded="false">' +
@@ -241,21 +436,22 @@
   var root = holder.firstElementChild;
   shadow.appendChild(root);
 
-  var panel = root.querySelector(".kbchat-panel");
-  var titleEl = root.querySelector(".kbchat-title");
-  var newBtn = root.querySelector(".kbchat-new");
-  var closeBtn = root.querySelector(".kbchat-close");
-  var messages = root.querySelector(".kbchat-messages");
-  var form = root.querySelector(".kbchat-form");
-  var input = root.querySelector(".kbchat-input");
-  var sendBtn = root.querySelector(".kbchat-send");
-  var bubble = root.querySelector(".kbchat-bubble");
+  function q(selector) { return root.querySelector(selector); }
+  var panel = q(".kbchat-panel");
+  var avatarImg = null; // created only for an assistant that has an avatar
+  var titleEl = q(".kbchat-title");
+  var newBtn = q(".kbchat-new");
+  var closeBtn = q(".kbchat-close");
+  var messages = q(".kbchat-messages");
+  var passage = q(".kbchat-passage");
+  var form = q(".kbchat-form");
+  var input = q(".kbchat-input");
+  var sendBtn = q(".kbchat-send");
+  var stopBtn = q(".kbchat-stop");
+  var bubble = q(".kbchat-bubble");
 
-  root.classList.add("pos-" + POSITION);
-  panel.setAttribute("lang", LANG);
+  panel.setAttribute("lang", VISITOR_LANG);
   panel.setAttribute("dir", DIR);
-  panel.setAttribute("aria-label", TITLE);
-  titleEl.textContent = TITLE;
   newBtn.setAttribute("aria-label", T.newChat);
   newBtn.title = T.newChat;
   closeBtn.setAttribute("aria-label", T.close);
@@ -263,26 +459,167 @@
   input.setAttribute("placeholder", T.placeholder);
   input.setAttribute("aria-label", T.placeholder);
   sendBtn.textContent = T.send;
+  stopBtn.appendChild(el("span", "", "\u25A0 " + T.stop));
+  stopBtn.setAttribute("aria-label", T.stop);
   bubble.setAttribute("aria-label", T.open);
+
+  // ---------------------------------------------------------------- the assistant's configuration
+  // What GET /api/widget/config may set; every field is checked before use, data-* attributes win.
+  var cfg = { name: "", avatar: "", color: "#2563eb", position: "right", theme: "auto",
+    greeting: "", suggestions: [] };
+  var THEMES = { auto: true, light: true, dark: true };
+  var darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+
+  function own(obj, key) { return Object.prototype.hasOwnProperty.call(obj, key); }
+
+  /** dict[visitor language] or dict[default language] or dict.en (undefined when none). */
+  function pickLanguage(dict, fallback) {
+    if (!dict || typeof dict !== "object" || Array.isArray(dict)) return undefined;
+    var order = [VISITOR_LANG, fallback, "en"];
+    for (var i = 0; i < order.length; i++) if (own(dict, order[i])) return dict[order[i]];
+    return undefined;
+  }
+
+  /** The avatar: a path on the kbchat server or an https URL; anything else is dropped. */
+  function avatarUrl(value) {
+    var s = typeof value === "string" ? value.trim() : "";
+    if (/^\/(?!\/)/.test(s) && s.length <= 500) return webUrl(BASE + s);
+    return /^https:\/\//i.test(s) ? webUrl(s) : "";
+  }
+
+  /** White or near-black, whichever reads better on the accent colour (WCAG contrast ratio). */
+  function onAccent(hex) {
+    var lum = [1, 3, 5].map(function (i) {
+      var c = parseInt(hex.slice(i, i + 2), 16) / 255;
+      return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+    });
+    var l = 0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2];
+    return 1.05 / (l + 0.05) >= (l + 0.05) / 0.05 ? "#ffffff" : "#111111";
+  }
+
+  function applyConfig(c) {
+    c = c && typeof c === "object" ? c : {};
+    var fallback = typeof c.default_language === "string" ? c.default_language.slice(0, 8) : "en";
+    if (typeof c.name === "string") cfg.name = c.name.trim().slice(0, 80);
+    if (typeof c.color === "string" && COLOR.test(c.color)) cfg.color = c.color;
+    if (c.position === "left" || c.position === "right") cfg.position = c.position;
+    if (typeof c.theme === "string" && own(THEMES, c.theme)) cfg.theme = c.theme;
+    cfg.avatar = avatarUrl(c.avatar);
+    var greeting = pickLanguage(c.greeting, fallback);
+    cfg.greeting = typeof greeting === "string" ? greeting.trim().slice(0, 1000) : "";
+    var chips = pickLanguage(c.suggestions, fallback);
+    cfg.suggestions = (Array.isArray(chips) ? chips : [])
+      .filter(function (s) { return typeof s === "string" && s.trim(); })
+      .slice(0, 6)
+      .map(function (s) { return s.trim().slice(0, 200); });
+    draw();
+  }
+
+  function applyTheme() {
+    var theme = own(THEMES, attr("theme")) ? attr("theme") : cfg.theme;
+    var dark = theme === "dark" || (theme === "auto" && !!darkQuery && darkQuery.matches);
+    root.classList.toggle("theme-dark", dark);
+  }
+  if (darkQuery) {
+    if (darkQuery.addEventListener) darkQuery.addEventListener("change", applyTheme);
+    else if (darkQuery.addListener) darkQuery.addListener(applyTheme);
+  }
+
+  /** Name, avatar, colour, position and theme from cfg and the data-* overrides. */
+  function draw() {
+    var position = attr("position") === "left" || attr("position") === "right"
+      ? attr("position") : cfg.position;
+    root.classList.remove("pos-left", "pos-right");
+    root.classList.add("pos-" + position);
+    var color = COLOR.test(attr("color")) ? attr("color") : cfg.color;
+    root.style.setProperty("--kb-accent", color);
+    root.style.setProperty("--kb-on-accent", onAccent(color));
+    applyTheme();
+    var title = attr("title") || cfg.name || T.title;
+    titleEl.textContent = title;
+    titleEl.setAttribute("dir", "auto");
+    panel.setAttribute("aria-label", title);
+    if (cfg.avatar && !avatarImg) {
+      avatarImg = el("img", "kbchat-avatar");
+      avatarImg.alt = "";
+      avatarImg.referrerPolicy = "no-referrer";
+      avatarImg.addEventListener("error", function () { avatarImg.hidden = true; });
+      titleEl.parentNode.insertBefore(avatarImg, titleEl);
+    }
+    if (avatarImg) {
+      avatarImg.hidden = !cfg.avatar;
+      if (cfg.avatar) avatarImg.src = cfg.avatar;
+    }
+  }
+  draw();
+
+  var configLoaded = null; // the Promise of the one config request
+  function loadConfig() {
+    if (!configLoaded) {
+      configLoaded = fetch(BASE + "/api/widget/config", { headers: { "X-Kbchat-Key": KEY } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .catch(function () { return null; }) // 404 before assistants exist, offline: defaults
+        .then(applyConfig);
+    }
+    return configLoaded;
+  }
+
+  // ---------------------------------------------------------------- greeting and suggestions
+  function hasTurns() { return !!messages.querySelector(".kbchat-msg"); }
+
+  function removeChips() {
+    var chips = messages.querySelector(".kbchat-chips");
+    if (chips) chips.parentNode.removeChild(chips);
+  }
+
+  /** The greeting on top of the conversation, and the suggested questions until the first one. */
+  function renderIntro() {
+    Array.prototype.slice.call(messages.querySelectorAll(".kbchat-intro")).forEach(function (n) {
+      n.parentNode.removeChild(n);
+    });
+    var first = messages.firstChild;
+    var greeting = el("div", "kbchat-greeting kbchat-intro", cfg.greeting || T.hello);
+    greeting.setAttribute("dir", "auto");
+    messages.insertBefore(greeting, first);
+    if (!cfg.suggestions.length || hasTurns()) return;
+    var chips = el("div", "kbchat-chips kbchat-intro");
+    chips.setAttribute("role", "group");
+    chips.setAttribute("aria-label", T.suggested);
+    cfg.suggestions.forEach(function (text) {
+      var chip = button("kbchat-chip", text);
+      chip.setAttribute("dir", "auto");
+      chip.addEventListener("click", function () { ask(text); });
+      chips.appendChild(chip);
+    });
+    messages.insertBefore(chips, first);
+  }
 
   // ---------------------------------------------------------------- state
   var sessionId = storedSession();
   var streaming = false;
   var controller = null; // AbortController of the running request
+  var introShown = false;
 
-  // ---------------------------------------------------------------- open / close
+  // ---------------------------------------------------------------- open / close / keyboard
   function isOpen() { return !panel.hidden; }
 
   function open() {
     panel.hidden = false;
+    root.classList.add("is-open");
     bubble.setAttribute("aria-expanded", "true");
     bubble.setAttribute("aria-label", T.close);
+    if (!introShown) {
+      introShown = true;
+      loadConfig().then(function () { renderIntro(); scrollToEnd(); });
+    }
     scrollToEnd();
     input.focus();
   }
 
   function close() {
+    hidePassage(false);
     panel.hidden = true;
+    root.classList.remove("is-open");
     bubble.setAttribute("aria-expanded", "false");
     bubble.setAttribute("aria-label", T.open);
     bubble.focus();
@@ -291,35 +628,266 @@
   bubble.addEventListener("click", function () { if (isOpen()) close(); else open(); });
   closeBtn.addEventListener("click", close);
   root.addEventListener("keydown", function (e) {
-    if (e.key === "Escape" && isOpen()) { e.preventDefault(); close(); }
+    if (e.key !== "Escape" || !isOpen()) return;
+    e.preventDefault();
+    if (!passage.hidden) hidePassage(true);
+    else close();
+  });
+
+  /** The open panel keeps the focus: Tab from its last control goes to its first, and back. */
+  function focusables() {
+    return Array.prototype.slice.call(
+      panel.querySelectorAll("button, textarea, a[href], [tabindex]:not([tabindex='-1'])")
+    ).filter(function (n) {
+      if (n.disabled || n.getClientRects().length === 0) return false;
+      return passage.hidden || !messages.contains(n); // under the passage view: not reachable
+    });
+  }
+  panel.addEventListener("keydown", function (e) {
+    if (e.key !== "Tab") return;
+    var items = focusables();
+    if (!items.length) return;
+    var active = shadow.activeElement;
+    var first = items[0];
+    var last = items[items.length - 1];
+    if (e.shiftKey && (active === first || items.indexOf(active) === -1)) {
+      e.preventDefault();
+      last.focus();
+    } else if (!e.shiftKey && (active === last || items.indexOf(active) === -1)) {
+      e.preventDefault();
+      first.focus();
+    }
   });
 
   newBtn.addEventListener("click", function () {
     if (controller) controller.abort();
     forgetSession();
     sessionId = null;
+    hidePassage(false);
     while (messages.firstChild) messages.removeChild(messages.firstChild);
+    renderIntro();
     input.focus();
   });
+
+  // ---------------------------------------------------------------- markdown (see SAFETY above)
+  var PURIFY = {
+    ALLOWED_TAGS: ["p", "br", "strong", "b", "em", "i", "del", "s", "code", "pre", "ul", "ol", "li",
+      "blockquote", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th",
+      "td", "a"],
+    ALLOWED_ATTR: ["href", "title", "align", "start"],
+    ALLOWED_URI_REGEXP: /^https?:\/\//i,
+    ALLOW_DATA_ATTR: false,
+    RETURN_DOM_FRAGMENT: true,
+  };
+  var BLOCKS = "p, li, ul, ol, td, th, blockquote, h1, h2, h3, h4, h5, h6";
+  var md; // undefined: not built yet; null: libraries missing, answers stay plain text
+
+  function escapeHtml(s) {
+    return String(s == null ? "" : s).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+
+  function markdown() {
+    if (md !== undefined) return md;
+    md = null;
+    if (!VENDOR || !VENDOR.marked || typeof VENDOR.DOMPurify !== "function") return md;
+    try {
+      var purify = VENDOR.DOMPurify(window); // a private instance: our hook only
+      if (!purify.isSupported) return md;
+      purify.addHook("afterSanitizeAttributes", function (node) {
+        if (node.nodeName !== "A") return;
+        var href = webUrl(node.getAttribute("href"));
+        if (!href) { node.removeAttribute("href"); return; }
+        node.setAttribute("href", href);
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener nofollow");
+      });
+      var parser = new VENDOR.marked.Marked({ gfm: true, breaks: true, async: false });
+      parser.use({ renderer: {
+        html: function (token) { return escapeHtml(token.text != null ? token.text : token.raw); },
+        image: function (token) { return escapeHtml(token.text || ""); },
+      } });
+      md = { parser: parser, purify: purify };
+    } catch (e) {
+      md = null;
+    }
+    return md;
+  }
+
+  /** While streaming, close a dangling `**`, backtick or code fence so no raw marker flickers. */
+  function closeOpenMarkers(text) {
+    if (((text.match(/^\s*(```|~~~)/gm) || []).length) % 2) return text + "\n```";
+    var t = text.replace(/(^|[^*])\*$/, "$1");
+    // a closing marker must follow the last word: "**bold **" would stay raw
+    if (((t.match(/\*\*/g) || []).length) % 2) t = t.replace(/\s+$/, "") + "**";
+    if (((t.match(/`/g) || []).length) % 2) t = t.replace(/\s+$/, "") + "`";
+    return t;
+  }
+
+  /** Render answer.raw into answer.text: sanitised markdown, citations, dir=auto on blocks. */
+  function renderAnswer(answer, final) {
+    if (final) answer.final = true;
+    var engine = markdown();
+    var frag;
+    if (engine) {
+      var html = engine.parser.parse(final ? answer.raw : closeOpenMarkers(answer.raw));
+      frag = engine.purify.sanitize(html, PURIFY);
+    } else {
+      frag = document.createDocumentFragment();
+      frag.appendChild(document.createTextNode(answer.raw));
+    }
+    answer.text.classList.toggle("plain", !engine);
+    Array.prototype.slice.call(frag.querySelectorAll(BLOCKS)).forEach(function (n) {
+      n.setAttribute("dir", "auto");
+    });
+    Array.prototype.slice.call(frag.querySelectorAll("table")).forEach(function (table) {
+      var wrap = el("div", "kbchat-table");
+      table.parentNode.insertBefore(wrap, table);
+      wrap.appendChild(table);
+    });
+    linkCitations(frag, answer);
+    while (answer.text.firstChild) answer.text.removeChild(answer.text.firstChild);
+    answer.text.appendChild(frag);
+  }
+
+  function scheduleRender(answer) {
+    if (answer.pending) return;
+    answer.pending = true;
+    var run = function () {
+      answer.pending = false;
+      if (answer.final) return;
+      renderAnswer(answer, false);
+      scrollToEnd();
+    };
+    if (window.requestAnimationFrame) window.requestAnimationFrame(run);
+    else setTimeout(run, 16);
+  }
+
+  // ---------------------------------------------------------------- citations and passages
+  var CITE = /\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]/g;
+
+  function findSource(answer, n) {
+    var list = Array.isArray(answer.sources) ? answer.sources : [];
+    for (var i = 0; i < list.length; i++) {
+      var s = list[i];
+      if (s && typeof s === "object" && Number(s.number != null ? s.number : i + 1) === n) return s;
+    }
+    return null;
+  }
+
+  /** Numbers cited in the text, in order of first citation. */
+  function citedIn(text) {
+    var seen = [];
+    String(text || "").replace(CITE, function (_, nums) {
+      nums.split(",").forEach(function (n) {
+        n = parseInt(n, 10);
+        if (seen.indexOf(n) === -1) seen.push(n);
+      });
+      return "";
+    });
+    return seen;
+  }
+
+  /** `[1]` and `[1, 2]` outside code and links become buttons that open the passage. */
+  function linkCitations(frag, answer) {
+    var walker = document.createTreeWalker(frag, NodeFilter.SHOW_TEXT, null);
+    var nodes = [];
+    while (walker.nextNode()) nodes.push(walker.currentNode);
+    nodes.forEach(function (node) {
+      var text = node.nodeValue;
+      if (text.indexOf("[") === -1) return;
+      for (var p = node.parentNode; p && p !== frag; p = p.parentNode) {
+        if (p.nodeName === "A" || p.nodeName === "CODE" || p.nodeName === "PRE") return;
+      }
+      var out = document.createDocumentFragment();
+      var last = 0;
+      text.replace(CITE, function (match, nums, offset) {
+        out.appendChild(document.createTextNode(text.slice(last, offset)));
+        nums.split(",").forEach(function (n) { out.appendChild(citation(answer, parseInt(n, 10))); });
+        last = offset + match.length;
+        return match;
+      });
+      if (last === 0) return;
+      out.appendChild(document.createTextNode(text.slice(last)));
+      node.parentNode.replaceChild(out, node);
+    });
+  }
+
+  function citation(answer, n) {
+    var source = answer.final ? findSource(answer, n) : null;
+    if (!source) return el("span", "kbchat-cite", String(n)); // sources not here (yet)
+    var b = button("kbchat-cite", String(n), fmt(T.cite, n));
+    b.addEventListener("click", function () { showPassage(source, b); });
+    return b;
+  }
+
+  var passageReturn = null; // the control to focus again when the passage closes
+
+  /** The cited passage, over the conversation: title, file, language, the text, the URL. */
+  function showPassage(s, from) {
+    while (passage.firstChild) passage.removeChild(passage.firstChild);
+    var back = button("kbchat-passage-back", (DIR === "rtl" ? "\u2192 " : "\u2190 ") + T.back);
+    back.addEventListener("click", function () { hidePassage(true); });
+    passage.appendChild(back);
+    var n = s.number != null ? s.number : "?";
+    var heading = el("h3", "kbchat-passage-title", "[" + n + "] " + (s.title || basename(s.source)));
+    heading.setAttribute("dir", "auto");
+    passage.appendChild(heading);
+    var meta = [basename(s.source)];
+    if (s.language) meta.push(T.language + ": " + String(s.language).slice(0, 20));
+    if (s.page != null && s.page !== "") meta.push(T.page + " " + s.page);
+    if (s.section) meta.push(String(s.section).slice(0, 200));
+    passage.appendChild(el("div", "kbchat-passage-meta", meta.join(" \u00b7 ")));
+    var text = el("blockquote", "kbchat-passage-text", s.text || "");
+    text.setAttribute("dir", "auto");
+    if (s.language) text.setAttribute("lang", String(s.language).slice(0, 20));
+    passage.appendChild(text);
+    var url = webUrl(s.url);
+    if (url) {
+      var link = el("a", "kbchat-passage-link", T.openDoc);
+      link.href = url;
+      link.target = "_blank";
+      link.rel = "noopener nofollow";
+      passage.appendChild(link);
+    }
+    passage.setAttribute("aria-label", fmt(T.cite, n));
+    passage.hidden = false;
+    messages.setAttribute("aria-hidden", "true");
+    passageReturn = from || null;
+    back.focus();
+  }
+
+  function hidePassage(refocus) {
+    if (passage.hidden) return;
+    passage.hidden = true;
+    messages.removeAttribute("aria-hidden");
+    if (refocus && passageReturn && passageReturn.isConnected) passageReturn.focus();
+    passageReturn = null;
+  }
 
   // ---------------------------------------------------------------- rendering
   function scrollToEnd() { messages.scrollTop = messages.scrollHeight; }
 
   function addUserMessage(text) {
     var node = el("div", "kbchat-msg kbchat-msg-user", text);
+    node.setAttribute("dir", "auto");
     messages.appendChild(node);
     scrollToEnd();
     return node;
   }
 
-  /** An assistant bubble: a text span (streamed into) plus room for sources and feedback. */
+  /** An assistant bubble: its markdown text (re-rendered as it streams), sources and actions. */
   function addAssistantMessage(text) {
     var node = el("div", "kbchat-msg kbchat-msg-assistant");
-    var textEl = el("span", "kbchat-text", text || "");
+    var textEl = el("div", "kbchat-text");
+    textEl.setAttribute("dir", "auto");
     node.appendChild(textEl);
     messages.appendChild(node);
+    var answer = { node: node, text: textEl, raw: String(text || ""), sources: null, final: false };
+    if (answer.raw) renderAnswer(answer, false);
     scrollToEnd();
-    return { node: node, text: textEl };
+    return answer;
   }
 
   function addError(text) {
@@ -330,60 +898,127 @@
     return node;
   }
 
-  /** "[n] file-name" per source, the title as tooltip; cited sources in bold. */
-  function renderSources(container, sources, cited) {
-    if (!Array.isArray(sources) || sources.length === 0) return;
-    var old = container.querySelector(".kbchat-sources-block");
-    if (old) container.removeChild(old);
-    var citedSet = {};
-    (Array.isArray(cited) ? cited : []).forEach(function (n) { citedSet[n] = true; });
-
-    var block = el("div", "kbchat-sources-block");
-    block.appendChild(el("span", "kbchat-sources-heading", T.sources));
-    var list = el("ol", "kbchat-sources");
-    sources.forEach(function (s, i) {
-      if (!s || typeof s !== "object") return;
-      var n = s.number != null ? s.number : i + 1;
-      var label = "[" + n + "] " + basename(s.source);
-      if (s.page != null && s.page !== "") label += " (p. " + s.page + ")";
-      var item = el("li", "kbchat-source", label);
-      var tip = s.title || s.source || "";
-      if (s.section) tip += (tip ? " — " : "") + s.section;
-      item.title = String(tip); // a property, never parsed as HTML
-      if (citedSet[n]) item.classList.add("cited");
-      list.appendChild(item);
-    });
-    block.appendChild(list);
-    container.appendChild(block);
+  function sourceItem(answer, s, cited) {
+    var n = s.number;
+    var item = el("li");
+    var b = button("kbchat-source" + (cited ? " cited" : ""), "[" + n + "] ");
+    b.appendChild(el("bdi", "", basename(s.source))); // a Latin file name inside Arabic text
+    if (s.page != null && s.page !== "") {
+      b.appendChild(document.createTextNode(" (" + T.page + " " + s.page + ")"));
+    }
+    var tip = s.title || s.source || "";
+    if (s.section) tip += (tip ? " \u2014 " : "") + s.section;
+    b.title = String(tip); // a property, never parsed as HTML
+    b.addEventListener("click", function () { showPassage(s, b); });
+    item.appendChild(b);
+    return item;
   }
 
-  /** 👍/👎 buttons that POST /api/feedback once (with the session id); `previous` marks an
-   *  existing rating. */
-  function renderFeedback(container, messageId, previous) {
+  /** Cited sources in citation order; the others behind a "more" toggle. */
+  function renderSources(answer, sources, cited) {
+    if (!Array.isArray(sources) || sources.length === 0) return;
+    answer.sources = sources.filter(function (s) { return s && typeof s === "object"; })
+      .slice(0, 50)
+      .map(function (s, i) {
+        var copy = {};
+        for (var k in s) if (own(s, k)) copy[k] = s[k];
+        copy.number = Number(s.number != null ? s.number : i + 1);
+        return copy;
+      });
+    var order = (Array.isArray(cited) ? cited : citedIn(answer.raw)).map(Number);
+    var citedList = [];
+    order.forEach(function (n) {
+      var s = findSource(answer, n);
+      if (s && citedList.indexOf(s) === -1) citedList.push(s);
+    });
+    var others = answer.sources.filter(function (s) { return citedList.indexOf(s) === -1; });
+
+    var old = answer.node.querySelector(".kbchat-sources-block");
+    if (old) old.parentNode.removeChild(old);
+    var block = el("div", "kbchat-sources-block");
+    block.appendChild(el("span", "kbchat-sources-heading", T.sources));
+    if (citedList.length) {
+      var list = el("ol", "kbchat-sources");
+      citedList.forEach(function (s) { list.appendChild(sourceItem(answer, s, true)); });
+      block.appendChild(list);
+    }
+    if (others.length) {
+      var more = el("ol", "kbchat-sources-more");
+      more.id = "kbchat-more-" + Math.random().toString(36).slice(2);
+      others.forEach(function (s) { more.appendChild(sourceItem(answer, s, false)); });
+      more.hidden = true;
+      var toggle = button("kbchat-more", fmt(T.more, others.length));
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.setAttribute("aria-controls", more.id);
+      toggle.addEventListener("click", function () {
+        more.hidden = !more.hidden;
+        toggle.setAttribute("aria-expanded", more.hidden ? "false" : "true");
+        toggle.textContent = more.hidden ? fmt(T.more, others.length) : T.less;
+      });
+      block.appendChild(toggle);
+      block.appendChild(more);
+    }
+    var actions = answer.node.querySelector(".kbchat-actions");
+    answer.node.insertBefore(block, actions);
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      return navigator.clipboard.writeText(text).catch(function () { return legacyCopy(text); });
+    }
+    return legacyCopy(text);
+  }
+  function legacyCopy(text) {
+    var area = el("textarea", "kbchat-sr");
+    area.value = text;
+    root.appendChild(area);
+    area.select();
+    try { document.execCommand("copy"); } catch (e) { /* nothing else to try */ }
+    root.removeChild(area);
+    input.focus();
+    return Promise.resolve();
+  }
+
+  /** Copy, and 👍/👎 that POST /api/feedback once (with the session id) when the answer is
+   *  stored; `previous` marks an existing rating. */
+  function renderActions(answer, messageId, previous) {
+    var bar = el("div", "kbchat-actions");
+    var copy = button("kbchat-copy", null, T.copy);
+    copy.appendChild(icon(ICONS.copy));
+    copy.addEventListener("click", function () {
+      copyText(answer.raw).then(function () {
+        var done = bar.querySelector(".kbchat-copied") || el("span", "kbchat-copied", T.copied);
+        done.setAttribute("role", "status");
+        copy.insertAdjacentElement("afterend", done);
+        setTimeout(function () { if (done.parentNode) done.parentNode.removeChild(done); }, 2000);
+      });
+    });
+    bar.appendChild(copy);
+    answer.node.appendChild(bar);
     if (messageId == null || !sessionId) return;
+
     var session = sessionId; // the server accepts feedback only from the answer's session
-    var bar = el("div", "kbchat-feedback");
-    var up = el("button", "", "👍");
-    var down = el("button", "", "👎");
-    up.type = down.type = "button";
-    up.setAttribute("aria-label", T.up);
-    up.title = T.up;
-    down.setAttribute("aria-label", T.down);
-    down.title = T.down;
-    bar.appendChild(up);
-    bar.appendChild(down);
-    container.appendChild(bar);
+    var feedback = el("div", "kbchat-feedback");
+    var up = button("", null, T.up);
+    var down = button("", null, T.down);
+    up.appendChild(icon(ICONS.up));
+    down.appendChild(icon(ICONS.down));
+    feedback.appendChild(up);
+    feedback.appendChild(down);
+    bar.appendChild(feedback);
 
     function finish(chosen) {
       up.disabled = down.disabled = true;
       if (chosen) chosen.classList.add("chosen");
-      if (!bar.querySelector(".kbchat-thanks")) bar.appendChild(el("span", "kbchat-thanks", T.thanks));
+      if (!feedback.querySelector(".kbchat-thanks")) {
+        feedback.appendChild(el("span", "kbchat-thanks", T.thanks));
+      }
     }
     if (previous === "up" || previous === "down") {
       finish(previous === "up" ? up : down);
       return;
     }
-    function rate(rating, button) {
+    function rate(rating, chosen) {
       up.disabled = down.disabled = true;
       fetch(BASE + "/api/feedback", {
         method: "POST",
@@ -391,7 +1026,7 @@
         body: JSON.stringify({ session_id: session, message_id: messageId, rating: rating }),
       }).then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
-        finish(button);
+        finish(chosen);
       }).catch(function () {
         up.disabled = down.disabled = false; // let the visitor try again
       });
@@ -402,9 +1037,15 @@
 
   function setStreaming(on) {
     streaming = on;
+    var focused = shadow.activeElement;
     sendBtn.disabled = on;
+    sendBtn.hidden = on;
+    stopBtn.hidden = !on;
+    if (!on && focused === stopBtn) input.focus();
     messages.setAttribute("aria-busy", on ? "true" : "false");
   }
+
+  stopBtn.addEventListener("click", function () { if (controller) controller.abort(); });
 
   // ---------------------------------------------------------------- history across page loads
   function loadHistory() {
@@ -418,22 +1059,24 @@
       })
       .then(function (data) {
         // Skip if the visitor already started chatting or reset in the meantime.
-        if (!data || !Array.isArray(data.messages) || sessionId !== id || messages.firstChild) return;
+        if (!data || !Array.isArray(data.messages) || sessionId !== id || hasTurns()) return;
+        removeChips();
         data.messages.forEach(function (m) {
           if (!m) return;
           if (m.role === "user") {
             addUserMessage(m.content || "");
           } else {
-            var a = addAssistantMessage(m.content || "");
-            renderSources(a.node, m.sources, null);
-            renderFeedback(a.node, m.id, m.feedback);
+            var a = addAssistantMessage("");
+            a.raw = String(m.content || "");
+            renderSources(a, m.sources, null);
+            renderAnswer(a, true);
+            renderActions(a, m.id, m.feedback);
           }
         });
         scrollToEnd();
       })
       .catch(function () { /* offline or blocked: start fresh, keep the id */ });
   }
-
   // ---------------------------------------------------------------- Server-Sent Events parsing
   /** Parse one SSE block ("event: x\ndata: {...}") into {event, data}. */
   function parseEvent(block) {
@@ -506,9 +1149,16 @@
     if (!text || streaming) return Promise.resolve(false);
     if (!isOpen()) open();
 
+    hidePassage(false);
+    removeChips();
     addUserMessage(text);
     var answer = addAssistantMessage("");
-    var typing = el("span", "kbchat-typing", T.thinking);
+    var typing = el("span", "kbchat-typing");
+    typing.setAttribute("role", "status");
+    typing.appendChild(el("i"));
+    typing.appendChild(el("i"));
+    typing.appendChild(el("i"));
+    typing.appendChild(el("span", "kbchat-sr", T.thinking));
     answer.node.appendChild(typing);
     setStreaming(true);
 
@@ -517,6 +1167,7 @@
     controller = typeof AbortController === "function" ? new AbortController() : null;
     var gotText = false;
     var failed = false;
+    var finished = false; // the `done` event came
 
     function removeTyping() { if (typing.parentNode) typing.parentNode.removeChild(typing); }
     function dropEmptyAnswer() {
@@ -529,17 +1180,21 @@
         if (d.text) {
           removeTyping();
           gotText = true;
-          answer.text.textContent += String(d.text); // plain text, never HTML
-          scrollToEnd();
+          answer.raw += String(d.text);
+          scheduleRender(answer); // re-rendered as a whole, once per frame
         }
       } else if (ev.event === "sources") {
-        renderSources(answer.node, d.sources, d.cited);
+        renderSources(answer, d.sources, d.cited);
         scrollToEnd();
       } else if (ev.event === "done") {
+        finished = true;
         removeTyping();
         if (d.session_id) { sessionId = String(d.session_id); storeSession(sessionId); }
-        if (d.language) answer.node.setAttribute("lang", String(d.language));
-        if (gotText) renderFeedback(answer.node, d.message_id, null);
+        if (d.language) answer.node.setAttribute("lang", String(d.language).slice(0, 20));
+        if (gotText) {
+          renderAnswer(answer, true);
+          renderActions(answer, d.message_id, null);
+        }
         scrollToEnd();
       } else if (ev.event === "error") {
         failed = true;
@@ -577,15 +1232,26 @@
         return readStream(response, onEvent);
       })
       .catch(function (err) {
-        if (err && err.name === "AbortError") { removeTyping(); dropEmptyAnswer(); return; }
-        failed = true;
         removeTyping();
+        if (err && err.name === "AbortError") {
+          // Stopped by the visitor (or a new conversation): what came so far stays, marked.
+          dropEmptyAnswer();
+          if (gotText && !finished) {
+            renderAnswer(answer, true);
+            answer.node.insertBefore(el("span", "kbchat-stopped", T.stopped),
+              answer.node.querySelector(".kbchat-sources-block"));
+            renderActions(answer, null, null);
+          }
+          return;
+        }
+        failed = true;
         dropEmptyAnswer();
         addError(T.error);
       })
       .then(function () {
         removeTyping();
         if (!gotText && !failed) dropEmptyAnswer();
+        if (gotText && !answer.final) renderAnswer(answer, true);
         controller = null;
         setStreaming(false);
         scrollToEnd();
