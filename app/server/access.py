@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from app.settings import ServerSettings, Settings
 
 KEY_HEADER = "x-kbchat-key"
+PAGE_HEADER = "x-kbchat-assistant"  # sent by the full page /a/{id}: see page_caller
 DEMO_KEY = "kbchat-demo-key"  # used only when no widget key is configured; same-origin only
 T = TypeVar("T")
 
@@ -166,6 +167,8 @@ async def spend_chat(request: Request) -> None:
     in those that slow chats may all be using."""
     throttles: Throttles = request.app.state.throttles
     client, key = client_address(request), request.headers.get(KEY_HEADER)
+    if not key and (page := request.headers.get(PAGE_HEADER)):
+        key = "page:" + page[:64]  # the full page's own budget, like a widget key's
     wait = await throttles.run(lambda: throttles.spend_chat(client, key))
     if wait is not None:
         raise too_many(wait)
@@ -198,6 +201,8 @@ def chat_caller(request: Request) -> Caller:
         if assistant is not None:
             collection = assistant.settings.collection or settings.collection
             widget = WidgetKey(key=key, collection=collection, origins=assistant.origins)
+    if not key and (page := request.headers.get(PAGE_HEADER)) is not None:
+        return page_caller(request, settings, page)
     if key and widget is None and _admin_key_matches(request, settings, key):
         return Caller(admin=True)
     if key and widget is None and request.headers.get(KEY_HEADER):
@@ -214,6 +219,32 @@ def chat_caller(request: Request) -> Caller:
     if origin and not same_origin(request, origin):
         raise HTTPException(403, "requests from other sites need a widget key for that site")
     return Caller()
+
+
+def from_this_site(request: Request) -> bool:
+    """False for a browser request that another site made: an Origin that is not this server,
+    or Sec-Fetch-Site other than same-origin (browsers send it even on GETs without Origin).
+    A client that is no browser can claim anything: it gets no more than a page would."""
+    origin = request.headers.get("origin")
+    if origin is not None and not same_origin(request, origin):
+        return False
+    return request.headers.get("sec-fetch-site", "same-origin") == "same-origin"
+
+
+def page_caller(request: Request, settings: Settings, assistant: str) -> Caller:
+    """The full page /a/{id} has no key to show: its same-origin requests name the assistant in
+    X-Kbchat-Assistant, and get exactly what one of its widget keys would (collection, persona,
+    model, caps). Cross-site requests, and assistants without `fullpage`, are refused alike."""
+    if not from_this_site(request):
+        raise HTTPException(403, "the full-page assistant answers its own pages only")
+    assistants = getattr(request.app.state, "assistants", None)
+    page = assistants.page(assistant) if assistants is not None else None
+    if page is None:
+        raise HTTPException(403, "no full-page assistant by that name")
+    collection = page.settings.collection or settings.collection
+    # key "": no widget key; origins []: this server only
+    widget = WidgetKey.model_construct(key="", collection=collection, origins=[])
+    return Caller(widget=widget, assistant=page)
 
 
 def admin_caller(request: Request) -> Caller:

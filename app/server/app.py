@@ -33,6 +33,7 @@ from app.server.rate_store import BudgetStore
 from app.server.routes_admin import admin_router
 from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
+from app.server.routes_fullpage import fullpage_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
 from app.server.widget_bundle import build_widget_bundle
@@ -135,6 +136,7 @@ def create_app(
     app.include_router(admin_router())
     app.include_router(assistants_router())
     app.include_router(widget_config_router(limiter, rate))
+    app.include_router(fullpage_router(limiter, rate))  # /a/{assistant}
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))

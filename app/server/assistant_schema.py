@@ -134,6 +134,11 @@ class AssistantSettings(BaseModel):
         None, description="LLM model: KBCHAT_LLM_MODEL or one of KBCHAT_LLM_ALLOWED_MODELS."
     )
     caps: Caps = Field(default_factory=Caps)
+    fullpage: bool = Field(
+        False,
+        description="Serve the full-page assistant at /a/{id} (chats from that page need no "
+        "key: same-origin requests naming the assistant get its caps and persona).",
+    )
 
 
 class AssistantCreate(AssistantSettings):
@@ -156,6 +161,7 @@ class AssistantPatch(BaseModel):
     collection: CollectionName | None = None
     model: ModelName | None = None
     caps: Caps | None = None
+    fullpage: bool | None = None
 
 
 class KeyCreate(BaseModel):

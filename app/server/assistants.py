@@ -42,6 +42,7 @@ KEY_PREFIX = "kb_"
 MAX_ASSISTANTS = 1000
 MAX_PRESENTED_KEY = 256  # longer is no key of ours: not even hashed
 ORIGINS_TTL_S = 10.0
+PAGE_KEY_PREFIX = "page:"  # the key_id of an assistant's full page (real key ids: key_…)
 
 
 class AssistantNotFound(LookupError):
@@ -210,6 +211,24 @@ class Assistants:
                 log.exception("assistant %r has invalid stored settings", assistant.id)
                 return None
             return AssistantKey(assistant.id, row.id, json.loads(row.origins), config)
+
+    def page(self, assistant: str) -> AssistantKey | None:
+        """The assistant behind its full page at /a/{id}, as if the page held a key of its own
+        (`page:{id}` counts its caps); None unless it exists and enabled `fullpage`."""
+        if len(assistant) > 64:
+            return None
+        with self._session() as db:
+            row = db.get(AssistantRow, assistant)
+            if row is None:
+                return None
+            try:
+                config = AssistantSettings.model_validate_json(row.config)
+            except ValidationError:
+                log.exception("assistant %r has invalid stored settings", row.id)
+                return None
+        if not config.fullpage:
+            return None
+        return AssistantKey(row.id, PAGE_KEY_PREFIX + row.id, [], config)
 
     def origins(self) -> frozenset[str]:
         """Every origin some assistant key allows (cached; see `origins_stale`)."""

@@ -1,0 +1,64 @@
+"""The full-page assistant at /a/{id}: a standalone, shareable page that is nothing but the
+widget (widget.js with data-mode="page") filling the viewport, with the assistant's name in its
+<title>, its colour and theme, and <html lang> from its default language.
+
+The page holds no secret: its chats name the assistant in X-Kbchat-Assistant, honoured for
+same-origin requests only (app.server.access.page_caller). Every value that reaches the HTML is
+escaped, and a strict Content-Security-Policy allows only this server's scripts: the page has no
+inline script or style at all."""
+
+from __future__ import annotations
+
+from html import escape
+
+from app.server.assistant_schema import AssistantSettings
+
+# img-src https: for an avatar on another site (AssistantSettings allows https avatars)
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Cache-Control": "no-cache",
+}
+_THEME_SCHEME = {"auto": "light dark", "light": "light", "dark": "dark"}
+
+
+def page_html(assistant: str, settings: AssistantSettings) -> str:
+    """The page for an assistant that enabled `fullpage`; every value escaped for HTML."""
+    title = escape(settings.name.strip() or assistant)
+    attrs = {
+        "src": "/widget.js",
+        "data-mode": "page",
+        "data-assistant": assistant,
+        "data-title": settings.name.strip() or assistant,
+        "data-color": settings.color,
+        "data-theme": settings.theme,
+    }
+    script = " ".join(f'{k}="{escape(v)}"' for k, v in attrs.items())
+    return (
+        "<!doctype html>\n"
+        f'<html lang="{escape(settings.default_language)}">\n<head>\n'
+        '<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">\n'
+        f'<meta name="color-scheme" content="{_THEME_SCHEME[settings.theme]}">\n'
+        f'<meta name="theme-color" content="{escape(settings.color)}">\n'
+        f"<title>{title}</title>\n"
+        f"<script {script} defer></script>\n"
+        "</head>\n<body>\n"
+        f"<noscript>{title}: this chat needs JavaScript.</noscript>\n"
+        "</body>\n</html>\n"
+    )
+
+
+def not_found_html() -> str:
+    """The same page for an unknown assistant and a disabled one: nothing tells them apart."""
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        "<title>Not found</title>\n</head>\n<body>\n<h1>Not found</h1>\n"
+        "<p>There is no chat at this address.</p>\n</body>\n</html>\n"
+    )
