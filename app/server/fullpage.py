@@ -13,9 +13,10 @@ from html import escape
 
 from app.server.assistant_schema import AssistantSettings
 
-# img-src https: for an avatar on another site (AssistantSettings allows https avatars)
+# img-src https: for an avatar on another site (AssistantSettings allows https avatars); data:
+# only for the empty favicon ("data:,"), so a page without an avatar asks for no /favicon.ico
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 )
 HEADERS = {
@@ -46,6 +47,7 @@ def page_html(assistant: str, settings: AssistantSettings) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">\n'
         f'<meta name="color-scheme" content="{_THEME_SCHEME[settings.theme]}">\n'
         f'<meta name="theme-color" content="{escape(settings.color)}">\n'
+        f'<link rel="icon" href="{escape(settings.avatar or "data:,")}">\n'
         f"<title>{title}</title>\n"
         f"<script {script} defer></script>\n"
         "</head>\n<body>\n"

@@ -8,9 +8,13 @@
  * data-theme ("auto" | "light" | "dark").
  *
  * The API base URL is the origin of this script's src. Everything lives in a Shadow DOM attached to
- * <div id="kbchat-widget-host">, so host-page CSS cannot break it and its CSS cannot leak. On the
- * first open it asks GET /api/widget/config for the assistant's name, avatar, colour, theme,
- * greeting and suggested questions; any failure (404 before assistants exist) keeps the defaults.
+ * <div id="kbchat-widget-host">, so host-page CSS cannot break it and its CSS cannot leak. At page
+ * load it asks GET /api/widget/config for the assistant's name, avatar, colour, theme,
+ * greeting and suggested questions (cached a few minutes in sessionStorage per key); any failure
+ * (404 before assistants exist) keeps the defaults.
+ *
+ * Full-page mode (the server's /a/{assistant} page): data-mode="page" data-assistant="ID" and no
+ * key; the chat fills the viewport (see "full-page mode" below).
  *
  * SAFETY. kbchat serves this file wrapped with two vendored libraries (app/server/widget_bundle.py):
  * marked (markdown -> HTML string) and DOMPurify (HTML string -> sanitised DOM fragment), each in
@@ -38,13 +42,34 @@
   // ---------------------------------------------------------------- locate our <script> and config
   var script =
     document.currentScript ||
-    document.querySelector('script[src*="widget.js"][data-key]');
+    document.querySelector('script[src*="widget.js"][data-key]') ||
+    document.querySelector('script[src*="widget.js"][data-mode="page"]');
   if (!script) {
     console.warn("kbchat widget: cannot find its own <script> element");
     return;
   }
   var KEY = (script.getAttribute("data-key") || "").trim();
-  if (!KEY || KEY === "{{WIDGET_KEY}}") {
+  // ---------------------------------------------------------------- full-page mode (/a/{assistant})
+  // The server's own page for an assistant: no key (nothing secret in the page); its requests
+  // name the assistant in X-Kbchat-Assistant, which the server honours for same-origin requests
+  // only. The chat fills the viewport, always open: no bubble, no close button.
+  var PAGE = script.getAttribute("data-mode") === "page";
+  var ASSISTANT = PAGE ? String(script.getAttribute("data-assistant") || "").trim() : "";
+  if (PAGE && !/^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/.test(ASSISTANT)) {
+    console.warn('kbchat widget: data-mode="page" needs data-assistant="ASSISTANT_ID"');
+    return;
+  }
+  if (PAGE) KEY = "";
+  var ID = PAGE ? "page:" + ASSISTANT : KEY; // names this widget's session and cached config
+
+  /** Who is asking, on every request: the widget key, or the full page's assistant. */
+  function authHeaders(headers) {
+    headers = headers || {};
+    if (PAGE) headers["X-Kbchat-Assistant"] = ASSISTANT;
+    else headers["X-Kbchat-Key"] = KEY;
+    return headers;
+  }
+  if (!PAGE && (!KEY || KEY === "{{WIDGET_KEY}}")) {
     console.warn('kbchat widget: the <script> tag needs a data-key="PUBLIC_KEY" attribute');
     return;
   }
@@ -56,7 +81,7 @@
   } catch (e) {
     BASE = window.location.origin;
   }
-  var STORAGE_KEY = "kbchat:" + KEY + ":session";
+  var STORAGE_KEY = "kbchat:" + ID + ":session";
   var VENDOR = typeof KBCHAT_VENDOR === "object" && KBCHAT_VENDOR ? KBCHAT_VENDOR : null;
   var COLOR = /^#[0-9a-fA-F]{6}$/;
 
@@ -399,6 +424,37 @@
     "}",
   ].join("\n");
 
+  // ---------------------------------------------------------------- full-page layout
+  // The panel fills the viewport; on wide screens the conversation keeps a readable width.
+  var PAGE_CSS = [
+    ".kbchat-root.mode-page { position: fixed; inset: 0; }",
+    ".mode-page .kbchat-panel { position: absolute; inset: 0; width: 100%; height: 100%;",
+    "  max-width: none; max-height: none; border: 0; border-radius: 0; box-shadow: none; }",
+    ".mode-page .kbchat-bubble, .mode-page .kbchat-close { display: none !important; }",
+    ".mode-page .kbchat-header { padding-block: 12px; padding-inline:",
+    "  max(14px, calc((100% - 800px) / 2)) max(10px, calc((100% - 800px) / 2)); }",
+    ".mode-page .kbchat-title { font-size: 18px; line-height: 24px; }",
+    ".mode-page .kbchat-messages, .mode-page .kbchat-passage {",
+    "  padding-inline: max(12px, calc((100% - 800px) / 2)); }",
+    ".mode-page .kbchat-form { padding-inline: max(10px, calc((100% - 800px) / 2)); }",
+  ].join("\n");
+
+  /** A constructed stylesheet where the browser has them, so a page whose Content-Security-Policy
+   *  forbids inline styles (the full page's does) still styles the widget; else a <style>. */
+  function addStyles(shadowRoot, css) {
+    try {
+      if (typeof CSSStyleSheet === "function" && "adoptedStyleSheets" in shadowRoot) {
+        var sheet = new CSSStyleSheet();
+        sheet.replaceSync(css);
+        shadowRoot.adoptedStyleSheets = [sheet];
+        return;
+      }
+    } catch (e) { /* an older browser: the <style> below */ }
+    var style = document.createElement("style");
+    style.textContent = css;
+    shadowRoot.appendChild(style);
+  }
+
   // Static markup only: labels, titles and placeholders are filled in afterwards via properties.
   var TEMPLATE =
     '<div class="kbchat-root">' +
@@ -428,9 +484,7 @@
   var host = document.createElement("div");
   host.id = "kbchat-widget-host";
   var shadow = host.attachShadow({ mode: "open" });
-  var style = document.createElement("style");
-  style.textContent = CSS;
-  shadow.appendChild(style);
+  addStyles(shadow, PAGE ? CSS + "\n" + PAGE_CSS : CSS);
   var holder = document.createElement("div");
   holder.innerHTML = TEMPLATE; // static template, no dynamic data
   var root = holder.firstElementChild;
@@ -556,12 +610,35 @@
   var configLoaded = null; // the Promise of the one config request
   function loadConfig() {
     if (!configLoaded) {
-      configLoaded = fetch(BASE + "/api/widget/config", { headers: { "X-Kbchat-Key": KEY } })
-        .then(function (r) { return r.ok ? r.json() : null; })
-        .catch(function () { return null; }) // 404 before assistants exist, offline: defaults
-        .then(applyConfig);
+      var cached = cachedConfig();
+      configLoaded = cached ? Promise.resolve(cached).then(applyConfig) :
+        fetch(BASE + "/api/widget/config", { headers: authHeaders() })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (c) { if (c && typeof c === "object") cacheConfig(c); return c; })
+          .catch(function () { return null; }) // 404 before assistants exist, offline: defaults
+          .then(applyConfig);
     }
     return configLoaded;
+  }
+
+  // The config is asked for at page load (the closed bubble wears the assistant's colour and
+  // position), once per CONFIG_TTL_MS per key and tab: other pages of the site reuse it.
+  var CONFIG_TTL_MS = 5 * 60 * 1000;
+  var CONFIG_KEY = "kbchat:" + ID + ":config";
+  function cachedConfig() {
+    try {
+      var saved = JSON.parse(sessionStorage.getItem(CONFIG_KEY) || "null");
+      var age = saved && typeof saved.at === "number" ? Date.now() - saved.at : -1;
+      if (age >= 0 && age < CONFIG_TTL_MS && saved.config && typeof saved.config === "object") {
+        return saved.config;
+      }
+    } catch (e) { /* storage blocked or garbage: ask the server */ }
+    return null;
+  }
+  function cacheConfig(config) {
+    try {
+      sessionStorage.setItem(CONFIG_KEY, JSON.stringify({ at: Date.now(), config: config }));
+    } catch (e) { /* private mode or full: fine, one request per page */ }
   }
 
   // ---------------------------------------------------------------- greeting and suggestions
@@ -617,6 +694,7 @@
   }
 
   function close() {
+    if (PAGE) return; // the full page has nothing to close to
     hidePassage(false);
     panel.hidden = true;
     root.classList.remove("is-open");
@@ -644,7 +722,7 @@
     });
   }
   panel.addEventListener("keydown", function (e) {
-    if (e.key !== "Tab") return;
+    if (e.key !== "Tab" || PAGE) return; // a page is no dialog: Tab may leave it
     var items = focusables();
     if (!items.length) return;
     var active = shadow.activeElement;
@@ -1022,7 +1100,7 @@
       up.disabled = down.disabled = true;
       fetch(BASE + "/api/feedback", {
         method: "POST",
-        headers: { "Content-Type": "application/json", "X-Kbchat-Key": KEY },
+        headers: authHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify({ session_id: session, message_id: messageId, rating: rating }),
       }).then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
@@ -1051,7 +1129,7 @@
   function loadHistory() {
     if (!sessionId) return;
     var id = sessionId;
-    fetch(BASE + "/api/sessions/" + encodeURIComponent(id), { headers: { "X-Kbchat-Key": KEY } })
+    fetch(BASE + "/api/sessions/" + encodeURIComponent(id), { headers: authHeaders() })
       .then(function (r) {
         if (r.status === 404) { if (sessionId === id) { forgetSession(); sessionId = null; } return null; }
         if (!r.ok) return null;
@@ -1206,7 +1284,7 @@
 
     return fetch(BASE + "/api/chat", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-Kbchat-Key": KEY },
+      headers: authHeaders({ "Content-Type": "application/json" }),
       body: JSON.stringify(body),
       signal: controller ? controller.signal : undefined,
     })
@@ -1289,6 +1367,13 @@
   function mount() {
     document.body.appendChild(host);
     loadHistory();
+    if (PAGE) {
+      root.classList.add("mode-page");
+      panel.setAttribute("role", "main");
+      open();
+    } else {
+      loadConfig();
+    }
   }
   if (document.body) mount();
   else document.addEventListener("DOMContentLoaded", mount);
