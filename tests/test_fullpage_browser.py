@@ -181,11 +181,43 @@ def test_the_widget_wears_its_config_before_it_is_opened_and_caches_it(
             " sessionStorage.setItem(k, JSON.stringify(v)); } }"
         )
         page.reload()
-        page.wait_for_timeout(50)
-        page.wait_for_function("() => true")
         bubble.click()
-        page.locator(".kbchat-greeting").wait_for()
+        page.locator(".kbchat-greeting").wait_for()  # shown once the config is in
         assert len(served) == 2  # stale after a few minutes: asked again
+    finally:
+        context.close()
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_serious_or_critical_violation_on_the_page(
+    browser: Any,  # noqa: F811
+    server: str,
+    scheme: str,
+) -> None:
+    """The whole page is ours, so axe-core (vendored) audits all of it: greeting and chips, then
+    an answer with its sources. Its script is injected inline, so this context bypasses the CSP
+    (the other tests keep it)."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(locale="en-US", color_scheme=scheme, bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.goto(f"{server}/a/shoe-shop")
+        expect(page.locator(".kbchat-chip")).to_have_count(2)
+        page.add_script_tag(path=str(AXE))
+        audit = """async () => {
+            const r = await axe.run(document, { resultTypes: ["violations"] });
+            return r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+                .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" > ")).join(", "));
+        }"""
+        assert page.evaluate(audit) == []
+        page.locator(".kbchat-chip").first.click()
+        answer = page.locator(".kbchat-msg-assistant").last
+        expect(answer.locator(".kbchat-actions")).to_be_visible(timeout=30_000)
+        assert page.evaluate(audit) == []
     finally:
         context.close()
 
