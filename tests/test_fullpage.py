@@ -57,7 +57,7 @@ def test_the_page_shows_the_assistant_escaped_under_a_strict_csp(client: TestCli
     assert len(scripts) == 1
     assert 'src="/widget.js"' in scripts[0] and 'data-mode="page"' in scripts[0]
     assert 'data-assistant="shoe-shop"' in scripts[0] and 'data-color="#ff5500"' in scripts[0]
-    assert '<html lang="pt-BR">' in html
+    assert '<html lang="pt-BR" dir="ltr">' in html
     assert "<style" not in html and " style=" not in html  # the CSP allows no inline style
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
@@ -86,6 +86,11 @@ def test_unknown_disabled_or_malformed_ids_get_the_same_404(client: TestClient, 
     assert "content-security-policy" in r.headers
     assert r.text == client.get("/a/nobody").text  # nothing tells them apart
     assert "shoe-shop" not in r.text and "disabled" not in r.text and "<script" not in r.text
+
+
+def test_a_right_to_left_default_language_sets_the_pages_direction(client: TestClient) -> None:
+    create(client, default_language="ar", greeting={"ar": "مرحبًا"})
+    assert '<html lang="ar" dir="rtl">' in client.get("/a/shoe-shop").text
 
 
 def test_the_full_page_can_be_switched_off_again(client: TestClient) -> None:

@@ -26,6 +26,7 @@ HEADERS = {
     "Cache-Control": "no-cache",
 }
 _THEME_SCHEME = {"auto": "light dark", "light": "light", "dark": "dark"}
+_RTL = {"ar", "he", "fa", "ur"}  # as widget.js: each message also gets dir="auto"
 
 
 def page_html(assistant: str, settings: AssistantSettings) -> str:
@@ -40,9 +41,11 @@ def page_html(assistant: str, settings: AssistantSettings) -> str:
         "data-theme": settings.theme,
     }
     script = " ".join(f'{k}="{escape(v)}"' for k, v in attrs.items())
+    lang = settings.default_language
+    direction = "rtl" if lang.split("-")[0].lower() in _RTL else "ltr"
     return (
         "<!doctype html>\n"
-        f'<html lang="{escape(settings.default_language)}">\n<head>\n'
+        f'<html lang="{escape(lang)}" dir="{direction}">\n<head>\n'
         '<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">\n'
         f'<meta name="color-scheme" content="{_THEME_SCHEME[settings.theme]}">\n'
