@@ -137,6 +137,10 @@ def test_the_full_page_fills_the_screen_greets_and_answers_a_chip(
         shot(page, f"{device}-{scheme}-answer.png")
         assert len(configs) == 1
         assert problems == []  # nothing blocked by the CSP, no script error
+        page.reload()  # the conversation comes back (GET /api/sessions with the page's header)
+        expect(page.locator(".kbchat-msg-user")).to_have_text("How do returns work?")
+        expect(page.locator(".kbchat-msg-assistant strong")).to_have_text("30 days")
+        assert problems == []
     finally:
         context.close()
 
