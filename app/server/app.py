@@ -28,11 +28,14 @@ from app.server.assistant_access import AssistantCORS
 from app.server.assistants import Assistants
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
+from app.server.lead_webhook import LeadWebhooks
+from app.server.leads import Leads
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
 from app.server.rate_store import BudgetStore
 from app.server.routes_admin import admin_router
 from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
+from app.server.routes_leads import leads_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
 from app.server.widget_bundle import build_widget_bundle
@@ -90,6 +93,7 @@ def create_app(
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         yield
+        webhooks.close()
 
     app = FastAPIOffline(  # /docs and /redoc with their assets served here: no CDN
         title="kbchat",
@@ -108,6 +112,10 @@ def create_app(
     app.state.throttles = throttles
     problems.install(app)  # one error shape on /api (RFC 9457)
     app.state.assistants = assistants = Assistants(services.conversations.engine, settings)
+    webhooks = LeadWebhooks(
+        settings.webhook_allow_private, lambda outcome: metrics.lead_webhooks.labels(outcome).inc()
+    )
+    app.state.leads = Leads(services.conversations.engine, webhooks)
     app.add_middleware(
         AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
         assistants=assistants,
@@ -135,6 +143,7 @@ def create_app(
     app.include_router(admin_router())
     app.include_router(assistants_router())
     app.include_router(widget_config_router(limiter, rate))
+    app.include_router(leads_router(limiter, rate))
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))
