@@ -236,6 +236,7 @@ def test_the_webhook_secret_is_shown_once_and_never_public(client: TestClient) -
         "javascript:alert(1)",
         "ftp://hooks.example.com/x",
         "https://hooks.example.com/x#frag",
+        "https://hooks.example.com:99999/x",  # a port beyond 65535
     ],
 )
 def test_webhooks_into_private_networks_are_refused(client: TestClient, url: str) -> None:

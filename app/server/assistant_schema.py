@@ -74,6 +74,10 @@ def _webhook_url(value: str) -> str:
         or any(c in value for c in "\"'<>\\ ")
     ):
         raise ValueError("webhook_url must be an https:// URL without credentials")
+    try:
+        parts.port  # noqa: B018 - raises for a port beyond 65535
+    except ValueError as exc:
+        raise ValueError("webhook_url has an invalid port") from exc
     return value
 
 

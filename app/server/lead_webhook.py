@@ -55,7 +55,7 @@ def check_target(url: str, allow_private: bool) -> None:
     host = parts.hostname or ""
     try:
         infos = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # ValueError: a port beyond 65535
         raise WebhookRefused(f"the webhook host {host!r} cannot be resolved") from exc
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
