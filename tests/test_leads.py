@@ -325,3 +325,21 @@ def _wait_metric(client: TestClient, line: str, timeout: float = 15.0) -> str:
             assert line in text
             return text
         time.sleep(0.05)
+
+
+def test_deliveries_beyond_the_queue_bound_are_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.server import lead_webhook
+
+    receiver = Receiver([])
+    outcomes: list[str] = []
+    hooks = lead_webhook.LeadWebhooks(True, outcomes.append, backoff=0.01)
+    try:
+        assert hooks.send(receiver.url, "whsec_x", {"event": "lead.created"}).result(10) is True
+        monkeypatch.setattr(lead_webhook, "MAX_PENDING", 0)
+        assert hooks.send(receiver.url, "whsec_x", {"event": "lead.created"}).result(10) is False
+        assert outcomes == ["delivered", "failed"] and len(receiver.received) == 1
+    finally:
+        hooks.close()
+        receiver.close()

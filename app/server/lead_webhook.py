@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +40,7 @@ SIGNATURE_HEADER = "X-Kbchat-Signature"
 ATTEMPTS = 3
 TIMEOUT_S = 5.0
 MAX_WORKERS = 2  # deliveries in flight at once; the rest wait in the executor's queue
+MAX_PENDING = 1000  # beyond this many waiting, a new one is dropped (and counted as failed)
 
 
 class WebhookRefused(ValueError):
@@ -96,14 +98,33 @@ class LeadWebhooks:
         self.backoff = backoff
         self.attempts = attempts
         self._pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="kbchat-webhook")
+        self._lock = threading.Lock()
+        self._pending = 0
 
     def send(self, url: str, secret: str, payload: dict[str, Any]) -> Future[bool]:
         """Queue one delivery; the future says whether it arrived (tests wait on it)."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return self._pool.submit(self._deliver, url, secret, body)
+        with self._lock:
+            full = self._pending >= MAX_PENDING
+            if not full:
+                self._pending += 1
+        if full:  # a receiver that is down must not grow our memory without bound
+            log.warning("lead webhook dropped: %d deliveries are waiting", MAX_PENDING)
+            self.on_outcome("failed")
+            done: Future[bool] = Future()
+            done.set_result(False)
+            return done
+        return self._pool.submit(self._deliver_once, url, secret, body)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _deliver_once(self, url: str, secret: str, body: bytes) -> bool:
+        try:
+            return self._deliver(url, secret, body)
+        finally:
+            with self._lock:
+                self._pending -= 1
 
     def _deliver(self, url: str, secret: str, body: bytes) -> bool:
         host = urlsplit(url).hostname
