@@ -84,11 +84,10 @@ def assistant(url: str, slug: str, leads: dict[str, Any]) -> str:
     return str(r.json()["key"])
 
 
-def page_with(browser: Any, url: str, key: str, **options: Any) -> Any:
+def page_with(browser: Any, url: str, key: str, locale: str = "en-US", **options: Any) -> Any:
     """A page of the server's own origin that embeds the widget with `key`, panel open."""
-    context = browser.new_context(
-        locale="en-US", viewport={"width": 1000, "height": 800}, **options
-    )
+    options.setdefault("viewport", {"width": 1000, "height": 800})
+    context = browser.new_context(locale=locale, **options)
     page = context.new_page()
     html = (
         '<!doctype html><html lang="en"><meta charset="utf-8"><title>Shop</title><body>'
@@ -179,4 +178,19 @@ def test_an_after_assistant_asks_after_its_answers(browser: Any, server: str) ->
     page.get_by_role("button", name="Not now").click()
     expect(form).to_have_count(0)
     expect(page.locator(".kbchat-input")).to_be_enabled()
+    page.context.close()
+
+
+def test_the_form_in_arabic_on_a_phone_in_dark_mode(browser: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    consent = {"en": "OK to email me.", "ar": "أوافق على التواصل معي عبر البريد الإلكتروني."}
+    key = assistant(server, "arabic-shop", {"mode": "before", "consent": consent})
+    phone = {"width": 390, "height": 844}
+    page = page_with(browser, server, key, "ar-EG", viewport=phone, color_scheme="dark")
+    expect(page.locator("form.kbchat-lead")).to_be_visible()
+    expect(page.get_by_label("الاسم", exact=True)).to_be_focused()
+    expect(page.get_by_label(consent["ar"])).to_be_visible()
+    assert page.locator(".kbchat-panel").get_attribute("dir") == "rtl"
+    shot(page, "lead-form-ar-mobile-dark.png")
     page.context.close()
