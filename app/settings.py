@@ -348,6 +348,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description='JSON list of {"key", "collection", "origins"} for the website widget.',
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let assistants' lead webhooks reach loopback, private and link-local "
+        "addresses, over http too (tests, an intranet receiver); off: https to public hosts only.",
+    )
     database_url: SecretStr | None = Field(
         None,
         description="Conversations database (sqlite:///path or postgresql+psycopg://user:pw@host/db,"

@@ -34,6 +34,7 @@ CONFIG_KEYS = {
     "greeting",
     "suggestions",
     "default_language",
+    "lead",
 }
 
 
@@ -165,6 +166,8 @@ def test_create_read_list_update_delete(client: TestClient) -> None:
         ("DELETE", "/api/assistants/shoe-shop"),
         ("POST", "/api/assistants/shoe-shop/keys"),
         ("DELETE", "/api/assistants/shoe-shop/keys/key_0123456789ab"),
+        ("GET", "/api/assistants/shoe-shop/leads"),
+        ("POST", "/api/assistants/shoe-shop/webhook-secret"),
     ],
 )
 def test_admin_routes_need_the_admin_key(shared: TestClient, method: str, path: str) -> None:
@@ -298,7 +301,9 @@ def test_keys_are_shown_once_and_bound_to_their_origins(client: TestClient) -> N
 
 def test_public_config_is_the_contract_and_nothing_private(client: TestClient) -> None:
     private = "SECRET-PERSONA-TEXT"
-    body = shop(instructions=private, model=None, caps={"session_messages": 7})
+    consent = {"en": "I agree to be contacted.", "de": "Ich bin einverstanden."}
+    leads = {"mode": "after", "after_messages": 2, "consent": consent}
+    body = shop(instructions=private, model=None, caps={"session_messages": 7}, leads=leads)
     assert client.post("/api/assistants", json=body, headers=AUTH).status_code == 201
     other = {**shop(id="other-shop", name="Other", greeting={"en": "OTHER-GREETING"})}
     assert client.post("/api/assistants", json=other, headers=AUTH).status_code == 201
@@ -319,8 +324,10 @@ def test_public_config_is_the_contract_and_nothing_private(client: TestClient) -
         "greeting": {"en": "Hi! Ask me about returns.", "de": "Hallo!"},
         "suggestions": {"en": ["How do returns work?"], "pt-BR": ["Como devolver?"]},
         "default_language": "en",
+        "lead": {"mode": "after", "after_messages": 2, "consent": consent},
     }
     leaks = (private, key, other_key, "OTHER-GREETING", "caps", "instructions", "collection")
+    leaks += ("webhook",)
     for leak in leaks:
         assert leak not in r.text
 
@@ -334,6 +341,7 @@ def test_public_config_is_the_contract_and_nothing_private(client: TestClient) -
         "greeting": {},
         "suggestions": {},
         "default_language": "en",
+        "lead": {"mode": "off", "after_messages": 3, "consent": {}},
     }
     assert client.get("/api/widget/config").json() == default  # same-origin, demo key
     assert (

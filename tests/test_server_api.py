@@ -301,6 +301,7 @@ def test_health_ready_and_openai_compatible_api(
         assert ready.status_code == 200 and ready.json()["ready"] is True
         assert "/api/chat" in httpx.get(f"{base}/openapi.json").json()["paths"]
         js = httpx.get(f"{base}/widget.js")
-        assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+        assert js.status_code == 200
+        assert js.headers["content-type"] == "text/javascript; charset=utf-8"  # pages lacking <meta charset>
         demo = httpx.get(f"{base}/widget/demo").text
         assert 'src="/widget.js"' in demo and "{{WIDGET_KEY}}" not in demo

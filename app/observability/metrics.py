@@ -85,6 +85,14 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.lead_webhooks = Counter(
+            "kbchat_lead_webhooks",
+            "Lead webhook deliveries, by outcome (delivered, or failed after its retries).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("delivered", "failed"):
+            self.lead_webhooks.labels(outcome)
         for kind in LLM_ERRORS:  # every series exists from the start, at 0
             self.llm_errors.labels(kind)
         for action in SYNC_ACTIONS:

@@ -28,12 +28,15 @@ from app.server.assistant_access import AssistantCORS
 from app.server.assistants import Assistants
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
+from app.server.lead_webhook import LeadWebhooks
+from app.server.leads import Leads
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
 from app.server.rate_store import BudgetStore
 from app.server.routes_admin import admin_router
 from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
 from app.server.routes_fullpage import fullpage_router
+from app.server.routes_leads import leads_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
 from app.server.widget_bundle import build_widget_bundle
@@ -91,6 +94,7 @@ def create_app(
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         yield
+        webhooks.close()
 
     app = FastAPIOffline(  # /docs and /redoc with their assets served here: no CDN
         title="kbchat",
@@ -109,6 +113,10 @@ def create_app(
     app.state.throttles = throttles
     problems.install(app)  # one error shape on /api (RFC 9457)
     app.state.assistants = assistants = Assistants(services.conversations.engine, settings)
+    webhooks = LeadWebhooks(
+        settings.webhook_allow_private, lambda outcome: metrics.lead_webhooks.labels(outcome).inc()
+    )
+    app.state.leads = Leads(services.conversations.engine, webhooks)
     app.add_middleware(
         AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
         assistants=assistants,
@@ -137,6 +145,7 @@ def create_app(
     app.include_router(assistants_router())
     app.include_router(widget_config_router(limiter, rate))
     app.include_router(fullpage_router(limiter, rate))  # /a/{assistant}
+    app.include_router(leads_router(limiter, rate))
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))
@@ -192,7 +201,9 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
         headers = {"ETag": bundle.etag, "Cache-Control": "public, max-age=300"}
         if request.headers.get("if-none-match") == bundle.etag:
             return Response(status_code=304, headers=headers)
-        return Response(bundle.text, media_type="application/javascript", headers=headers)
+        # text/javascript (RFC 9239) gets "; charset=utf-8": a host page without <meta charset>
+        # otherwise decodes the widget's strings as Latin-1
+        return Response(bundle.text, media_type="text/javascript", headers=headers)
 
     @app.get("/widget/demo", include_in_schema=False)
     def widget_demo() -> HTMLResponse:

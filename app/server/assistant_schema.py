@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from app.server.inputs import CollectionName, Text
 
@@ -26,6 +26,7 @@ MAX_INSTRUCTIONS = 4000
 MAX_URL = 2048
 MAX_ORIGINS = 20
 MAX_KEYS = 20  # per assistant
+MAX_CONSENT = 1000
 DEFAULT_COLOR = "#2563eb"
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 # BCP-47-ish: a 2-3 letter language, then up to three subtags (script, region, variant)
@@ -62,6 +63,24 @@ def _avatar(value: str) -> str:
     return value
 
 
+def _webhook_url(value: str) -> str:
+    """http(s)://host[:port]/path?query, no credentials or fragment; whether http and private
+    hosts are allowed is the server's setting (app.server.lead_webhook.check_target)."""
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in {"http", "https"}
+        or not _HOST.match(parts.netloc.lower())
+        or parts.fragment
+        or any(c in value for c in "\"'<>\\ ")
+    ):
+        raise ValueError("webhook_url must be an https:// URL without credentials")
+    try:
+        parts.port  # noqa: B018 - raises for a port beyond 65535
+    except ValueError as exc:
+        raise ValueError("webhook_url has an invalid port") from exc
+    return value
+
+
 def _origin(value: str) -> str:
     """scheme://host[:port], nothing else: how browsers send Origin."""
     value = value.rstrip("/").lower()
@@ -85,6 +104,8 @@ Avatar = Annotated[Text, Field(max_length=MAX_URL), AfterValidator(_avatar)]
 Color = Annotated[Text, Field(pattern=r"^#[0-9a-fA-F]{6}$"), AfterValidator(lambda c: c.lower())]
 ModelName = Annotated[Text, Field(pattern=r"^[A-Za-z0-9._:/@+-]{1,128}$")]
 Origin = Annotated[Text, Field(max_length=255), AfterValidator(_origin)]
+WebhookUrl = Annotated[Text, Field(max_length=MAX_URL), AfterValidator(_webhook_url)]
+Consent = Annotated[Text, Field(min_length=1, max_length=MAX_CONSENT), _no_controls("\n")]
 Position = Literal["right", "left"]
 Theme = Literal["auto", "light", "dark"]
 Greetings = Annotated[dict[LanguageCode, Greeting], Field(max_length=MAX_LANGUAGES)]
@@ -104,6 +125,31 @@ class Caps(BaseModel):
     daily_messages: int | None = Field(
         None, ge=1, le=100_000, description="Messages per key in any 24 hours."
     )
+
+
+class LeadCapture(BaseModel):
+    """Asking visitors for their name and email, with the operator's consent text."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["off", "before", "after"] = Field(
+        "off", description="before: no chat until the form is sent; after: after N answers."
+    )
+    after_messages: int = Field(3, ge=1, le=50, description="N for mode `after`.")
+    consent: Annotated[dict[LanguageCode, Consent], Field(max_length=MAX_LANGUAGES)] = Field(
+        default_factory=dict,
+        description="The consent checkbox's text per language (plain text); required when on.",
+    )
+    webhook_url: WebhookUrl | None = Field(
+        None,
+        description="Gets a signed POST per new lead (see README); https to a public host unless "
+        "KBCHAT_WEBHOOK_ALLOW_PRIVATE. Its secret comes from POST .../webhook-secret.",
+    )
+
+    @model_validator(mode="after")
+    def _consent_when_on(self) -> LeadCapture:
+        if self.mode != "off" and not self.consent:
+            raise ValueError("lead capture needs a consent text (in the default language)")
+        return self
 
 
 class AssistantSettings(BaseModel):
@@ -139,6 +185,13 @@ class AssistantSettings(BaseModel):
         description="Serve the full-page assistant at /a/{id} (chats from that page need no "
         "key: same-origin requests naming the assistant get its caps and persona).",
     )
+    leads: LeadCapture = Field(default_factory=LeadCapture)
+
+    @model_validator(mode="after")
+    def _consent_in_default_language(self) -> AssistantSettings:
+        if self.leads.mode != "off" and self.default_language not in self.leads.consent:
+            raise ValueError("leads.consent needs a text for default_language")
+        return self
 
 
 class AssistantCreate(AssistantSettings):
@@ -162,6 +215,7 @@ class AssistantPatch(BaseModel):
     model: ModelName | None = None
     caps: Caps | None = None
     fullpage: bool | None = None
+    leads: LeadCapture | None = None
 
 
 class KeyCreate(BaseModel):
@@ -189,6 +243,14 @@ class AssistantOut(AssistantCreate):
     keys: list[KeyOut]
 
 
+class LeadConfig(BaseModel):
+    """The widget's part of LeadCapture: never the webhook."""
+
+    mode: Literal["off", "before", "after"]
+    after_messages: int
+    consent: dict[str, str] = Field(description="Per language, like `greeting`.")
+
+
 class WidgetConfig(BaseModel):
     """What widget.js needs to draw itself, and nothing else (no instructions, keys or caps)."""
 
@@ -202,6 +264,7 @@ class WidgetConfig(BaseModel):
     greeting: dict[str, str]
     suggestions: dict[str, list[str]]
     default_language: str
+    lead: LeadConfig
 
     @classmethod
     def of(cls, assistant: str, settings: AssistantSettings) -> WidgetConfig:
@@ -219,4 +282,5 @@ class WidgetConfig(BaseModel):
                     "default_language",
                 }
             ),
+            lead=LeadConfig(**settings.leads.model_dump(exclude={"webhook_url"})),
         )

@@ -33,6 +33,7 @@ from app.server.assistant_schema import (
     KeyOut,
 )
 from app.server.db import AssistantKeyRow, AssistantRow
+from app.server.lead_webhook import WebhookRefused, check_target
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -190,6 +191,11 @@ class Assistants:
                 f"model {body.model!r} is not allowed: use KBCHAT_LLM_MODEL or add it to "
                 "KBCHAT_LLM_ALLOWED_MODELS"
             )
+        if body.leads.webhook_url:  # no webhook into this server's own network
+            try:
+                check_target(body.leads.webhook_url, self.settings.webhook_allow_private)
+            except WebhookRefused as exc:
+                raise InvalidAssistant(str(exc)) from exc
 
     # ----------------------------------------------------------------- public
     def by_key(self, key: str) -> AssistantKey | None:

@@ -69,6 +69,8 @@ class AssistantRow(Base):
     config: Mapped[str] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(default=_now)
     updated: Mapped[datetime] = mapped_column(default=_now)
+    # Signs its lead webhooks (app.server.lead_webhook); kept readable: HMAC needs it
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class AssistantKeyRow(Base):
@@ -79,6 +81,23 @@ class AssistantKeyRow(Base):
     assistant_id: Mapped[str] = mapped_column(ForeignKey("assistants.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     origins: Mapped[str] = mapped_column(Text)  # JSON list of origins
+    created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class LeadRow(Base):
+    """A visitor's name and email for one conversation (app.server.leads), with the consent
+    text they were shown and when they agreed. No foreign key to the assistant: like its
+    conversations, its leads outlive a deleted assistant."""
+
+    __tablename__ = "leads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True, unique=True)
+    assistant_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    consent_text: Mapped[str] = mapped_column(Text)
+    consent_at: Mapped[datetime] = mapped_column(default=_now)
+    language: Mapped[str] = mapped_column(String(35))
     created: Mapped[datetime] = mapped_column(default=_now)
 
 

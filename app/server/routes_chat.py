@@ -30,6 +30,7 @@ from app.server.chat_gate import (
 )
 from app.server.db import UnknownSession
 from app.server.inputs import MessageId, SessionId, Text
+from app.server.lead_gate import lead_refusal
 from app.server.services import Completed, NotFound, Services
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             await run_sync(lambda: services.chain(collection))  # unknown: 404 before streaming
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
+        refusal = await lead_refusal(request, caller, body.session_id)
+        if refusal is not None:
+            return refusal
         options = None
         if caller.assistant is not None:  # its caps, then its persona and model
             await spend_assistant_caps(request, caller.assistant, body.session_id)

@@ -567,6 +567,7 @@
       .slice(0, 6)
       .map(function (s) { return s.trim().slice(0, 200); });
     draw();
+    applyLeadConfig(c); // lead capture section
   }
 
   function applyTheme() {
@@ -715,9 +716,10 @@
   /** The open panel keeps the focus: Tab from its last control goes to its first, and back. */
   function focusables() {
     return Array.prototype.slice.call(
-      panel.querySelectorAll("button, textarea, a[href], [tabindex]:not([tabindex='-1'])")
+      panel.querySelectorAll("button, textarea, input, a[href], [tabindex]:not([tabindex='-1'])")
     ).filter(function (n) {
       if (n.disabled || n.getClientRects().length === 0) return false;
+      if (leadView && messages.contains(n)) return false; // under the lead form: not reachable
       return passage.hidden || !messages.contains(n); // under the passage view: not reachable
     });
   }
@@ -1216,6 +1218,7 @@
       return Promise.resolve(T.rateLimited.replace("{s}", String(wait)));
     }
     return response.json().then(function (problem) {
+      if (problem && problem.code === "lead_required" && lead.consent) { lead.mode = "before"; showLead(); }
       var detail = problem && typeof problem.detail === "string" ? problem.detail : "";
       if (!detail || response.status >= 500) return T.error;
       return T.error + " (" + detail.slice(0, 300) + ")";
@@ -1226,6 +1229,7 @@
     text = String(text == null ? "" : text).trim();
     if (!text || streaming) return Promise.resolve(false);
     if (!isOpen()) open();
+    if (leadBlocks()) return Promise.resolve(false); // lead capture section
 
     hidePassage(false);
     removeChips();
@@ -1333,6 +1337,7 @@
         controller = null;
         setStreaming(false);
         scrollToEnd();
+        if (!failed && leadNeeded()) showLead(); // lead capture section: after N answers
         return !failed;
       });
   }
@@ -1362,6 +1367,273 @@
     input.style.height = Math.min(input.scrollHeight + 2, 120) + "px";
   }
   input.addEventListener("input", autoGrow);
+
+  // ---------------------------------------------------------------- lead capture (name, email, consent)
+  // An assistant may ask for the visitor's name and email, with the operator's consent text
+  // (config.lead), before the chat (the server then refuses chat without them: 403
+  // lead_required) or after N answers. The form covers the conversation like the passage view;
+  // the consent text is the operator's, set as text (never HTML). One lead per conversation.
+  var LEAD_STRINGS = {
+    en: { before: "Before we start, please tell us how to reach you.",
+      after: "Would you like us to follow up? Leave your contact details.", name: "Name",
+      email: "Email", submit: "Continue", later: "Not now", needName: "Please enter your name.",
+      needEmail: "Please enter a valid email address.", needConsent: "Please tick the box to continue.",
+      thanks: "Thank you! How can we help?", form: "Your contact details" },
+    de: { before: "Bevor wir beginnen: Wie können wir Sie erreichen?",
+      after: "Sollen wir uns bei Ihnen melden? Hinterlassen Sie Ihre Kontaktdaten.", name: "Name",
+      email: "E-Mail", submit: "Weiter", later: "Später", needName: "Bitte geben Sie Ihren Namen ein.",
+      needEmail: "Bitte geben Sie eine gültige E-Mail-Adresse ein.",
+      needConsent: "Bitte setzen Sie das Häkchen, um fortzufahren.",
+      thanks: "Danke! Wie können wir helfen?", form: "Ihre Kontaktdaten" },
+    es: { before: "Antes de empezar, dinos cómo contactarte.",
+      after: "¿Quieres que te contactemos? Deja tus datos.", name: "Nombre",
+      email: "Correo electrónico", submit: "Continuar", later: "Ahora no",
+      needName: "Escribe tu nombre.", needEmail: "Escribe un correo electrónico válido.",
+      needConsent: "Marca la casilla para continuar.", thanks: "¡Gracias! ¿En qué podemos ayudarte?",
+      form: "Tus datos de contacto" },
+    fr: { before: "Avant de commencer, indiquez-nous comment vous joindre.",
+      after: "Souhaitez-vous être recontacté ? Laissez vos coordonnées.", name: "Nom",
+      email: "E-mail", submit: "Continuer", later: "Plus tard", needName: "Veuillez saisir votre nom.",
+      needEmail: "Veuillez saisir une adresse e-mail valide.",
+      needConsent: "Veuillez cocher la case pour continuer.",
+      thanks: "Merci ! Comment pouvons-nous vous aider ?", form: "Vos coordonnées" },
+    it: { before: "Prima di iniziare, dicci come contattarti.",
+      after: "Vuoi essere ricontattato? Lascia i tuoi recapiti.", name: "Nome", email: "Email",
+      submit: "Continua", later: "Non ora", needName: "Inserisci il tuo nome.",
+      needEmail: "Inserisci un indirizzo email valido.", needConsent: "Spunta la casella per continuare.",
+      thanks: "Grazie! Come possiamo aiutarti?", form: "I tuoi recapiti" },
+    pt: { before: "Antes de começar, diga-nos como entrar em contato.",
+      after: "Quer que entremos em contato? Deixe seus dados.", name: "Nome", email: "E-mail",
+      submit: "Continuar", later: "Agora não", needName: "Digite seu nome.",
+      needEmail: "Digite um e-mail válido.", needConsent: "Marque a caixa para continuar.",
+      thanks: "Obrigado! Como podemos ajudar?", form: "Seus dados de contato" },
+    nl: { before: "Laat ons eerst weten hoe we u kunnen bereiken.",
+      after: "Wilt u dat we contact opnemen? Laat uw gegevens achter.", name: "Naam",
+      email: "E-mail", submit: "Doorgaan", later: "Niet nu", needName: "Vul uw naam in.",
+      needEmail: "Vul een geldig e-mailadres in.", needConsent: "Vink het vakje aan om door te gaan.",
+      thanks: "Bedankt! Waarmee kunnen we helpen?", form: "Uw contactgegevens" },
+    ru: { before: "Прежде чем начать, оставьте, пожалуйста, свои контакты.",
+      after: "Хотите, чтобы мы с вами связались? Оставьте контакты.", name: "Имя",
+      email: "Эл. почта", submit: "Продолжить", later: "Не сейчас", needName: "Введите имя.",
+      needEmail: "Введите корректный адрес эл. почты.",
+      needConsent: "Отметьте флажок, чтобы продолжить.", thanks: "Спасибо! Чем можем помочь?",
+      form: "Ваши контакты" },
+    zh: { before: "开始之前，请留下您的联系方式。", after: "需要我们联系您吗？请留下联系方式。",
+      name: "姓名", email: "电子邮箱", submit: "继续", later: "以后再说", needName: "请输入您的姓名。",
+      needEmail: "请输入有效的电子邮箱地址。", needConsent: "请勾选复选框以继续。",
+      thanks: "谢谢！有什么可以帮您？", form: "您的联系方式" },
+    ja: { before: "始める前に、ご連絡先を教えてください。",
+      after: "こちらからご連絡しましょうか？連絡先をご入力ください。", name: "お名前",
+      email: "メールアドレス", submit: "続ける", later: "今はしない", needName: "お名前を入力してください。",
+      needEmail: "有効なメールアドレスを入力してください。",
+      needConsent: "続けるにはチェックを入れてください。", thanks: "ありがとうございます！ご用件をどうぞ。",
+      form: "ご連絡先" },
+    ar: { before: "قبل أن نبدأ، أخبرنا كيف يمكننا التواصل معك.",
+      after: "هل تريد أن نتواصل معك؟ اترك بيانات الاتصال.", name: "الاسم",
+      email: "البريد الإلكتروني", submit: "متابعة", later: "ليس الآن", needName: "يرجى إدخال اسمك.",
+      needEmail: "يرجى إدخال بريد إلكتروني صالح.", needConsent: "يرجى تحديد المربع للمتابعة.",
+      thanks: "شكرًا! كيف يمكننا مساعدتك؟", form: "بيانات الاتصال" },
+  };
+  var TL = LEAD_STRINGS[LANG] || LEAD_STRINGS.en;
+  var LEAD_CSS = [
+    ".kbchat-lead { position: absolute; inset: 0; display: flex; flex-direction: column; gap: 8px;",
+    "  padding: 16px; overflow-y: auto; background: var(--kb-bg); }",
+    ".kbchat-lead p { margin: 0; }",
+    ".kbchat-lead-intro { font-weight: 600; }",
+    ".kbchat-lead label { font-weight: 600; }",
+    ".kbchat-lead input[type=text], .kbchat-lead input[type=email] { height: 38px; margin: 0;",
+    "  padding: 0 10px; border: 1px solid var(--kb-border); border-radius: 8px;",
+    "  background: var(--kb-bg); color: var(--kb-fg); }",
+    ".kbchat-lead input[aria-invalid=true] { border-color: var(--kb-error-fg); }",
+    ".kbchat-lead input:focus-visible { outline: 3px solid var(--kb-accent); outline-offset: 2px; }",
+    ".kbchat-lead-consent { display: flex; gap: 8px; align-items: flex-start; }",
+    ".kbchat-lead-consent input { width: 18px; height: 18px; margin: 1px 0 0 0; flex: 0 0 auto; }",
+    ".kbchat-lead-consent label { font-weight: 400; white-space: pre-wrap; overflow-wrap: anywhere; }",
+    ".kbchat-lead-error { color: var(--kb-error-fg); min-height: 20px; }",
+    ".kbchat-lead-actions { display: flex; gap: 8px; }",
+    ".kbchat-lead-submit { height: 40px; padding: 0 16px; border-radius: 8px;",
+    "  background: var(--kb-accent); color: var(--kb-on-accent); font-weight: 600; }",
+    ".kbchat-lead-later { height: 40px; padding: 0 12px; border-radius: 8px;",
+    "  border: 1px solid var(--kb-border); }",
+  ].join("\n");
+  var leadStyle = document.createElement("style");
+  leadStyle.textContent = LEAD_CSS;
+  shadow.appendChild(leadStyle);
+
+  var LEAD_KEY = "kbchat:" + KEY + ":lead"; // the conversation that has given its details
+  var lead = { mode: "off", after: 3, consent: "", language: "en" };
+  var leadView = null; // the form while it is shown
+  var leadSkipped = null; // the conversation whose visitor chose "not now" (after mode)
+
+  /** config.lead, checked: without a consent text there is nothing to agree to, so no form. */
+  function applyLeadConfig(c) {
+    var l = c && c.lead && typeof c.lead === "object" ? c.lead : {};
+    lead.mode = l.mode === "before" || l.mode === "after" ? l.mode : "off";
+    var n = parseInt(l.after_messages, 10);
+    lead.after = n >= 1 && n <= 50 ? n : 3;
+    var fallback = typeof c.default_language === "string" ? c.default_language.slice(0, 8) : "en";
+    var consent = l.consent && typeof l.consent === "object" ? l.consent : {};
+    var order = [VISITOR_LANG, fallback, "en"];
+    lead.consent = "";
+    for (var i = 0; i < order.length && !lead.consent; i++) {
+      if (own(consent, order[i]) && typeof consent[order[i]] === "string") {
+        lead.consent = consent[order[i]].trim().slice(0, 1000);
+        lead.language = order[i];
+      }
+    }
+    if (!lead.consent) lead.mode = "off";
+    if (leadNeeded()) showLead();
+  }
+
+  function leadGiven() {
+    try { return !!sessionId && localStorage.getItem(LEAD_KEY) === sessionId; } catch (e) { return false; }
+  }
+
+  function leadNeeded() {
+    if (lead.mode === "off" || leadGiven()) return false;
+    if (lead.mode === "before") return true;
+    var answers = messages.querySelectorAll(".kbchat-msg-assistant").length;
+    return leadSkipped !== (sessionId || "") && answers >= lead.after;
+  }
+
+  /** Called before a question is sent: true when the form is shown instead. */
+  function leadBlocks() {
+    if (!leadNeeded()) return false;
+    showLead();
+    return true;
+  }
+
+  function leadField(form, type, id, label, autocomplete, max) {
+    var l = el("label", "", label);
+    l.setAttribute("for", id);
+    var f = el("input");
+    f.type = type;
+    f.id = id;
+    f.autocomplete = autocomplete;
+    f.maxLength = max;
+    f.required = true;
+    f.setAttribute("aria-describedby", "kbchat-lead-error");
+    form.appendChild(l);
+    form.appendChild(f);
+    return f;
+  }
+
+  function showLead() {
+    if (leadView) return;
+    var view = el("form", "kbchat-lead");
+    view.noValidate = true;
+    view.setAttribute("aria-label", TL.form);
+    var intro = el("p", "kbchat-lead-intro", lead.mode === "before" ? TL.before : TL.after);
+    view.appendChild(intro);
+    var name = leadField(view, "text", "kbchat-lead-name", TL.name, "name", 200);
+    var email = leadField(view, "email", "kbchat-lead-email", TL.email, "email", 254);
+    var row = el("div", "kbchat-lead-consent");
+    var box = el("input");
+    box.type = "checkbox";
+    box.id = "kbchat-lead-consent";
+    box.setAttribute("aria-describedby", "kbchat-lead-error");
+    var consent = el("label", "", lead.consent); // the operator's text, as text
+    consent.setAttribute("for", box.id);
+    consent.setAttribute("dir", "auto");
+    row.appendChild(box);
+    row.appendChild(consent);
+    view.appendChild(row);
+    var error = el("p", "kbchat-lead-error");
+    error.id = "kbchat-lead-error";
+    error.setAttribute("role", "alert");
+    view.appendChild(error);
+    var actions = el("div", "kbchat-lead-actions");
+    var submit = el("button", "kbchat-lead-submit", TL.submit);
+    submit.type = "submit";
+    actions.appendChild(submit);
+    if (lead.mode === "after") {
+      var later = button("kbchat-lead-later", TL.later);
+      later.addEventListener("click", function () { leadSkipped = sessionId || ""; hideLead(); });
+      actions.appendChild(later);
+    }
+    view.appendChild(actions);
+
+    function invalid(field, text) {
+      [name, email, box].forEach(function (f) { f.removeAttribute("aria-invalid"); });
+      error.textContent = text;
+      if (field) { field.setAttribute("aria-invalid", "true"); field.focus(); }
+    }
+    view.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (submit.disabled) return;
+      if (!name.value.trim()) return invalid(name, TL.needName);
+      if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email.value.trim())) return invalid(email, TL.needEmail);
+      if (!box.checked) return invalid(box, TL.needConsent);
+      invalid(null, "");
+      submit.disabled = true;
+      sendLead(name.value.trim(), email.value.trim(), true).then(function (problem) {
+        submit.disabled = false;
+        if (problem === "email") invalid(email, TL.needEmail);
+        else if (problem) invalid(null, problem);
+      });
+    });
+    leadView = view;
+    passage.parentNode.appendChild(view);
+    input.disabled = true;
+    sendBtn.disabled = true;
+    if (isOpen()) name.focus();
+  }
+
+  function hideLead() {
+    if (!leadView) return;
+    var had = leadView.contains(shadow.activeElement);
+    leadView.parentNode.removeChild(leadView);
+    leadView = null;
+    input.disabled = false;
+    sendBtn.disabled = streaming;
+    if (had) input.focus();
+  }
+
+  /** POST /api/leads; a Promise of null (stored), "email" or the text to show. */
+  function sendLead(name, email, retry) {
+    var body = { name: name, email: email, consent: true, language: lead.language };
+    if (sessionId) body.session_id = sessionId;
+    return fetch(BASE + "/api/leads", {
+      method: "POST",
+      headers: authHeaders({ "Content-Type": "application/json" }),
+      body: JSON.stringify(body),
+    }).then(function (r) {
+      if (r.status === 404 && sessionId && retry) { // the conversation is gone: a new one
+        forgetSession();
+        sessionId = null;
+        return sendLead(name, email, false);
+      }
+      if (r.status === 422) {
+        return r.json().then(function (p) {
+          var bad = p && Array.isArray(p.errors) && p.errors.some(function (e) {
+            return e && Array.isArray(e.loc) && e.loc.indexOf("email") !== -1;
+          });
+          return bad ? "email" : T.error;
+        }, function () { return T.error; });
+      }
+      if (!r.ok && r.status !== 409) return errorText(r); // 409: it already has one
+      return (r.status === 409 ? Promise.resolve({}) : r.json()).then(function (d) {
+        if (d && typeof d.session_id === "string" && d.session_id) {
+          sessionId = d.session_id;
+          storeSession(sessionId);
+        }
+        try { if (sessionId) localStorage.setItem(LEAD_KEY, sessionId); } catch (e) { /* private */ }
+        var focusInput = leadView && leadView.contains(shadow.activeElement);
+        hideLead();
+        var thanks = el("div", "kbchat-greeting", TL.thanks);
+        thanks.setAttribute("role", "status");
+        messages.appendChild(thanks);
+        scrollToEnd();
+        if (focusInput || isOpen()) input.focus();
+        return null;
+      });
+    }).catch(function () { return T.error; });
+  }
+
+  newBtn.addEventListener("click", function () { // a new conversation asks again
+    hideLead();
+    if (leadNeeded()) showLead();
+  });
 
   // ---------------------------------------------------------------- start
   function mount() {
