@@ -302,6 +302,7 @@ def test_health_ready_and_openai_compatible_api(
         assert "/api/chat" in httpx.get(f"{base}/openapi.json").json()["paths"]
         js = httpx.get(f"{base}/widget.js")
         assert js.status_code == 200
-        assert js.headers["content-type"] == "text/javascript; charset=utf-8"  # pages lacking <meta charset>
+        # charset: a host page without <meta charset> must still read the strings right
+        assert js.headers["content-type"] == "text/javascript; charset=utf-8"
         demo = httpx.get(f"{base}/widget/demo").text
         assert 'src="/widget.js"' in demo and "{{WIDGET_KEY}}" not in demo
