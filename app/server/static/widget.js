@@ -446,7 +446,7 @@
       if (typeof CSSStyleSheet === "function" && "adoptedStyleSheets" in shadowRoot) {
         var sheet = new CSSStyleSheet();
         sheet.replaceSync(css);
-        shadowRoot.adoptedStyleSheets = [sheet];
+        shadowRoot.adoptedStyleSheets = shadowRoot.adoptedStyleSheets.concat([sheet]);
         return;
       }
     } catch (e) { /* an older browser: the <style> below */ }
@@ -691,7 +691,9 @@
       loadConfig().then(function () { renderIntro(); scrollToEnd(); });
     }
     scrollToEnd();
-    input.focus();
+    // a lead form already shown (the config came at page load) takes the focus first
+    var leadFirst = leadView ? leadView.querySelector("input") : null;
+    (leadFirst || input).focus();
   }
 
   function close() {
@@ -1456,9 +1458,7 @@
     ".kbchat-lead-later { height: 40px; padding: 0 12px; border-radius: 8px;",
     "  border: 1px solid var(--kb-border); }",
   ].join("\n");
-  var leadStyle = document.createElement("style");
-  leadStyle.textContent = LEAD_CSS;
-  shadow.appendChild(leadStyle);
+  addStyles(shadow, LEAD_CSS); // a constructed sheet after the main one: the full page's CSP forbids <style>
 
   var LEAD_KEY = "kbchat:" + KEY + ":lead"; // the conversation that has given its details
   var lead = { mode: "off", after: 3, consent: "", language: "en" };
