@@ -1,4 +1,5 @@
-"""Shared fixtures: the real bundled E5 model (materialised once per checkout) and CLI runners."""
+"""Shared fixtures: the real bundled E5 model (materialised once per checkout), CLI runners and
+the headless Chromium of the browser tests."""
 
 from __future__ import annotations
 
@@ -109,3 +110,14 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path, e5_model_dir: Path) -> Iterator[Cli]:
     yield Cli(tmp_path / "data", e5_model_dir)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, one per test module (see tests/browser.py). Not one per
+    session: Playwright's sync API leaves its event loop marked as running between calls, so a
+    later module's `anyio.run` (tests/test_observability.py) would fail while it stays open."""
+    from tests.browser import launch_chromium
+
+    with launch_chromium() as chromium:
+        yield chromium

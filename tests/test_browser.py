@@ -3,21 +3,19 @@ its safety with hostile text, and the Gradio UI. Screenshots go to test-artifact
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import require_chromium
 from tests.live_server import live_server
 from tests.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
 ADMIN = "browser-admin-key"
 ANSWERED = re.compile(r"\[1\]\.$")  # every stub answer ends with its citation
 HOSTILE = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
@@ -40,10 +38,7 @@ def reply(request: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[str]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     from app.ingest import ingest_folder
     from app.server.app import create_app
     from app.settings import load_settings
@@ -62,26 +57,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[str]
         ingest_folder(settings, base / "docs", settings.collection, embedder=e5)
         with live_server(create_app(settings, embedder=e5)) as url:
             yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

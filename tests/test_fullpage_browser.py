@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import require_chromium
 from tests.fakes import FakeEmbedder
 from tests.live_server import live_server
 from tests.openai_stub import OpenAIStub, condensing
-from tests.test_widget_browser import CHROMIUM, browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = (
@@ -43,10 +42,7 @@ ASSISTANT = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     import httpx
 
     from app.ingest import ingest_folder
@@ -86,7 +82,7 @@ LOOKS = {
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("device", ["desktop", "mobile"])
 def test_the_full_page_fills_the_screen_greets_and_answers_a_chip(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: str,
     device: str,
     scheme: str,
@@ -146,7 +142,7 @@ def test_the_full_page_fills_the_screen_greets_and_answers_a_chip(
 
 
 def test_the_widget_wears_its_config_before_it_is_opened_and_caches_it(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: str,
 ) -> None:
     """The embedded widget asks for its config at page load, so the closed bubble has the
@@ -197,7 +193,7 @@ AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_axe_finds_no_serious_or_critical_violation_on_the_page(
-    browser: Any,  # noqa: F811
+    browser: Any,
     server: str,
     scheme: str,
 ) -> None:

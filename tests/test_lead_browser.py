@@ -7,19 +7,17 @@ assistant asks after N answers. The consent text is the operator's, shown as tex
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.browser import require_chromium
 from tests.live_server import live_server
 from tests.openai_stub import OpenAIStub
 from tests.test_leads import Receiver, verify
-from tests.test_widget_browser import AXE, CHROMIUM, shot
+from tests.test_widget_browser import AXE, shot
 
 pytestmark = pytest.mark.integration
 ADMIN = "admin-secret-123"
@@ -31,10 +29,7 @@ CONSENT = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     from app.ingest import ingest_folder
     from app.server.app import create_app
     from app.settings import load_settings
@@ -60,19 +55,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ingest_folder(settings, base / "docs", settings.collection, embedder=embedder)
         with live_server(create_app(settings, embedder=embedder, with_ui=False)) as url:
             yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
 
 
 def assistant(url: str, slug: str, leads: dict[str, Any]) -> str:

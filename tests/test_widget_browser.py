@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import require_chromium
 from tests.live_server import live_server
 from tests.openai_stub import OpenAIStub
 
@@ -26,7 +26,6 @@ ARTIFACTS = Path(
     os.environ.get("KBCHAT_TEST_ARTIFACTS")
     or Path(__file__).resolve().parent.parent / "test-artifacts" / "widget"
 )
-CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
 SHADOW = "document.getElementById('kbchat-widget-host').shadowRoot"
 
 DOCS = {
@@ -70,10 +69,7 @@ def reply(request: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     from app.ingest import ingest_folder
     from app.server.app import create_app
     from app.settings import load_settings
@@ -93,26 +89,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[tuple[
         ingest_folder(settings, base / "docs", settings.collection, embedder=e5)
         with live_server(create_app(settings, embedder=e5)) as url:
             yield url, stub
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

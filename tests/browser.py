@@ -1,0 +1,48 @@
+"""Debian's headless Chromium for the browser tests: where it is, how it is launched, and what
+happens when it is missing (a skip on a developer's machine, a failure in CI, where the browser
+tests must run). One place, so the four browser test files cannot drift apart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
+# quiet and offline: no sandbox (CI runs as root), no GPU, no background fetches or updates
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    """Skips the calling test (fails it under CI=...) when Debian's chromium is not installed;
+    called before a server is built, so a machine without it wastes no time."""
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+
+
+@contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """A launched headless Chromium (a Playwright Browser), closed on exit."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
