@@ -6,6 +6,7 @@ loopback LLM server, and a real redis-server for the shared caps."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,20 +80,33 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
+@contextmanager
+def module_client(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[TestClient]:
+    """One app for a module's many small tests (see `emptied`), with default settings except
+    the admin lock-out: the wrong keys of the tests that check the admin key would lock the
+    admin out of the tests after them."""
+    tmp = tmp_path_factory.mktemp(name)
+    with TestClient(make_app(tmp, server={"admin_failures": "1000/minute"})) as c:
+        yield c
+
+
+def emptied(client: TestClient) -> TestClient:
+    """The module's shared app with all its assistants deleted, so each test starts clean."""
+    for assistant in client.get("/api/assistants", headers=AUTH).json():
+        assert client.delete(f"/api/assistants/{assistant['id']}", headers=AUTH).is_success
+    return client
+
+
 @pytest.fixture(scope="module")
 def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    tmp = tmp_path_factory.mktemp("assistants")
-    # the wrong keys of test_admin_routes_need_the_admin_key would lock the admin out
-    with TestClient(make_app(tmp, server={"admin_failures": "1000/minute"})) as c:
+    with module_client(tmp_path_factory, "assistants") as c:
         yield c
 
 
 @pytest.fixture
 def shared(shared_app: TestClient) -> TestClient:
     """One app for the many parametrized refusals, emptied of assistants before each test."""
-    for assistant in shared_app.get("/api/assistants", headers=AUTH).json():
-        assert shared_app.delete(f"/api/assistants/{assistant['id']}", headers=AUTH).is_success
-    return shared_app
+    return emptied(shared_app)
 
 
 def shop(**fields: Any) -> dict[str, Any]:

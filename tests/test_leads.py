@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.test_assistants import AUTH, SHOP, make_app, new_key, shop
+from tests.test_assistants import AUTH, SHOP, emptied, make_app, module_client, new_key, shop
 
 CONSENT = {"en": "I agree that Pip's shop may email me.", "de": "Ich bin einverstanden."}
 LEAD = {"name": "Ada Lovelace", "email": "ada@example.com", "consent": True, "language": "en"}
@@ -74,16 +74,13 @@ class Receiver:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """Default settings: webhooks to https on public hosts only."""
-    tmp = tmp_path_factory.mktemp("leads")
-    with TestClient(make_app(tmp, server={"admin_failures": "1000/minute"})) as c:
+    with module_client(tmp_path_factory, "leads") as c:
         yield c
 
 
 @pytest.fixture
 def client(app: TestClient) -> TestClient:
-    for assistant in app.get("/api/assistants", headers=AUTH).json():
-        assert app.delete(f"/api/assistants/{assistant['id']}", headers=AUTH).is_success
-    return app
+    return emptied(app)
 
 
 @pytest.fixture
