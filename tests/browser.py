@@ -1,6 +1,7 @@
 """Debian's headless Chromium for the browser tests: where it is, how it is launched, and what
 happens when it is missing (a skip on a developer's machine, a failure in CI, where the browser
-tests must run). One place, so the four browser test files cannot drift apart."""
+tests must run), and the app with its documents that each browser test file serves. One place,
+so the four browser test files cannot drift apart."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.live_server import live_server
 
 CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
 # quiet and offline: no sandbox (CI runs as root), no GPU, no background fetches or updates
@@ -46,3 +49,22 @@ def launch_chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def serve_docs(
+    settings: Any, docs: dict[str, str], embedder: Any, collection: str = "", **app_options: Any
+) -> Iterator[str]:
+    """The app of `settings` on a loopback port, after writing `docs` (file name: text) to a
+    folder beside its data dir and ingesting them into `collection` (the settings' own when
+    empty) with `embedder`; yields its URL. `app_options` go to create_app."""
+    from app.ingest import ingest_folder
+    from app.server.app import create_app
+
+    folder = Path(settings.data_dir).parent / "docs"
+    folder.mkdir()
+    for name, text in docs.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    ingest_folder(settings, folder, collection or settings.collection, embedder=embedder)
+    with live_server(create_app(settings, embedder=embedder, **app_options)) as url:
+        yield url

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium
-from tests.live_server import live_server
+from tests.browser import require_chromium, serve_docs
 from tests.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.integration
@@ -39,14 +38,9 @@ def reply(request: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[str]:
     require_chromium()
-    from app.ingest import ingest_folder
-    from app.server.app import create_app
     from app.settings import load_settings
 
     base = tmp_path_factory.mktemp("browser")
-    (base / "docs").mkdir()
-    for name, text in DOCS.items():
-        (base / "docs" / name).write_text(text, encoding="utf-8")
     with OpenAIStub(reply=reply) as stub:
         settings = load_settings(
             data_dir=base / "data",
@@ -54,8 +48,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[str]
             llm={"model": "stub-model", "max_retries": 0},
             admin_api_key=ADMIN,
         )
-        ingest_folder(settings, base / "docs", settings.collection, embedder=e5)
-        with live_server(create_app(settings, embedder=e5)) as url:
+        with serve_docs(settings, DOCS, e5) as url:
             yield url
 
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium
+from tests.browser import require_chromium, serve_docs
 from tests.fakes import FakeEmbedder
-from tests.live_server import live_server
 from tests.openai_stub import OpenAIStub, condensing
 
 pytestmark = pytest.mark.integration
@@ -26,6 +25,7 @@ ARTIFACTS = (
     else Path(__file__).resolve().parent.parent / "test-artifacts" / "fullpage"
 )
 ADMIN = "admin-secret-123"
+DOCS = {"returns.md": "# Returns\n\nShoes can be returned within 30 days of delivery."}
 ANSWER = "Shoes can be returned within **30 days** of delivery [1]."
 ASSISTANT = {
     "id": "shoe-shop",
@@ -45,16 +45,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_chromium()
     import httpx
 
-    from app.ingest import ingest_folder
-    from app.server.app import create_app
     from app.settings import load_settings
 
     base = tmp_path_factory.mktemp("fullpage")
-    (base / "docs").mkdir()
-    (base / "docs" / "returns.md").write_text(
-        "# Returns\n\nShoes can be returned within 30 days of delivery.", encoding="utf-8"
-    )
-    embedder = FakeEmbedder()
     with OpenAIStub(reply=condensing(ANSWER)) as stub:
         settings = load_settings(
             data_dir=base / "data",
@@ -65,8 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             ingest={"resync_on_start": False},
             retrieval={"small_talk": False, "query_correction": "off", "min_score": 0.0},
         )
-        ingest_folder(settings, base / "docs", "shop", embedder=embedder)
-        with live_server(create_app(settings, embedder=embedder, with_ui=False)) as url:
+        with serve_docs(settings, DOCS, FakeEmbedder(), "shop", with_ui=False) as url:
             auth = {"Authorization": f"Bearer {ADMIN}"}
             created = httpx.post(f"{url}/api/assistants", json=ASSISTANT, headers=auth)
             assert created.status_code == 201, created.text

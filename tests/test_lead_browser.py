@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import require_chromium
-from tests.live_server import live_server
+from tests.browser import require_chromium, serve_docs
 from tests.openai_stub import OpenAIStub
 from tests.test_leads import Receiver, verify
 from tests.test_widget_browser import AXE, shot
 
 pytestmark = pytest.mark.integration
 ADMIN = "admin-secret-123"
+DOCS = {"monorail.md": "# Monorail\n\nThe Wuppertal monorail opened in 1901."}
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 CONSENT = (
     '<b>I agree</b> that the railway museum may email me. <img src=x onerror="window.__xss=1">'
@@ -30,16 +30,10 @@ CONSENT = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_chromium()
-    from app.ingest import ingest_folder
-    from app.server.app import create_app
     from app.settings import load_settings
     from tests.fakes import FakeEmbedder
 
     base = tmp_path_factory.mktemp("lead-widget")
-    (base / "docs").mkdir()
-    (base / "docs" / "monorail.md").write_text(
-        "# Monorail\n\nThe Wuppertal monorail opened in 1901.", encoding="utf-8"
-    )
     with OpenAIStub(reply=lambda _: "It opened in **1901** [1].") as stub:
         settings = load_settings(
             data_dir=base / "data",
@@ -51,9 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             retrieval={"small_talk": False, "query_correction": "off", "min_score": 0.0},
             ingest={"resync_on_start": False},
         )
-        embedder = FakeEmbedder()
-        ingest_folder(settings, base / "docs", settings.collection, embedder=embedder)
-        with live_server(create_app(settings, embedder=embedder, with_ui=False)) as url:
+        with serve_docs(settings, DOCS, FakeEmbedder(), with_ui=False) as url:
             yield url
 
 

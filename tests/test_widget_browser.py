@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium
-from tests.live_server import live_server
+from tests.browser import require_chromium, serve_docs
 from tests.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.integration
@@ -70,14 +69,9 @@ def reply(request: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
     require_chromium()
-    from app.ingest import ingest_folder
-    from app.server.app import create_app
     from app.settings import load_settings
 
     base = tmp_path_factory.mktemp("widget")
-    (base / "docs").mkdir()
-    for name, text in DOCS.items():
-        (base / "docs" / name).write_text(text, encoding="utf-8")
     with OpenAIStub(reply=reply) as stub:
         settings = load_settings(
             data_dir=base / "data",
@@ -86,8 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> Iterator[tuple[
             # every passage is a source, so an answer citing one has others behind "more"
             retrieval={"min_score": 0.0, "min_margin": -1.0},
         )
-        ingest_folder(settings, base / "docs", settings.collection, embedder=e5)
-        with live_server(create_app(settings, embedder=e5)) as url:
+        with serve_docs(settings, DOCS, e5) as url:
             yield url, stub
 
 
