@@ -23,7 +23,7 @@ from app.settings import Settings
 
 PREFIX = "KBCHAT_"
 # KBCHAT_* variables read by the scripts and tests, not by Settings.
-OTHER_VARIABLES = frozenset({"KBCHAT_TORCH_SPEC", "KBCHAT_CHROMIUM"})
+OTHER_VARIABLES = frozenset({"KBCHAT_TORCH_SPEC", "KBCHAT_CHROMIUM", "KBCHAT_TEST_ARTIFACTS"})
 _SHOWN_CHARS = 80  # a value is quoted up to this length
 
 

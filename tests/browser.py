@@ -17,6 +17,7 @@ import pytest
 from tests.live_server import live_server
 
 CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
+REPO = Path(__file__).resolve().parent.parent
 # quiet and offline: no sandbox (CI runs as root), no GPU, no background fetches or updates
 ARGS = [
     "--no-sandbox",
@@ -68,3 +69,12 @@ def serve_docs(
     ingest_folder(settings, folder, collection or settings.collection, embedder=embedder)
     with live_server(create_app(settings, embedder=embedder, **app_options)) as url:
         yield url
+
+
+def screenshot(page: Any, folder: str, name: str) -> None:
+    """Save a screenshot as a test artifact, to look at: $KBCHAT_TEST_ARTIFACTS/folder, else
+    test-artifacts/folder in the checkout."""
+    base = os.environ.get("KBCHAT_TEST_ARTIFACTS")
+    target = (Path(base) if base else REPO / "test-artifacts") / folder
+    target.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target / name))

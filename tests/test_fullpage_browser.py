@@ -7,23 +7,17 @@ Screenshots go to $KBCHAT_TEST_ARTIFACTS/fullpage or test-artifacts/fullpage/.""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium, serve_docs
+from tests.browser import require_chromium, screenshot, serve_docs
 from tests.fakes import FakeEmbedder
 from tests.openai_stub import OpenAIStub, condensing
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = (
-    Path(os.environ["KBCHAT_TEST_ARTIFACTS"]) / "fullpage"
-    if os.environ.get("KBCHAT_TEST_ARTIFACTS")
-    else Path(__file__).resolve().parent.parent / "test-artifacts" / "fullpage"
-)
 ADMIN = "admin-secret-123"
 DOCS = {"returns.md": "# Returns\n\nShoes can be returned within 30 days of delivery."}
 ANSWER = "Shoes can be returned within **30 days** of delivery [1]."
@@ -215,5 +209,4 @@ def test_axe_finds_no_serious_or_critical_violation_on_the_page(
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name))
+    screenshot(page, "fullpage", name)

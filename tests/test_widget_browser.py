@@ -4,12 +4,11 @@ configuration, the typing indicator and stop, phones, dark mode, Arabic, the key
 
 The assistant configuration route (GET /api/widget/config) is fulfilled by Playwright where a test
 needs a particular assistant, so these tests hold the widget to the contract, whatever serves it.
-Screenshots go to $KBCHAT_TEST_ARTIFACTS or test-artifacts/widget/."""
+Screenshots go to $KBCHAT_TEST_ARTIFACTS/widget or test-artifacts/widget/."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium, serve_docs
+from tests.browser import require_chromium, screenshot, serve_docs
 from tests.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = Path(
-    os.environ.get("KBCHAT_TEST_ARTIFACTS")
-    or Path(__file__).resolve().parent.parent / "test-artifacts" / "widget"
-)
 SHADOW = "document.getElementById('kbchat-widget-host').shadowRoot"
 
 DOCS = {
@@ -113,8 +108,7 @@ def open_widget(browser: Any, server: tuple[str, OpenAIStub]) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name))
+    screenshot(page, "widget", name)
 
 
 def ask(page: Any, question: str) -> Any:
