@@ -29,23 +29,26 @@ ARGS = [
 ]
 
 
-def require_chromium() -> None:
-    """Skips the calling test (fails it under CI=...) when Debian's chromium is not installed;
-    called before a server is built, so a machine without it wastes no time."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+def require_chromium() -> str:
+    """The chromium to launch: KBCHAT_CHROMIUM (default /usr/bin/chromium), else the one on PATH.
+    Skips the calling test (fails it under CI=...) when there is none; called before a server is
+    built, so a machine without it wastes no time."""
+    found = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if found is None:
         if os.environ.get("CI"):
             pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return found
 
 
 @contextmanager
 def launch_chromium() -> Iterator[Any]:
     """A launched headless Chromium (a Playwright Browser), closed on exit."""
-    require_chromium()
+    executable = require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=executable, args=ARGS)
         try:
             yield browser
         finally:

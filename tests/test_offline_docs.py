@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,10 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.browser import launch_chromium
 from tests.fakes import FakeEmbedder
 from tests.live_server import live_server
-
-CHROMIUM = os.environ.get("KBCHAT_CHROMIUM", "/usr/bin/chromium")
 
 
 class _Assets(HTMLParser):
@@ -64,12 +61,6 @@ def test_docs_static_files_refuse_path_traversal(client: TestClient) -> None:
 
 @pytest.mark.integration
 def test_swagger_ui_renders_in_chromium_with_the_internet_blocked(tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI ({CHROMIUM})")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     outside: list[str] = []
 
     def only_loopback(route: Any) -> None:
@@ -79,15 +70,11 @@ def test_swagger_ui_renders_in_chromium_with_the_internet_blocked(tmp_path: Path
             outside.append(route.request.url)
             route.abort()
 
-    with live_server(_app(tmp_path)) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.route("**/*", only_loopback)
-            page.goto(f"{url}/docs")
-            page.locator(".opblock").first.wait_for(timeout=30_000)
-            assert page.locator(".opblock").count() >= 10
-            assert "kbchat" in page.locator(".title").first.inner_text()
-        finally:
-            browser.close()
+    with launch_chromium() as browser, live_server(_app(tmp_path)) as url:
+        page = browser.new_page()
+        page.route("**/*", only_loopback)
+        page.goto(f"{url}/docs")
+        page.locator(".opblock").first.wait_for(timeout=30_000)
+        assert page.locator(".opblock").count() >= 10
+        assert "kbchat" in page.locator(".title").first.inner_text()
     assert outside == []
