@@ -42,6 +42,7 @@ class Source:
     section: str = ""
     chunk_index: int = 0
     ranking_score: float | None = None  # cosine minus the language offset, when centring ranked
+    url: str | None = None  # the document's own web address (http/https), when it states one
 
 
 @dataclass(frozen=True)
