@@ -77,6 +77,8 @@ def create_app(
     if hasattr(embedder, "batch_concurrent_queries"):
         embedder.batch_concurrent_queries()
     metrics = Metrics()
+    own_client = client is None  # what the app opens itself, it closes at shutdown
+    own_conversations = conversations is None
     services = Services(
         settings,
         embedder=embedder,
@@ -95,6 +97,11 @@ def create_app(
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         yield
         webhooks.close()
+        close = getattr(services.client, "close", None)  # chromadb's Client, not ClientAPI
+        if own_client and close is not None:
+            close()  # Chroma's SQLite connections and threads
+        if own_conversations:
+            services.conversations.engine.dispose()
 
     app = FastAPIOffline(  # /docs and /redoc with their assets served here: no CDN
         title="kbchat",
