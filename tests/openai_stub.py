@@ -24,6 +24,9 @@ Fault injection goes through `mode`:
 With `hold_after` set, a stream sends that many content pieces, then waits for the `release`
 event (or stop()) before the rest: a browser test sees a half-streamed answer (or none yet).
 
+With `piece_delay` set, a stream waits that long before each content piece after the first, and
+`abandoned` tells whether a client closed the stream before its end.
+
 With `fail_times` set, ``"500"`` / ``"429"`` / ``"hang"`` / ``"cut"`` apply only to the first N
 chat requests (counted from the start, all modes included); later ones are answered normally.
 Every chat request is recorded in `requests` / `headers` before any fault is applied.
@@ -184,7 +187,13 @@ class _Handler(BaseHTTPRequestHandler):
         for number, chunk in enumerate(stub._chunks(body, text)):
             if number == (stub.hold_after if stub.hold_after is not None else -2) + 1:
                 stub._wait_release()  # chunk 0 is the role; then `hold_after` content pieces
-            send(json.dumps(chunk))
+            if number > 1 and stub.piece_delay and stub._stop.wait(stub.piece_delay):
+                return
+            try:
+                send(json.dumps(chunk))
+            except _DISCONNECTS:
+                stub.abandoned.set()  # the client closed the stream before its end
+                raise
         send("[DONE]")
         self.wfile.write(b"0\r\n\r\n")  # end of the chunked body
         self.wfile.flush()
@@ -227,6 +236,10 @@ class OpenAIStub:
         # a test sees a half-streamed answer for as long as it needs, with no timing involved.
         self.hold_after: int | None = None
         self.release = threading.Event()
+        # Seconds between content pieces of a stream (a slow model); `abandoned` is set when a
+        # client closes a stream before its end (the next piece cannot be written).
+        self.piece_delay: float = 0.0
+        self.abandoned = threading.Event()
         self.base_url: str = ""
         self._mode = "ok"
         self._lock = threading.Lock()

@@ -313,6 +313,23 @@ def test_openai_sdk_reads_keepalives_and_a_cut_answer(
     assert cut.model_extra is not None and cut.model_extra["kbchat"]["error"] == "llm_incomplete"
 
 
+def test_a_visitor_who_stops_the_answer_stops_the_llm_call(
+    kb_dir: Path, tmp_path: Path, e5: Any, stub: OpenAIStub
+) -> None:
+    """The widget's Stop closes the SSE stream; the server then closes its stream to the LLM
+    instead of paying for the rest of an answer nobody reads."""
+    stub.reply = " ".join(["word"] * 400)
+    stub.piece_delay = 0.05  # 20 s for the whole answer
+    settings = settings_for(kb_dir, tmp_path, stub, llm={"deadline": 60, "timeout": 60})
+    with live_server(make_app(settings, e5)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with http.stream("POST", "/api/chat", json={"message": QUESTION, "stream": True}) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("event: token"):
+                    break  # the visitor saw the first words and pressed Stop
+        assert stub.abandoned.wait(10), "the LLM kept streaming to the server after Stop"
+
+
 def test_ready_is_bounded_when_the_store_hangs(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
     """A store whose heartbeat hangs makes the server not ready, quickly; liveness unaffected."""
     from fastapi.testclient import TestClient

@@ -10,12 +10,15 @@ holding no thread), and any beyond that get 503 with Retry-After at once.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_AFTER_S = 5  # what a refused client is told to wait: a slot often frees within seconds
 
@@ -78,16 +81,48 @@ async def run_sync(func: Callable[[], T]) -> T:
 
 async def with_keepalive(events: Iterator[T], interval: float) -> AsyncIterator[T | None]:
     """The items of a blocking iterator, each fetched in a worker thread; None after every
-    `interval` seconds without an item, for the caller to send a keep-alive."""
+    `interval` seconds without an item, for the caller to send a keep-alive.
+
+    When the caller stops early (the client closed the stream: the widget's Stop), the iterator
+    is closed, so a generator's `finally` and `with` blocks run: the chain closes its stream to
+    the LLM rather than paying for the rest of an answer nobody reads."""
     done = object()
-    while True:
-        task = asyncio.ensure_future(anyio.to_thread.run_sync(next, events, done))
-        while not (await asyncio.wait({task}, timeout=interval))[0]:
-            yield None
-        item = task.result()
-        if item is done:
-            return
-        yield item  # type: ignore[misc]
+    task: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            task = asyncio.ensure_future(anyio.to_thread.run_sync(next, events, done))
+            while not (await asyncio.wait({task}, timeout=interval))[0]:
+                yield None
+            item = task.result()
+            if item is done:
+                task = None  # exhausted: nothing to close
+                return
+            yield item
+    finally:
+        if task is not None:
+            close_when_idle(events, task)
+
+
+def close_when_idle(events: Iterator[Any], pending: asyncio.Future[Any] | None) -> None:
+    """Close a generator in a worker thread once no thread is inside it (a generator cannot be
+    closed while it runs: the `next` in flight ends with the LLM's next token)."""
+    close = getattr(events, "close", None)
+    if close is None:
+        return
+
+    def close_quietly() -> None:
+        try:
+            close()
+        except Exception:
+            log.exception("closing an abandoned chat stream failed")
+
+    def start(_: object = None) -> None:
+        threading.Thread(target=close_quietly, name="kbchat-close-stream", daemon=True).start()
+
+    if pending is None or pending.done():
+        start()
+    else:
+        pending.add_done_callback(start)
 
 
 async def slot_with_keepalive(
