@@ -28,7 +28,9 @@ def shipped_prompts() -> Path:
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
-_COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+# Chroma allows 3-512 characters; a name is also a folder and a file name (`{name}.sqlite`,
+# `{name}.lock`), which file systems cap at 255 bytes: 200 leaves room.
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,198}[A-Za-z0-9]$")
 
 
 class EmbeddingSettings(BaseModel):
@@ -425,7 +427,7 @@ def validate_collection_name(name: str) -> str:
     """Chroma's own rule, checked early so the user sees which name is wrong and why."""
     if not _COLLECTION_RE.match(name) or ".." in name:
         raise ValueError(
-            f"invalid collection name {name!r}: use 3-512 letters, digits, '.', '_' or '-', "
+            f"invalid collection name {name!r}: use 3-200 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
     try:
@@ -433,7 +435,7 @@ def validate_collection_name(name: str) -> str:
     except ValueError:
         return name
     raise ValueError(
-        f"invalid collection name {name!r}: use 3-512 letters, digits, '.', '_' or '-', and not"
+        f"invalid collection name {name!r}: use 3-200 letters, digits, '.', '_' or '-', and not"
         " an IP address (Chroma refuses those)"
     )
 

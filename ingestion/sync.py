@@ -319,6 +319,11 @@ class FolderSync:
             self.manifest.remove(source)
             report.removed.append(source)
         self._process(plan.todo, plan.entries, report)
+        files = [p for p in report.skipped if not p.source.endswith("/")]  # not folders
+        self.manifest.finish_sync(
+            [(p.source, "failed", p.reason) for p in report.failed]
+            + [(p.source, "skipped", p.reason) for p in files]
+        )
         report.seconds = time.perf_counter() - plan.started
         return report
 
@@ -422,7 +427,7 @@ class FolderSync:
                 report.chunks_removed += self._delete(
                     {"$and": [{"source": item.source}, {"file_hash": {"$ne": item.file_hash}}]}
                 )
-            self.manifest.mark_done(item.source, item.file_hash, len(item.chunks))
+            self.manifest.mark_done(item.source, item.file_hash, len(item.chunks), item.language)
             report.chunks_written += len(item.chunks)
             getattr(report, item.kind).append(item.source)
 

@@ -1,5 +1,6 @@
-"""Knowledge-base administration: list collections (public); upload, re-sync, delete a document
-and delete a collection (admin). Errors are problem details (`app.server.problems`).
+"""Knowledge-base administration: list collections (public); create one, list its documents,
+upload, re-sync, delete a document and delete a collection (admin). Errors are problem details
+(`app.server.problems`).
 
 Ingestion runs in this process with the shared embedder and store, so the chat sees the new
 index at once (an embedded Chroma does not see writes made by other processes)."""
@@ -10,10 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, UploadFile
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict
 
 from app.server import problems
 from app.server.access import AdminCaller, ChatCaller
 from app.server.inputs import CollectionName, Text
+from app.server.knowledge import DocumentList, list_documents
 from app.server.services import BadRequest, NotFound, Services
 from app.store import StoreError
 
@@ -23,6 +26,11 @@ ADMIN_BEARER = HTTPBearer(
     scheme_name="AdminKey", description="KBCHAT_ADMIN_API_KEY", auto_error=False
 )
 _ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
+
+
+class NewCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: CollectionName
 
 
 def admin_router() -> APIRouter:
@@ -42,6 +50,25 @@ def admin_router() -> APIRouter:
         if not caller.admin:
             rows = [{k: v for k, v in r.items() if k != "folder"} for r in rows]
         return rows
+
+    @router.post("", status_code=201, **admin)
+    def create(request: Request, body: NewCollection, _: AdminCaller) -> DocumentList:
+        """Create an empty knowledge base with a managed folder (admin); 409 if it exists.
+        Uploads into a name that does not exist create it too."""
+        services: Services = request.app.state.services
+        with _user_errors():
+            if body.name in {c["name"] for c in services.collections()}:
+                raise HTTPException(409, f"a knowledge base named {body.name!r} exists")
+            services.sync(body.name)
+            return list_documents(services, body.name)
+
+    @router.get("/{name}/documents", **admin)
+    def documents(request: Request, name: CollectionName, _: AdminCaller) -> DocumentList:
+        """The knowledge base's documents (admin): status, why the last sync failed or skipped
+        one, chunks, language, size and when it was written, and the last sync's time."""
+        services: Services = request.app.state.services
+        with _user_errors():
+            return list_documents(services, name)
 
     @router.post("/{name}/documents", **admin)
     def upload(
