@@ -71,6 +71,7 @@ class StubState:
     state: str | None = None  # the handoff: None, "waiting", "active" or "closed"
     messages: list[dict[str, Any]] = field(default_factory=list)  # every stored message
     updates_status: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # forced answers
+    updates_body: list[Any] = field(default_factory=list)  # bodies to answer polls with, verbatim
     emails: list[str] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
 
@@ -218,6 +219,8 @@ class HandoffStub:
                 if s.updates_status:
                     status, headers = s.updates_status.pop(0)
                     return problem(status, "refused", headers=headers)
+                if s.updates_body:
+                    return JSONResponse(s.updates_body.pop(0))
                 if session_id != SESSION:
                     return problem(404, "no such session")
                 new = [m for m in s.messages if m["id"] > after and m["role"] != "user"]

@@ -347,3 +347,63 @@ def test_the_full_page_hands_over_too(browser: Any, served: tuple[str, HandoffSt
         until(lambda: len(stub.polls()) >= 1, "a poll from the full page")
     finally:
         context.close()
+
+
+def test_hostile_answers_from_the_server_stay_text_or_are_dropped(
+    widget: Any, served: tuple[str, HandoffStub]
+) -> None:
+    """What the server sends reaches the page only as text or through the answers' sanitiser:
+    the handoff message is a notice's text; poll answers with odd ids, roles or content are
+    dropped, a huge message is cut, an unknown state keeps polling; a closed panel shows a dot."""
+    from playwright.sync_api import expect
+
+    _, stub = served
+    evil = '<img src=x onerror="window.__xss=9">Please <b>wait</b>'
+    stub.reset(handoff_reply={"state": "waiting", "message": evil})
+    page = widget()
+    ask(page, "Can I return a ticket?")
+    page.get_by_role("button", name="Talk to a person").click()
+    expect(page.locator(".kbchat-notice").last).to_have_text(evil)
+    assert page.locator(".kbchat-notice img, .kbchat-notice b").count() == 0
+    until(lambda: len(stub.polls()) >= 1, "a first poll")
+    page.locator(".kbchat-close").click()
+
+    def operator(message_id: Any, content: Any, role: str = "operator") -> dict[str, Any]:
+        return {"id": message_id, "role": role, "content": content, "created": "x"}
+
+    stub.s.updates_body.append(
+        {
+            "messages": [
+                operator("5", "a string id"),
+                operator(True, "a boolean id"),
+                operator(4.5, "a fractional id"),
+                operator(-1, "a negative id"),
+                operator(2**60, "an id past 2**53"),
+                operator(6, {"text": "an object"}),
+                operator(7, "my own words", role="user"),
+                operator(8, "a system prompt", role="system"),
+                operator(9, "ok <script>window.__xss=10</script>"),
+                operator(9, "the same id again"),
+                "not an object",
+                operator(10, "x" * 50_000),
+            ],
+            "handoff": {"state": "sideways"},
+        }
+    )
+    bubbles = page.locator(".kbchat-msg-operator")
+    tick_until(page, lambda: bubbles.count() == 2, "the two good messages")
+    bubble = page.locator(".kbchat-bubble")
+    expect(bubble).to_have_class("kbchat-bubble kbchat-unread")
+    expect(bubble).to_have_attribute(
+        "aria-label", "Open chat \u2014 New message from the support team"
+    )
+    page.locator(".kbchat-bubble").click()
+    expect(bubble).not_to_have_class("kbchat-bubble kbchat-unread")
+    assert bubbles.nth(0).locator(".kbchat-text").inner_text() == (
+        "ok <script>window.__xss=10</script>"
+    )
+    assert len(bubbles.nth(1).locator(".kbchat-text").inner_text()) == 20_000
+    assert page.evaluate("() => window.__xss") is None
+    polls = len(stub.polls())
+    tick_until(page, lambda: len(stub.polls()) > polls, "polling goes on")
+    assert stub.polls()[-1].query == {"after": "10"}

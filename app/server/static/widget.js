@@ -1660,93 +1660,131 @@
   // one markdown + DOMPurify path, see SAFETY), without sources or feedback. The state is kept
   // beside the session in localStorage, so a reload polls on; "closed" or a new conversation ends it.
   var HANDOFF_STRINGS = {
-    en: { talk: "Talk to a person", first: "Please type your question first, then you can ask for a person.",
-      team: "Support team", joined: "You are now talking with the support team.",
+    en: { talk: "Talk to a person", team: "Support team",
+      first: "Please type your question first, then you can ask for a person.",
+      joined: "You are now talking with the support team.",
       back: "The assistant is back. Ask me anything.",
+      unread: "New message from the support team",
       emailIntro: "Leave your email address and we will reply as soon as we can.",
-      emailForm: "Your email address", send: "Send", emailThanks: "Thank you! We will reply to you by email." },
-    de: { talk: "Mit einer Person sprechen",
+      emailForm: "Your email address", send: "Send",
+      emailThanks: "Thank you! We will reply to you by email." },
+    de: { talk: "Mit einer Person sprechen", team: "Support-Team",
       first: "Bitte schreiben Sie zuerst Ihre Frage, dann können Sie nach einer Person fragen.",
-      team: "Support-Team", joined: "Sie sprechen jetzt mit dem Support-Team.",
+      joined: "Sie sprechen jetzt mit dem Support-Team.",
       back: "Der Assistent ist zurück. Fragen Sie mich gern.",
+      unread: "Neue Nachricht vom Support-Team",
       emailIntro: "Hinterlassen Sie Ihre E-Mail-Adresse, wir antworten so bald wie möglich.",
-      emailForm: "Ihre E-Mail-Adresse", send: "Senden", emailThanks: "Danke! Wir antworten Ihnen per E-Mail." },
-    es: { talk: "Hablar con una persona",
+      emailForm: "Ihre E-Mail-Adresse", send: "Senden",
+      emailThanks: "Danke! Wir antworten Ihnen per E-Mail." },
+    es: { talk: "Hablar con una persona", team: "Equipo de soporte",
       first: "Escribe primero tu pregunta y luego podrás pedir hablar con una persona.",
-      team: "Equipo de soporte", joined: "Ahora estás hablando con el equipo de soporte.",
+      joined: "Ahora estás hablando con el equipo de soporte.",
       back: "El asistente ha vuelto. Pregúntame lo que quieras.",
+      unread: "Nuevo mensaje del equipo de soporte",
       emailIntro: "Déjanos tu correo electrónico y te responderemos lo antes posible.",
       emailForm: "Tu correo electrónico", send: "Enviar",
       emailThanks: "¡Gracias! Te responderemos por correo electrónico." },
-    fr: { talk: "Parler à une personne",
+    fr: { talk: "Parler à une personne", team: "Équipe d’assistance",
       first: "Écrivez d’abord votre question, puis vous pourrez demander à parler à une personne.",
-      team: "Équipe d’assistance", joined: "Vous échangez maintenant avec l’équipe d’assistance.",
+      joined: "Vous échangez maintenant avec l’équipe d’assistance.",
       back: "L’assistant est de retour. Posez-moi vos questions.",
+      unread: "Nouveau message de l’équipe d’assistance",
       emailIntro: "Laissez votre adresse e-mail et nous vous répondrons dès que possible.",
-      emailForm: "Votre adresse e-mail", send: "Envoyer", emailThanks: "Merci ! Nous vous répondrons par e-mail." },
-    it: { talk: "Parla con una persona",
+      emailForm: "Votre adresse e-mail", send: "Envoyer",
+      emailThanks: "Merci ! Nous vous répondrons par e-mail." },
+    it: { talk: "Parla con una persona", team: "Team di assistenza",
       first: "Scrivi prima la tua domanda, poi potrai chiedere di parlare con una persona.",
-      team: "Team di assistenza", joined: "Ora stai parlando con il team di assistenza.",
+      joined: "Ora stai parlando con il team di assistenza.",
       back: "L’assistente è tornato. Chiedimi pure.",
+      unread: "Nuovo messaggio dal team di assistenza",
       emailIntro: "Lascia il tuo indirizzo email e ti risponderemo al più presto.",
-      emailForm: "Il tuo indirizzo email", send: "Invia", emailThanks: "Grazie! Ti risponderemo via email." },
-    pt: { talk: "Falar com uma pessoa",
+      emailForm: "Il tuo indirizzo email", send: "Invia",
+      emailThanks: "Grazie! Ti risponderemo via email." },
+    pt: { talk: "Falar com uma pessoa", team: "Equipe de suporte",
       first: "Escreva sua pergunta primeiro; depois você pode pedir para falar com uma pessoa.",
-      team: "Equipe de suporte", joined: "Agora você está falando com a equipe de suporte.",
+      joined: "Agora você está falando com a equipe de suporte.",
       back: "O assistente está de volta. Pergunte o que quiser.",
+      unread: "Nova mensagem da equipe de suporte",
       emailIntro: "Deixe seu e-mail e responderemos o mais rápido possível.",
-      emailForm: "Seu e-mail", send: "Enviar", emailThanks: "Obrigado! Responderemos por e-mail." },
-    nl: { talk: "Met een medewerker praten",
+      emailForm: "Seu e-mail", send: "Enviar",
+      emailThanks: "Obrigado! Responderemos por e-mail." },
+    nl: { talk: "Met een medewerker praten", team: "Supportteam",
       first: "Typ eerst je vraag, daarna kun je om een medewerker vragen.",
-      team: "Supportteam", joined: "Je praat nu met het supportteam.",
+      joined: "Je praat nu met het supportteam.",
       back: "De assistent is terug. Vraag maar raak.",
+      unread: "Nieuw bericht van het supportteam",
       emailIntro: "Laat je e-mailadres achter, dan antwoorden we zo snel mogelijk.",
-      emailForm: "Je e-mailadres", send: "Verzenden", emailThanks: "Bedankt! We antwoorden je per e-mail." },
-    ru: { talk: "Связаться с сотрудником",
+      emailForm: "Je e-mailadres", send: "Verzenden",
+      emailThanks: "Bedankt! We antwoorden je per e-mail." },
+    ru: { talk: "Связаться с сотрудником", team: "Служба поддержки",
       first: "Сначала напишите свой вопрос, затем можно позвать сотрудника.",
-      team: "Служба поддержки", joined: "Теперь с вами общается служба поддержки.",
+      joined: "Теперь с вами общается служба поддержки.",
       back: "Ассистент снова на связи. Задавайте вопросы.",
+      unread: "Новое сообщение от службы поддержки",
       emailIntro: "Оставьте адрес эл. почты, и мы ответим как можно скорее.",
-      emailForm: "Ваш адрес эл. почты", send: "Отправить", emailThanks: "Спасибо! Мы ответим вам по эл. почте." },
-    zh: { talk: "联系人工客服", first: "请先输入您的问题，然后即可请求人工客服。", team: "客服团队",
-      joined: "您现在正在与客服团队交谈。", back: "智能助手已回来，欢迎继续提问。",
-      emailIntro: "请留下您的电子邮箱，我们会尽快回复。", emailForm: "您的电子邮箱", send: "发送",
+      emailForm: "Ваш адрес эл. почты", send: "Отправить",
+      emailThanks: "Спасибо! Мы ответим вам по эл. почте." },
+    zh: { talk: "联系人工客服", team: "客服团队",
+      first: "请先输入您的问题，然后即可请求人工客服。",
+      joined: "您现在正在与客服团队交谈。",
+      back: "智能助手已回来，欢迎继续提问。",
+      unread: "客服团队发来新消息",
+      emailIntro: "请留下您的电子邮箱，我们会尽快回复。",
+      emailForm: "您的电子邮箱", send: "发送",
       emailThanks: "谢谢！我们会通过电子邮件回复您。" },
-    ja: { talk: "担当者と話す", first: "まず質問を入力してください。その後、担当者をお呼びできます。",
-      team: "サポートチーム", joined: "ただいまサポートチームが対応しています。",
+    ja: { talk: "担当者と話す", team: "サポートチーム",
+      first: "まず質問を入力してください。その後、担当者をお呼びできます。",
+      joined: "ただいまサポートチームが対応しています。",
       back: "アシスタントに戻りました。何でもお尋ねください。",
+      unread: "サポートチームから新しいメッセージ",
       emailIntro: "メールアドレスをご入力いただければ、できるだけ早くご返信します。",
-      emailForm: "メールアドレス", send: "送信", emailThanks: "ありがとうございます！メールでご返信します。" },
-    ar: { talk: "التحدث مع شخص", first: "يرجى كتابة سؤالك أولاً، ثم يمكنك طلب التحدث مع شخص.",
-      team: "فريق الدعم", joined: "أنت الآن تتحدث مع فريق الدعم.", back: "عاد المساعد. اسألني عن أي شيء.",
-      emailIntro: "اترك بريدك الإلكتروني وسنرد عليك في أقرب وقت ممكن.", emailForm: "بريدك الإلكتروني",
-      send: "إرسال", emailThanks: "شكرًا! سنرد عليك عبر البريد الإلكتروني." },
+      emailForm: "メールアドレス", send: "送信",
+      emailThanks: "ありがとうございます！メールでご返信します。" },
+    ar: { talk: "التحدث مع شخص", team: "فريق الدعم",
+      first: "يرجى كتابة سؤالك أولاً، ثم يمكنك طلب التحدث مع شخص.",
+      joined: "أنت الآن تتحدث مع فريق الدعم.",
+      back: "عاد المساعد. اسألني عن أي شيء.",
+      unread: "رسالة جديدة من فريق الدعم",
+      emailIntro: "اترك بريدك الإلكتروني وسنرد عليك في أقرب وقت ممكن.",
+      emailForm: "بريدك الإلكتروني", send: "إرسال",
+      emailThanks: "شكرًا! سنرد عليك عبر البريد الإلكتروني." },
   };
   var TH = HANDOFF_STRINGS[LANG] || HANDOFF_STRINGS.en;
   var HANDOFF_CSS = [
-    ".kbchat-header .kbchat-handoff svg { width: 20px; height: 20px; fill: var(--kb-on-accent); display: block; }",
+    ".kbchat-bubble { position: relative; }",
+    ".kbchat-bubble.kbchat-unread::after { content: ''; position: absolute; top: 0;",
+    "  inset-inline-end: 0; width: 14px; height: 14px; border-radius: 7px; background: #d1242f;",
+    "  border: 2px solid #ffffff; }",
+    ".kbchat-header .kbchat-handoff svg { width: 20px; height: 20px; display: block;",
+    "  fill: var(--kb-on-accent); }",
     ".kbchat-notice { align-self: center; max-width: 92%; padding: 4px 12px; border-radius: 12px;",
-    "  border: 1px dashed var(--kb-border); text-align: center; white-space: pre-wrap; overflow-wrap: anywhere; }",
-    ".kbchat-notice, .kbchat-root .kbchat-notice { font-size: 13px; line-height: 18px; color: var(--kb-muted); }",
-    ".kbchat-msg-operator { align-self: flex-start; background: var(--kb-bg); border: 1px solid var(--kb-border);",
-    "  border-inline-start: 4px solid var(--kb-accent); }",
+    "  border: 1px dashed var(--kb-border); text-align: center; white-space: pre-wrap;",
+    "  overflow-wrap: anywhere; }",
+    ".kbchat-notice, .kbchat-root .kbchat-notice { font-size: 13px; line-height: 18px;",
+    "  color: var(--kb-muted); }",
+    ".kbchat-msg-operator { align-self: flex-start; background: var(--kb-bg);",
+    "  border: 1px solid var(--kb-border); border-inline-start: 4px solid var(--kb-accent); }",
     ".kbchat-operator-name { display: block; margin-bottom: 2px; font-size: 12px; line-height: 16px;",
     "  font-weight: 700; color: var(--kb-muted); }",
     ".kbchat-handoff-offer { align-self: flex-start; }",
-    ".kbchat-handoff-chip { gap: 6px; padding: 6px 12px; border-radius: 16px; background: var(--kb-accent);",
-    "  font-weight: 600; }",
+    ".kbchat-handoff-chip { gap: 6px; padding: 6px 12px; border-radius: 16px;",
+    "  background: var(--kb-accent); font-weight: 600; }",
     ".kbchat-handoff-chip, .kbchat-handoff-chip * { color: var(--kb-on-accent); }",
-    ".kbchat-handoff-chip svg { width: 16px; height: 16px; fill: var(--kb-on-accent); display: block; }",
+    ".kbchat-handoff-chip svg { width: 16px; height: 16px; display: block;",
+    "  fill: var(--kb-on-accent); }",
     ".kbchat-handoff-chip:hover { filter: brightness(0.92); }",
-    ".kbchat-handoff-email { align-self: stretch; display: flex; flex-direction: column; gap: 6px; margin: 0;",
-    "  padding: 10px 12px; border: 1px solid var(--kb-border); border-radius: 12px; background: var(--kb-bg); }",
+    ".kbchat-handoff-email { align-self: stretch; display: flex; flex-direction: column; gap: 6px;",
+    "  margin: 0; padding: 10px 12px; border: 1px solid var(--kb-border); border-radius: 12px;",
+    "  background: var(--kb-bg); }",
     ".kbchat-handoff-email p { margin: 0; }",
     ".kbchat-handoff-email label { font-weight: 600; }",
     ".kbchat-handoff-email-row { display: flex; gap: 8px; }",
-    ".kbchat-handoff-email input { flex: 1 1 auto; min-width: 0; height: 38px; margin: 0; padding: 0 10px;",
-    "  border: 1px solid var(--kb-border); border-radius: 8px; background: var(--kb-bg); color: var(--kb-fg); }",
+    ".kbchat-handoff-email input { flex: 1 1 auto; min-width: 0; height: 38px; margin: 0;",
+    "  padding: 0 10px; border: 1px solid var(--kb-border); border-radius: 8px;",
+    "  background: var(--kb-bg); color: var(--kb-fg); }",
     ".kbchat-handoff-email input[aria-invalid=true] { border-color: var(--kb-error-fg); }",
-    ".kbchat-handoff-email input:focus-visible { outline: 3px solid var(--kb-accent); outline-offset: 2px; }",
+    ".kbchat-handoff-email input:focus-visible { outline: 3px solid var(--kb-accent);",
+    "  outline-offset: 2px; }",
     ".kbchat-handoff-email-error { color: var(--kb-error-fg); }",
     ".kbchat-handoff-email-error:empty { display: none; }",
     ".kbchat-handoff-email button { height: 38px; padding: 0 14px; border-radius: 8px;",
@@ -1784,7 +1822,7 @@
   function updateHandoffButton() { handoffBtn.hidden = !handoff.enabled || handingOff(); }
 
   function noteMessageId(id) {
-    var n = Number(id);
+    var n = typeof id === "number" ? id : NaN; // not "7", not true
     if (Math.floor(n) === n && n > lastSeenId && n <= Number.MAX_SAFE_INTEGER) lastSeenId = n;
   }
 
@@ -1799,7 +1837,11 @@
   }
 
   /** An operator's message: labelled with the team's name, markdown sanitised like an answer. */
-  function addOperatorMessage(text) {
+  function addOperatorMessage(text, live) {
+    if (live && !isOpen()) { // the visitor closed the panel while waiting: a dot on the launcher
+      bubble.classList.add("kbchat-unread");
+      bubble.setAttribute("aria-label", T.open + " \u2014 " + TH.unread);
+    }
     var node = el("div", "kbchat-msg kbchat-msg-operator");
     node.appendChild(el("span", "kbchat-operator-name", TH.team));
     var textEl = el("div", "kbchat-text");
@@ -1811,9 +1853,8 @@
   }
 
   function removeOffers() {
-    Array.prototype.slice.call(messages.querySelectorAll(".kbchat-handoff-offer")).forEach(function (n) {
-      n.parentNode.removeChild(n);
-    });
+    var offers = messages.querySelectorAll(".kbchat-handoff-offer");
+    Array.prototype.slice.call(offers).forEach(function (n) { n.parentNode.removeChild(n); });
   }
 
   /** The prominent "Talk to a person" under an answer the assistant could not give. */
@@ -1862,12 +1903,21 @@
     }).then(function (r) {
       if (!r.ok) {
         if (r.status === 404 && sessionId === session) { forgetSession(); sessionId = null; }
+        if (r.status === 403) { // switched off since the config was cached: no button then
+          r.clone().json().then(function (p) {
+            if (!p || p.code !== "handoff_disabled") return;
+            handoff.enabled = false;
+            removeOffers();
+            updateHandoffButton();
+          }, function () { /* not a problem document */ });
+        }
         return errorText(r).then(addError);
       }
       return r.json().then(function (d) {
         if (sessionId !== session) return; // a new conversation meanwhile
         d = d && typeof d === "object" ? d : {};
-        if (typeof d.message === "string" && d.message.trim()) addNotice(d.message.trim().slice(0, 1000));
+        var message = typeof d.message === "string" ? d.message.trim().slice(0, 1000) : "";
+        if (message) addNotice(message); // the server's text, as text
         startHandoff(d.state === "active" || d.state === "offline" ? d.state : "waiting");
       });
     }).catch(function () { addError(T.error); })
@@ -1910,7 +1960,8 @@
 
   function saveHandoff() {
     if (!handingOff()) return;
-    var saved = { session: handoff.session, state: handoff.state, after: lastSeenId, email: handoff.emailDone };
+    var saved = { session: handoff.session, state: handoff.state, after: lastSeenId,
+      email: handoff.emailDone };
     try { localStorage.setItem(HANDOFF_KEY, JSON.stringify(saved)); } catch (e) { /* private mode */ }
   }
   function forgetHandoff() {
@@ -1956,7 +2007,8 @@
     if (streaming) { schedulePoll(POLL_MS); return; }
     handoff.polling = true;
     var run = handoff.run;
-    var url = BASE + "/api/sessions/" + encodeURIComponent(handoff.session) + "/updates?after=" + lastSeenId;
+    var url = BASE + "/api/sessions/" + encodeURIComponent(handoff.session) +
+      "/updates?after=" + lastSeenId;
     fetch(url, { headers: authHeaders(), cache: "no-store" })
       .then(function (r) {
         if (run !== handoff.run) return 0;
@@ -1997,21 +2049,22 @@
       addNotice(TH.joined);
     }
     var list = (Array.isArray(d.messages) ? d.messages : []).filter(function (m) {
-      return m && typeof m === "object" && Math.floor(Number(m.id)) === Number(m.id) && Number(m.id) > lastSeenId;
+      var id = m && typeof m === "object" && typeof m.id === "number" ? m.id : NaN;
+      return Math.floor(id) === id && id > lastSeenId && id <= Number.MAX_SAFE_INTEGER;
     }).slice(0, 200);
-    list.sort(function (a, b) { return Number(a.id) - Number(b.id); });
+    list.sort(function (a, b) { return a.id - b.id; });
     list.forEach(function (m) {
-      if (Number(m.id) <= lastSeenId) return; // the same id twice
+      if (m.id <= lastSeenId) return; // the same id twice
       noteMessageId(m.id);
       var text = typeof m.content === "string" ? m.content.slice(0, 20000) : "";
       if (!text) return;
       if (m.role === "operator") {
-        addOperatorMessage(text);
+        addOperatorMessage(text, true);
       } else if (m.role === "assistant") { // the assistant answers again: like any answer
         var a = addAssistantMessage("");
         a.raw = text;
         renderAnswer(a, true);
-        renderActions(a, Number(m.id), null);
+        renderActions(a, m.id, null);
       }
     });
     if (!h || h.state === "closed") endHandoff(TH.back);
@@ -2078,6 +2131,13 @@
     scrollToEnd();
     if (isOpen()) field.focus();
   }
+
+  bubble.addEventListener("click", function () { // after open() or close(): seen once opened
+    if (isOpen()) bubble.classList.remove("kbchat-unread");
+    else if (bubble.classList.contains("kbchat-unread")) {
+      bubble.setAttribute("aria-label", T.open + " \u2014 " + TH.unread);
+    }
+  });
 
   newBtn.addEventListener("click", function () { // a new conversation: no handoff, nothing seen
     endHandoff(null);
