@@ -19,20 +19,22 @@
  * SAFETY. kbchat serves this file wrapped with two vendored libraries (app/server/widget_bundle.py):
  * marked (markdown -> HTML string) and DOMPurify (HTML string -> sanitised DOM fragment), each in
  * its own function scope, reached through KBCHAT_VENDOR, never through page globals.
- *  - The only text parsed is the model's answer, as markdown, in renderMarkdown(). marked is told to
- *    escape raw HTML (block and inline html tokens render as their escaped source, so `<script>`
- *    shows as text) and to render images as their alt text (no image is ever loaded). Its output
- *    then goes through a private DOMPurify instance with an allow-list of tags (p, br, strong, em,
- *    del, code, pre, lists, blockquote, hr, h1-h6, tables, a) and attributes (href, title, align,
- *    start); DOMPurify drops everything else (script, style, svg, math, iframe, img, form, on*
+ *  - The only text parsed is the model's answer (and a support person's message, see "human
+ *    handoff"), as markdown, in renderAnswer(). marked is told to escape raw HTML (block and
+ *    inline html tokens render as their escaped source, so `<script>` shows as text) and to
+ *    render images as their alt text (no image is ever loaded). Its output then goes through a
+ *    private DOMPurify instance with an allow-list of tags (p, br, strong, em, del, code, pre,
+ *    lists, blockquote, hr, h1-h6, tables, a) and attributes (href, title, align, start);
+ *    DOMPurify drops everything else (script, style, svg, math, iframe, img, form, on*
  *    handlers, style attributes). Links keep an href only if it is absolute http(s) (checked by
  *    DOMPurify's URI regexp and again in a hook) and get target="_blank" rel="noopener nofollow".
  *    The result is a DOM fragment (RETURN_DOM_FRAGMENT), never re-serialised to a string.
  *  - Without the libraries (widget.js served alone) the answer is shown as plain text.
  *  - Everything else (questions, sources, passages, titles, the assistant's name, greeting and
- *    suggestions, error messages) is built with createElement and filled with textContent; URLs
- *    (avatar, a source's document URL) are accepted only as https/http (or a same-origin path for
- *    the avatar) and set as properties. The only other innerHTML is the static TEMPLATE.
+ *    suggestions, error messages, the handoff's notices) is built with createElement and filled
+ *    with textContent; URLs (avatar, a source's document URL) are accepted only as https/http
+ *    (or a same-origin path for the avatar) and set as properties. The only other innerHTML is
+ *    the static TEMPLATE.
  *
  * Global API (handy for tests): window.kbchatWidget = { open(), close(), ask(text) }.
  */
