@@ -145,11 +145,14 @@ class HandoffStub:
             )
 
         @app.get("/a/shop")
-        def full_page() -> HTMLResponse:  # as app/server/fullpage.py writes it, in short
+        def full_page() -> HTMLResponse:  # as app/server/fullpage.py writes it, under its CSP
+            from app.server.fullpage import HEADERS
+
             return HTMLResponse(
                 '<!doctype html><html lang="en"><meta charset="utf-8"><title>Shop</title>'
                 '<script src="/widget.js" data-mode="page" data-assistant="shop" defer></script>'
-                "<body></body></html>"
+                "<body></body></html>",
+                headers=HEADERS,
             )
 
         @app.get("/widget.js")

@@ -216,6 +216,10 @@ def test_outside_hours_the_visitor_leaves_an_email(
     expect(email).to_have_attribute("aria-invalid", "true")
     assert stub.requests("/api/handoff/email") == []
     screenshot(page, "handoff", "handoff-offline-email-en.png")
+    page.reload()  # not left yet: the form comes back with the conversation
+    page.locator(".kbchat-bubble").click()
+    expect(form).to_be_visible()
+    expect(page.locator(".kbchat-msg-assistant")).to_have_count(1)  # the history, once
     email.fill("ada@example.com")
     email.press("Enter")
     expect(form).to_have_count(0)
@@ -226,6 +230,22 @@ def test_outside_hours_the_visitor_leaves_an_email(
     [request] = stub.requests("/api/handoff/email")
     assert request.body == {"session_id": SESSION, "email": "ada@example.com"}
     until(lambda: len(stub.polls()) >= 1, "polling")  # an operator may still answer here
+    page.reload()
+    page.locator(".kbchat-bubble").click()
+    until(lambda: len(stub.polls()) >= 3, "polling after the second reload")
+    assert form.count() == 0  # left: not asked again
+
+    # a new conversation, still outside hours, but a person answers anyway: no email needed
+    page.locator(".kbchat-new").click()
+    stub.reset(handoff_reply={"state": "offline", "message": offline})
+    ask(page, "Can I return a ticket?")
+    page.get_by_role("button", name="Talk to a person").click()
+    expect(form).to_be_visible()
+    stub.operator_says("I am here after all.")
+    tick_until(page, lambda: form.count() == 0, "the form goes when a person joins")
+    expect(page.locator(".kbchat-notice").last).to_have_text(
+        "You are now talking with the support team."
+    )
 
 
 def test_an_offer_after_unanswered_questions_shows_the_chip(
@@ -340,11 +360,21 @@ def test_the_full_page_hands_over_too(browser: Any, served: tuple[str, HandoffSt
     context = browser.new_context(locale="en-US")
     try:
         page = context.new_page()
+        violations: list[str] = []
+        page.on(
+            "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
+        )
+        page.clock.install()
         page.goto(f"{url}/a/shop")
         ask(page, "Can I return a ticket?")
         page.get_by_role("button", name="Talk to a person").click()
         expect(page.locator(".kbchat-notice").last).to_have_text(StubState.waiting)
         until(lambda: len(stub.polls()) >= 1, "a poll from the full page")
+        stub.operator_says("Hello from the **team**.")
+        operator = page.locator(".kbchat-msg-operator strong")
+        tick_until(page, lambda: operator.count() == 1, "the operator's reply")
+        expect(operator).to_have_text("team")
+        assert violations == []  # its strict CSP allows everything the handoff does
     finally:
         context.close()
 

@@ -1803,7 +1803,7 @@
   // state: null, "waiting" or "active"; run: bumped when a handoff ends, so a late answer of an
   // old poll changes nothing; skipped: a poll fell due while the page was hidden
   var handoff = { enabled: false, state: null, session: null, run: 0, timer: null, polling: false,
-    failures: 0, skipped: false, emailDone: false, busy: false };
+    failures: 0, skipped: false, offline: false, emailDone: false, busy: false };
   var lastSeenId = 0; // the highest message id this conversation has shown (the `after` of a poll)
 
   var handoffBtn = button("kbchat-handoff", null, TH.talk);
@@ -1933,13 +1933,18 @@
       handoff.run++;
       handoff.failures = 0;
       handoff.polling = false;
+      handoff.offline = false;
       handoff.emailDone = false;
     }
     handoff.session = sessionId;
-    if (!already || state === "active") handoff.state = state === "active" ? "active" : "waiting";
+    if (already && state === "active") joined();
+    else if (!already) handoff.state = state === "active" ? "active" : "waiting";
     removeOffers();
     updateHandoffButton();
-    if (state === "offline") showHandoffEmail();
+    if (state === "offline" && handoff.state !== "active") {
+      handoff.offline = true;
+      showHandoffEmail();
+    }
     saveHandoff();
     if (!already) pollNow();
   }
@@ -1953,8 +1958,7 @@
     handoff.polling = false;
     handoff.state = null;
     handoff.session = null;
-    var form = messages.querySelector(".kbchat-handoff-email");
-    if (form) form.parentNode.removeChild(form);
+    removeHandoffEmail();
     forgetHandoff();
     updateHandoffButton();
     if (was && text) addNotice(text);
@@ -1963,7 +1967,7 @@
   function saveHandoff() {
     if (!handingOff()) return;
     var saved = { session: handoff.session, state: handoff.state, after: lastSeenId,
-      email: handoff.emailDone };
+      offline: handoff.offline, email: handoff.emailDone };
     try { localStorage.setItem(HANDOFF_KEY, JSON.stringify(saved)); } catch (e) { /* private mode */ }
   }
   function forgetHandoff() {
@@ -1982,8 +1986,10 @@
     handoff.run++;
     handoff.session = sessionId;
     handoff.state = saved.state === "active" ? "active" : "waiting";
+    handoff.offline = saved.offline === true;
     handoff.emailDone = saved.email === true;
     updateHandoffButton();
+    if (handoff.offline && handoff.state === "waiting") showHandoffEmail(); // not left yet
     pollNow();
   }
 
@@ -2046,10 +2052,7 @@
   function applyUpdates(d) {
     d = d && typeof d === "object" ? d : {};
     var h = d.handoff && typeof d.handoff === "object" ? d.handoff : null;
-    if (h && h.state === "active" && handoff.state !== "active") {
-      handoff.state = "active";
-      addNotice(TH.joined);
-    }
+    if (h && h.state === "active") joined();
     var list = (Array.isArray(d.messages) ? d.messages : []).filter(function (m) {
       var id = m && typeof m === "object" && typeof m.id === "number" ? m.id : NaN;
       return Math.floor(id) === id && id > lastSeenId && id <= Number.MAX_SAFE_INTEGER;
@@ -2071,6 +2074,20 @@
     });
     if (!h || h.state === "closed") endHandoff(TH.back);
     else saveHandoff();
+  }
+
+  /** A person took the conversation: say so once; an email address is no longer needed. */
+  function joined() {
+    if (handoff.state === "active") return;
+    handoff.state = "active";
+    handoff.offline = false;
+    removeHandoffEmail();
+    addNotice(TH.joined);
+  }
+
+  function removeHandoffEmail() {
+    var form = messages.querySelector(".kbchat-handoff-email");
+    if (form) form.parentNode.removeChild(form);
   }
 
   /** Outside hours: an email address for the team to answer to (POST /api/handoff/email). */
