@@ -215,6 +215,8 @@ def test_outside_hours_the_visitor_leaves_an_email(
     expect(form.get_by_role("alert")).to_have_text("Please enter a valid email address.")
     expect(email).to_have_attribute("aria-invalid", "true")
     assert stub.requests("/api/handoff/email") == []
+    page.add_script_tag(path=str(AXE))
+    assert page.evaluate(AUDIT) == []  # the form with its error
     screenshot(page, "handoff", "handoff-offline-email-en.png")
     page.reload()  # not left yet: the form comes back with the conversation
     page.locator(".kbchat-bubble").click()
@@ -262,6 +264,8 @@ def test_an_offer_after_unanswered_questions_shows_the_chip(
     expect(
         page.locator(".kbchat-header").get_by_role("button", name="Talk to a person")
     ).to_be_visible()
+    page.add_script_tag(path=str(AXE))
+    assert page.evaluate(AUDIT) == []  # the chip and the header's button
     screenshot(page, "handoff", "handoff-offer-chip-en.png")
     chip.click()
     expect(page.locator(".kbchat-notice").last).to_have_text("A person will answer here shortly.")
