@@ -19,20 +19,22 @@
  * SAFETY. kbchat serves this file wrapped with two vendored libraries (app/server/widget_bundle.py):
  * marked (markdown -> HTML string) and DOMPurify (HTML string -> sanitised DOM fragment), each in
  * its own function scope, reached through KBCHAT_VENDOR, never through page globals.
- *  - The only text parsed is the model's answer, as markdown, in renderMarkdown(). marked is told to
- *    escape raw HTML (block and inline html tokens render as their escaped source, so `<script>`
- *    shows as text) and to render images as their alt text (no image is ever loaded). Its output
- *    then goes through a private DOMPurify instance with an allow-list of tags (p, br, strong, em,
- *    del, code, pre, lists, blockquote, hr, h1-h6, tables, a) and attributes (href, title, align,
- *    start); DOMPurify drops everything else (script, style, svg, math, iframe, img, form, on*
+ *  - The only text parsed is the model's answer (and a support person's message, see "human
+ *    handoff"), as markdown, in renderAnswer(). marked is told to escape raw HTML (block and
+ *    inline html tokens render as their escaped source, so `<script>` shows as text) and to
+ *    render images as their alt text (no image is ever loaded). Its output then goes through a
+ *    private DOMPurify instance with an allow-list of tags (p, br, strong, em, del, code, pre,
+ *    lists, blockquote, hr, h1-h6, tables, a) and attributes (href, title, align, start);
+ *    DOMPurify drops everything else (script, style, svg, math, iframe, img, form, on*
  *    handlers, style attributes). Links keep an href only if it is absolute http(s) (checked by
  *    DOMPurify's URI regexp and again in a hook) and get target="_blank" rel="noopener nofollow".
  *    The result is a DOM fragment (RETURN_DOM_FRAGMENT), never re-serialised to a string.
  *  - Without the libraries (widget.js served alone) the answer is shown as plain text.
  *  - Everything else (questions, sources, passages, titles, the assistant's name, greeting and
- *    suggestions, error messages) is built with createElement and filled with textContent; URLs
- *    (avatar, a source's document URL) are accepted only as https/http (or a same-origin path for
- *    the avatar) and set as properties. The only other innerHTML is the static TEMPLATE.
+ *    suggestions, error messages, the handoff's notices) is built with createElement and filled
+ *    with textContent; URLs (avatar, a source's document URL) are accepted only as https/http
+ *    (or a same-origin path for the avatar) and set as properties. The only other innerHTML is
+ *    the static TEMPLATE.
  *
  * Global API (handy for tests): window.kbchatWidget = { open(), close(), ask(text) }.
  */
@@ -568,6 +570,7 @@
       .map(function (s) { return s.trim().slice(0, 200); });
     draw();
     applyLeadConfig(c); // lead capture section
+    applyHandoffConfig(c); // handoff section
   }
 
   function applyTheme() {
@@ -1133,7 +1136,7 @@
   function loadHistory() {
     if (!sessionId) return;
     var id = sessionId;
-    fetch(BASE + "/api/sessions/" + encodeURIComponent(id), { headers: authHeaders() })
+    return fetch(BASE + "/api/sessions/" + encodeURIComponent(id), { headers: authHeaders() })
       .then(function (r) {
         if (r.status === 404) { if (sessionId === id) { forgetSession(); sessionId = null; } return null; }
         if (!r.ok) return null;
@@ -1145,8 +1148,11 @@
         removeChips();
         data.messages.forEach(function (m) {
           if (!m) return;
+          noteMessageId(m.id); // handoff section: polls ask for what came after
           if (m.role === "user") {
             addUserMessage(m.content || "");
+          } else if (m.role === "operator") {
+            addOperatorMessage(m.content || ""); // handoff section
           } else {
             var a = addAssistantMessage("");
             a.raw = String(m.content || "");
@@ -1279,7 +1285,11 @@
           renderAnswer(answer, true);
           renderActions(answer, d.message_id, null);
         }
+        handoffAfterAnswer(d); // handoff section: the offer
         scrollToEnd();
+      } else if (ev.event === "handoff") { // handoff section: a person takes this conversation
+        removeTyping();
+        handoffFromChat(d);
       } else if (ev.event === "error") {
         failed = true;
         removeTyping();
@@ -1308,6 +1318,9 @@
         if (!response.body || type.indexOf("text/event-stream") === -1) {
           // A server that ignored stream:true and answered with plain JSON.
           return response.json().then(function (d) {
+            if (d && d.handoff && typeof d.handoff === "object") { // handoff section
+              onEvent({ event: "handoff", data: { state: d.handoff.state, session_id: d.session_id } });
+            }
             if (d && d.answer != null) onEvent({ event: "token", data: { text: d.answer } });
             if (d && d.sources) onEvent({ event: "sources", data: d });
             onEvent({ event: "done", data: d || {} });
@@ -1635,10 +1648,526 @@
     if (leadNeeded()) showLead();
   });
 
+  // ---------------------------------------------------------------- human handoff
+  // An assistant whose config has handoff.enabled lets the visitor ask for a person: a button in
+  // the header, and a chip under an answer whose `done` carries offer_handoff: true. It POSTs
+  // /api/handoff for the conversation (there must be one: before the first question the widget
+  // asks for the question first, since the person needs something to read). The server's
+  // localized `message` is shown as a notice, not as an answer; `offline` (outside hours) adds a
+  // small email form. A `handoff` chat event (the visitor asked for a person in words, or wrote
+  // while one is in the conversation) switches to the same state.
+  // While a handoff is waiting or active, GET /api/sessions/{id}/updates?after=<last id seen> is
+  // polled every POLL_MS, only while the page is visible, longer after each failure and after a
+  // 429's Retry-After. Operator messages get their own bubbles, rendered by renderAnswer (the
+  // one markdown + DOMPurify path, see SAFETY), without sources or feedback. The state is kept
+  // beside the session in localStorage, so a reload polls on; "closed" or a new conversation ends it.
+  var HANDOFF_STRINGS = {
+    en: { talk: "Talk to a person", team: "Support team",
+      first: "Please type your question first, then you can ask for a person.",
+      joined: "You are now talking with the support team.",
+      back: "The assistant is back. Ask me anything.",
+      unread: "New message from the support team",
+      emailIntro: "Leave your email address and we will reply as soon as we can.",
+      emailForm: "Your email address", send: "Send",
+      emailThanks: "Thank you! We will reply to you by email." },
+    de: { talk: "Mit einer Person sprechen", team: "Support-Team",
+      first: "Bitte schreiben Sie zuerst Ihre Frage, dann können Sie nach einer Person fragen.",
+      joined: "Sie sprechen jetzt mit dem Support-Team.",
+      back: "Der Assistent ist zurück. Fragen Sie mich gern.",
+      unread: "Neue Nachricht vom Support-Team",
+      emailIntro: "Hinterlassen Sie Ihre E-Mail-Adresse, wir antworten so bald wie möglich.",
+      emailForm: "Ihre E-Mail-Adresse", send: "Senden",
+      emailThanks: "Danke! Wir antworten Ihnen per E-Mail." },
+    es: { talk: "Hablar con una persona", team: "Equipo de soporte",
+      first: "Escribe primero tu pregunta y luego podrás pedir hablar con una persona.",
+      joined: "Ahora estás hablando con el equipo de soporte.",
+      back: "El asistente ha vuelto. Pregúntame lo que quieras.",
+      unread: "Nuevo mensaje del equipo de soporte",
+      emailIntro: "Déjanos tu correo electrónico y te responderemos lo antes posible.",
+      emailForm: "Tu correo electrónico", send: "Enviar",
+      emailThanks: "¡Gracias! Te responderemos por correo electrónico." },
+    fr: { talk: "Parler à une personne", team: "Équipe d’assistance",
+      first: "Écrivez d’abord votre question, puis vous pourrez demander à parler à une personne.",
+      joined: "Vous échangez maintenant avec l’équipe d’assistance.",
+      back: "L’assistant est de retour. Posez-moi vos questions.",
+      unread: "Nouveau message de l’équipe d’assistance",
+      emailIntro: "Laissez votre adresse e-mail et nous vous répondrons dès que possible.",
+      emailForm: "Votre adresse e-mail", send: "Envoyer",
+      emailThanks: "Merci ! Nous vous répondrons par e-mail." },
+    it: { talk: "Parla con una persona", team: "Team di assistenza",
+      first: "Scrivi prima la tua domanda, poi potrai chiedere di parlare con una persona.",
+      joined: "Ora stai parlando con il team di assistenza.",
+      back: "L’assistente è tornato. Chiedimi pure.",
+      unread: "Nuovo messaggio dal team di assistenza",
+      emailIntro: "Lascia il tuo indirizzo email e ti risponderemo al più presto.",
+      emailForm: "Il tuo indirizzo email", send: "Invia",
+      emailThanks: "Grazie! Ti risponderemo via email." },
+    pt: { talk: "Falar com uma pessoa", team: "Equipe de suporte",
+      first: "Escreva sua pergunta primeiro; depois você pode pedir para falar com uma pessoa.",
+      joined: "Agora você está falando com a equipe de suporte.",
+      back: "O assistente está de volta. Pergunte o que quiser.",
+      unread: "Nova mensagem da equipe de suporte",
+      emailIntro: "Deixe seu e-mail e responderemos o mais rápido possível.",
+      emailForm: "Seu e-mail", send: "Enviar",
+      emailThanks: "Obrigado! Responderemos por e-mail." },
+    nl: { talk: "Met een medewerker praten", team: "Supportteam",
+      first: "Typ eerst je vraag, daarna kun je om een medewerker vragen.",
+      joined: "Je praat nu met het supportteam.",
+      back: "De assistent is terug. Vraag maar raak.",
+      unread: "Nieuw bericht van het supportteam",
+      emailIntro: "Laat je e-mailadres achter, dan antwoorden we zo snel mogelijk.",
+      emailForm: "Je e-mailadres", send: "Verzenden",
+      emailThanks: "Bedankt! We antwoorden je per e-mail." },
+    ru: { talk: "Связаться с сотрудником", team: "Служба поддержки",
+      first: "Сначала напишите свой вопрос, затем можно позвать сотрудника.",
+      joined: "Теперь с вами общается служба поддержки.",
+      back: "Ассистент снова на связи. Задавайте вопросы.",
+      unread: "Новое сообщение от службы поддержки",
+      emailIntro: "Оставьте адрес эл. почты, и мы ответим как можно скорее.",
+      emailForm: "Ваш адрес эл. почты", send: "Отправить",
+      emailThanks: "Спасибо! Мы ответим вам по эл. почте." },
+    zh: { talk: "联系人工客服", team: "客服团队",
+      first: "请先输入您的问题，然后即可请求人工客服。",
+      joined: "您现在正在与客服团队交谈。",
+      back: "智能助手已回来，欢迎继续提问。",
+      unread: "客服团队发来新消息",
+      emailIntro: "请留下您的电子邮箱，我们会尽快回复。",
+      emailForm: "您的电子邮箱", send: "发送",
+      emailThanks: "谢谢！我们会通过电子邮件回复您。" },
+    ja: { talk: "担当者と話す", team: "サポートチーム",
+      first: "まず質問を入力してください。その後、担当者をお呼びできます。",
+      joined: "ただいまサポートチームが対応しています。",
+      back: "アシスタントに戻りました。何でもお尋ねください。",
+      unread: "サポートチームから新しいメッセージ",
+      emailIntro: "メールアドレスをご入力いただければ、できるだけ早くご返信します。",
+      emailForm: "メールアドレス", send: "送信",
+      emailThanks: "ありがとうございます！メールでご返信します。" },
+    ar: { talk: "التحدث مع شخص", team: "فريق الدعم",
+      first: "يرجى كتابة سؤالك أولاً، ثم يمكنك طلب التحدث مع شخص.",
+      joined: "أنت الآن تتحدث مع فريق الدعم.",
+      back: "عاد المساعد. اسألني عن أي شيء.",
+      unread: "رسالة جديدة من فريق الدعم",
+      emailIntro: "اترك بريدك الإلكتروني وسنرد عليك في أقرب وقت ممكن.",
+      emailForm: "بريدك الإلكتروني", send: "إرسال",
+      emailThanks: "شكرًا! سنرد عليك عبر البريد الإلكتروني." },
+  };
+  var TH = HANDOFF_STRINGS[LANG] || HANDOFF_STRINGS.en;
+  var HANDOFF_CSS = [
+    ".kbchat-bubble { position: relative; }",
+    ".kbchat-bubble.kbchat-unread::after { content: ''; position: absolute; top: 0;",
+    "  inset-inline-end: 0; width: 14px; height: 14px; border-radius: 7px; background: #d1242f;",
+    "  border: 2px solid #ffffff; }",
+    ".kbchat-header .kbchat-handoff svg { width: 20px; height: 20px; display: block;",
+    "  fill: var(--kb-on-accent); }",
+    ".kbchat-notice { align-self: center; max-width: 92%; padding: 4px 12px; border-radius: 12px;",
+    "  border: 1px dashed var(--kb-border); text-align: center; white-space: pre-wrap;",
+    "  overflow-wrap: anywhere; }",
+    ".kbchat-notice, .kbchat-root .kbchat-notice { font-size: 13px; line-height: 18px;",
+    "  color: var(--kb-muted); }",
+    ".kbchat-msg-operator { align-self: flex-start; background: var(--kb-bg);",
+    "  border: 1px solid var(--kb-border); border-inline-start: 4px solid var(--kb-accent); }",
+    ".kbchat-operator-name { display: block; margin-bottom: 2px; font-size: 12px; line-height: 16px;",
+    "  font-weight: 700; color: var(--kb-muted); }",
+    ".kbchat-handoff-offer { align-self: flex-start; }",
+    ".kbchat-handoff-chip { gap: 6px; padding: 6px 12px; border-radius: 16px;",
+    "  background: var(--kb-accent); font-weight: 600; }",
+    ".kbchat-handoff-chip, .kbchat-handoff-chip * { color: var(--kb-on-accent); }",
+    ".kbchat-handoff-chip svg { width: 16px; height: 16px; display: block;",
+    "  fill: var(--kb-on-accent); }",
+    ".kbchat-handoff-chip:hover { filter: brightness(0.92); }",
+    ".kbchat-handoff-email { align-self: stretch; display: flex; flex-direction: column; gap: 6px;",
+    "  margin: 0; padding: 10px 12px; border: 1px solid var(--kb-border); border-radius: 12px;",
+    "  background: var(--kb-bg); }",
+    ".kbchat-handoff-email p { margin: 0; }",
+    ".kbchat-handoff-email label { font-weight: 600; }",
+    ".kbchat-handoff-email-row { display: flex; gap: 8px; }",
+    ".kbchat-handoff-email input { flex: 1 1 auto; min-width: 0; height: 38px; margin: 0;",
+    "  padding: 0 10px; border: 1px solid var(--kb-border); border-radius: 8px;",
+    "  background: var(--kb-bg); color: var(--kb-fg); }",
+    ".kbchat-handoff-email input[aria-invalid=true] { border-color: var(--kb-error-fg); }",
+    ".kbchat-handoff-email input:focus-visible { outline: 3px solid var(--kb-accent);",
+    "  outline-offset: 2px; }",
+    ".kbchat-handoff-email-error { color: var(--kb-error-fg); }",
+    ".kbchat-handoff-email-error:empty { display: none; }",
+    ".kbchat-handoff-email button { height: 38px; padding: 0 14px; border-radius: 8px;",
+    "  background: var(--kb-accent); color: var(--kb-on-accent); font-weight: 600; }",
+  ].join("\n");
+  addStyles(shadow, HANDOFF_CSS);
+
+  var HANDOFF_KEY = "kbchat:" + ID + ":handoff"; // {session, state, after, email} of the open handoff
+  var POLL_MS = 3000;
+  var POLL_MAX_MS = 60000;
+  var EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/; // the lead form's check
+  var PERSON = "M12 12c2.21 0 4-1.79 4-4s-1.79-4-4-4-4 1.79-4 4 1.79 4 4 4zm0 2c-2.67 0-8 1.34-8 " +
+    "4v2h16v-2c0-2.66-5.33-4-8-4z";
+  // state: null, "waiting" or "active"; run: bumped when a handoff ends, so a late answer of an
+  // old poll changes nothing; skipped: a poll fell due while the page was hidden
+  var handoff = { enabled: false, state: null, session: null, run: 0, timer: null, polling: false,
+    failures: 0, skipped: false, offline: false, emailDone: false, busy: false };
+  var lastSeenId = 0; // the highest message id this conversation has shown (the `after` of a poll)
+
+  var handoffBtn = button("kbchat-handoff", null, TH.talk);
+  handoffBtn.appendChild(icon(PERSON));
+  handoffBtn.hidden = true;
+  newBtn.parentNode.insertBefore(handoffBtn, newBtn);
+  handoffBtn.addEventListener("click", requestHandoff);
+
+  function handingOff() { return handoff.state === "waiting" || handoff.state === "active"; }
+
+  /** config.handoff.enabled, strictly true; anything else (missing, "yes") is off. */
+  function applyHandoffConfig(c) {
+    var h = c && c.handoff && typeof c.handoff === "object" ? c.handoff : {};
+    handoff.enabled = h.enabled === true;
+    updateHandoffButton();
+  }
+
+  function updateHandoffButton() { handoffBtn.hidden = !handoff.enabled || handingOff(); }
+
+  function noteMessageId(id) {
+    var n = typeof id === "number" ? id : NaN; // not "7", not true
+    if (Math.floor(n) === n && n > lastSeenId && n <= Number.MAX_SAFE_INTEGER) lastSeenId = n;
+  }
+
+  /** A line from the widget or the server about the conversation itself: not an answer. */
+  function addNotice(text) {
+    var node = el("div", "kbchat-notice", text);
+    node.setAttribute("role", "status");
+    node.setAttribute("dir", "auto");
+    messages.appendChild(node);
+    scrollToEnd();
+    return node;
+  }
+
+  /** An operator's message: labelled with the team's name, markdown sanitised like an answer. */
+  function addOperatorMessage(text, live) {
+    if (live && !isOpen()) { // the visitor closed the panel while waiting: a dot on the launcher
+      bubble.classList.add("kbchat-unread");
+      bubble.setAttribute("aria-label", T.open + " \u2014 " + TH.unread);
+    }
+    var node = el("div", "kbchat-msg kbchat-msg-operator");
+    node.appendChild(el("span", "kbchat-operator-name", TH.team));
+    var textEl = el("div", "kbchat-text");
+    textEl.setAttribute("dir", "auto");
+    node.appendChild(textEl);
+    messages.appendChild(node);
+    renderAnswer({ node: node, text: textEl, raw: String(text), sources: null, final: false }, true);
+    scrollToEnd();
+  }
+
+  function removeOffers() {
+    var offers = messages.querySelectorAll(".kbchat-handoff-offer");
+    Array.prototype.slice.call(offers).forEach(function (n) { n.parentNode.removeChild(n); });
+  }
+
+  /** The prominent "Talk to a person" under an answer the assistant could not give. */
+  function offerHandoff() {
+    removeOffers();
+    var wrap = el("div", "kbchat-handoff-offer");
+    var chip = button("kbchat-handoff-chip", TH.talk);
+    chip.insertBefore(icon(PERSON), chip.firstChild);
+    chip.addEventListener("click", requestHandoff);
+    wrap.appendChild(chip);
+    messages.appendChild(wrap);
+    scrollToEnd();
+  }
+
+  /** Called by ask() on `done`: the answer's id, and the offer when the server makes one. */
+  function handoffAfterAnswer(d) {
+    noteMessageId(d.message_id);
+    if (d.offer_handoff === true && handoff.enabled && !handingOff()) offerHandoff();
+  }
+
+  /** Called by ask() on a `handoff` event (or a non-stream body's `handoff`). */
+  function handoffFromChat(d) {
+    d = d && typeof d === "object" ? d : {};
+    if (typeof d.session_id === "string" && d.session_id) {
+      sessionId = d.session_id;
+      storeSession(sessionId);
+    }
+    if (!sessionId) return;
+    startHandoff(d.state === "active" || d.state === "offline" ? d.state : "waiting");
+  }
+
+  /** POST /api/handoff for this conversation; the answer's message is shown as a notice. */
+  function requestHandoff() {
+    if (handoff.busy) return;
+    if (!sessionId) {
+      addNotice(TH.first);
+      input.focus();
+      return;
+    }
+    var session = sessionId;
+    handoff.busy = true;
+    fetch(BASE + "/api/handoff", {
+      method: "POST",
+      headers: authHeaders({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ session_id: session }),
+    }).then(function (r) {
+      if (!r.ok) {
+        if (r.status === 404 && sessionId === session) { forgetSession(); sessionId = null; }
+        if (r.status === 403) { // switched off since the config was cached: no button then
+          r.clone().json().then(function (p) {
+            if (!p || p.code !== "handoff_disabled") return;
+            handoff.enabled = false;
+            removeOffers();
+            updateHandoffButton();
+          }, function () { /* not a problem document */ });
+        }
+        return errorText(r).then(addError);
+      }
+      return r.json().then(function (d) {
+        if (sessionId !== session) return; // a new conversation meanwhile
+        d = d && typeof d === "object" ? d : {};
+        var message = typeof d.message === "string" ? d.message.trim().slice(0, 1000) : "";
+        if (message) addNotice(message); // the server's text, as text
+        startHandoff(d.state === "active" || d.state === "offline" ? d.state : "waiting");
+      });
+    }).catch(function () { addError(T.error); })
+      .then(function () { handoff.busy = false; });
+  }
+
+  /** Enter (or stay in) the handoff state; "offline" is a waiting handoff plus the email form. */
+  function startHandoff(state) {
+    var already = handingOff() && handoff.session === sessionId;
+    if (!already) {
+      handoff.run++;
+      handoff.failures = 0;
+      handoff.polling = false;
+      handoff.offline = false;
+      handoff.emailDone = false;
+    }
+    handoff.session = sessionId;
+    if (already && state === "active") joined();
+    else if (!already) handoff.state = state === "active" ? "active" : "waiting";
+    removeOffers();
+    updateHandoffButton();
+    if (state === "offline" && handoff.state !== "active") {
+      handoff.offline = true;
+      showHandoffEmail();
+    }
+    saveHandoff();
+    if (!already) pollNow();
+  }
+
+  /** Leave the handoff state: no more polling; `text` is said when one was open. */
+  function endHandoff(text) {
+    var was = handingOff();
+    handoff.run++;
+    clearTimeout(handoff.timer);
+    handoff.timer = null;
+    handoff.polling = false;
+    handoff.state = null;
+    handoff.session = null;
+    removeHandoffEmail();
+    forgetHandoff();
+    updateHandoffButton();
+    if (was && text) addNotice(text);
+  }
+
+  function saveHandoff() {
+    if (!handingOff()) return;
+    var saved = { session: handoff.session, state: handoff.state, after: lastSeenId,
+      offline: handoff.offline, email: handoff.emailDone };
+    try { localStorage.setItem(HANDOFF_KEY, JSON.stringify(saved)); } catch (e) { /* private mode */ }
+  }
+  function forgetHandoff() {
+    try { localStorage.removeItem(HANDOFF_KEY); } catch (e) { /* private mode */ }
+  }
+
+  /** After the history of a reloaded page: a handoff kept with this conversation polls on. */
+  function resumeHandoff() {
+    var saved = null;
+    try { saved = JSON.parse(localStorage.getItem(HANDOFF_KEY) || "null"); } catch (e) { saved = null; }
+    if (!saved || typeof saved !== "object" || !sessionId || saved.session !== sessionId) {
+      forgetHandoff();
+      return;
+    }
+    noteMessageId(saved.after); // when the history could not be read
+    handoff.run++;
+    handoff.session = sessionId;
+    handoff.state = saved.state === "active" ? "active" : "waiting";
+    handoff.offline = saved.offline === true;
+    handoff.emailDone = saved.email === true;
+    updateHandoffButton();
+    if (handoff.offline && handoff.state === "waiting") showHandoffEmail(); // not left yet
+    pollNow();
+  }
+
+  function schedulePoll(ms) {
+    clearTimeout(handoff.timer);
+    handoff.timer = setTimeout(pollNow, ms);
+  }
+
+  /** The next wait after a failed poll: 6 s, 12 s, … up to a minute. */
+  function backoffMs() {
+    handoff.failures = Math.min(handoff.failures + 1, 10);
+    return Math.min(POLL_MAX_MS, POLL_MS * Math.pow(2, handoff.failures));
+  }
+
+  function pollNow() {
+    clearTimeout(handoff.timer);
+    handoff.timer = null;
+    if (!handingOff() || handoff.polling) return;
+    if (document.visibilityState === "hidden") { handoff.skipped = true; return; }
+    handoff.skipped = false;
+    // a chat in flight may still bring the id of a message it stored (the phrase's reply): ask
+    // after it, or that message would come back as news
+    if (streaming) { schedulePoll(POLL_MS); return; }
+    handoff.polling = true;
+    var run = handoff.run;
+    var url = BASE + "/api/sessions/" + encodeURIComponent(handoff.session) +
+      "/updates?after=" + lastSeenId;
+    fetch(url, { headers: authHeaders(), cache: "no-store" })
+      .then(function (r) {
+        if (run !== handoff.run) return 0;
+        if (r.status === 429) {
+          var wait = parseInt(r.headers.get("Retry-After") || "", 10);
+          return wait >= 0 ? Math.min(Math.max(wait, 3), 600) * 1000 : backoffMs();
+        }
+        if (r.status === 401 || r.status === 403 || r.status === 404) { // gone, or no longer ours
+          endHandoff(null);
+          return 0;
+        }
+        if (!r.ok) return backoffMs();
+        return r.json().then(function (d) {
+          if (run !== handoff.run) return 0;
+          handoff.failures = 0;
+          applyUpdates(d);
+          return POLL_MS;
+        });
+      })
+      .catch(function () { return run === handoff.run ? backoffMs() : 0; })
+      .then(function (wait) {
+        if (run !== handoff.run) return;
+        handoff.polling = false;
+        if (wait && handingOff()) schedulePoll(wait);
+      });
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState !== "hidden" && handoff.skipped) pollNow();
+  });
+
+  /** One poll's answer: who joined, the new messages in id order, and whether it is over. */
+  function applyUpdates(d) {
+    d = d && typeof d === "object" ? d : {};
+    var h = d.handoff && typeof d.handoff === "object" ? d.handoff : null;
+    if (h && h.state === "active") joined();
+    var list = (Array.isArray(d.messages) ? d.messages : []).filter(function (m) {
+      var id = m && typeof m === "object" && typeof m.id === "number" ? m.id : NaN;
+      return Math.floor(id) === id && id > lastSeenId && id <= Number.MAX_SAFE_INTEGER;
+    }).slice(0, 200);
+    list.sort(function (a, b) { return a.id - b.id; });
+    list.forEach(function (m) {
+      if (m.id <= lastSeenId) return; // the same id twice
+      noteMessageId(m.id);
+      var text = typeof m.content === "string" ? m.content.slice(0, 20000) : "";
+      if (!text) return;
+      if (m.role === "operator") {
+        addOperatorMessage(text, true);
+      } else if (m.role === "assistant") { // the assistant answers again: like any answer
+        var a = addAssistantMessage("");
+        a.raw = text;
+        renderAnswer(a, true);
+        renderActions(a, m.id, null);
+      }
+    });
+    if (!h || h.state === "closed") endHandoff(TH.back);
+    else saveHandoff();
+  }
+
+  /** A person took the conversation: say so once; an email address is no longer needed. */
+  function joined() {
+    if (handoff.state === "active") return;
+    handoff.state = "active";
+    handoff.offline = false;
+    removeHandoffEmail();
+    addNotice(TH.joined);
+  }
+
+  function removeHandoffEmail() {
+    var form = messages.querySelector(".kbchat-handoff-email");
+    if (form) form.parentNode.removeChild(form);
+  }
+
+  /** Outside hours: an email address for the team to answer to (POST /api/handoff/email). */
+  function showHandoffEmail() {
+    if (handoff.emailDone || messages.querySelector(".kbchat-handoff-email")) return;
+    var view = el("form", "kbchat-handoff-email");
+    view.noValidate = true;
+    view.setAttribute("aria-label", TH.emailForm);
+    view.appendChild(el("p", "", TH.emailIntro));
+    var label = el("label", "", TL.email);
+    label.setAttribute("for", "kbchat-handoff-email");
+    view.appendChild(label);
+    var row = el("div", "kbchat-handoff-email-row");
+    var field = el("input");
+    field.type = "email";
+    field.id = "kbchat-handoff-email";
+    field.autocomplete = "email";
+    field.maxLength = 254;
+    field.required = true;
+    field.setAttribute("aria-describedby", "kbchat-handoff-email-error");
+    row.appendChild(field);
+    var send = el("button", "", TH.send);
+    send.type = "submit";
+    row.appendChild(send);
+    view.appendChild(row);
+    var error = el("p", "kbchat-handoff-email-error");
+    error.id = "kbchat-handoff-email-error";
+    error.setAttribute("role", "alert");
+    view.appendChild(error);
+
+    function invalid(text) {
+      error.textContent = text;
+      if (text === TL.needEmail) { field.setAttribute("aria-invalid", "true"); field.focus(); }
+      else field.removeAttribute("aria-invalid");
+    }
+    view.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var email = field.value.trim();
+      if (send.disabled) return;
+      if (!EMAIL.test(email)) return invalid(TL.needEmail);
+      invalid("");
+      send.disabled = true;
+      var session = handoff.session;
+      fetch(BASE + "/api/handoff/email", {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ session_id: session, email: email }),
+      }).then(function (r) {
+        if (r.status === 422) return invalid(TL.needEmail);
+        if (!r.ok) return errorText(r).then(invalid);
+        if (view.parentNode) view.parentNode.removeChild(view);
+        handoff.emailDone = true;
+        saveHandoff();
+        addNotice(TH.emailThanks);
+        input.focus();
+      }).catch(function () { invalid(T.error); })
+        .then(function () { send.disabled = false; });
+    });
+    messages.appendChild(view);
+    scrollToEnd();
+    if (isOpen()) field.focus();
+  }
+
+  bubble.addEventListener("click", function () { // after open() or close(): seen once opened
+    if (isOpen()) bubble.classList.remove("kbchat-unread");
+    else if (bubble.classList.contains("kbchat-unread")) {
+      bubble.setAttribute("aria-label", T.open + " \u2014 " + TH.unread);
+    }
+  });
+
+  newBtn.addEventListener("click", function () { // a new conversation: no handoff, nothing seen
+    endHandoff(null);
+    lastSeenId = 0;
+    updateHandoffButton();
+  });
+
   // ---------------------------------------------------------------- start
   function mount() {
     document.body.appendChild(host);
-    loadHistory();
+    Promise.resolve(loadHistory()).then(resumeHandoff); // handoff section: a reload polls on
     if (PAGE) {
       root.classList.add("mode-page");
       panel.setAttribute("role", "main");
