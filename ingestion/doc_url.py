@@ -1,12 +1,12 @@
 """A document's own web address, where the document states one, for the citation's link.
 
 HTML states it as ``<link rel="canonical">`` (else ``<meta property="og:url">``), Markdown and
-text files in YAML front matter (``url:``, else ``source_url:``, else ``canonical_url:``). The
-address reaches visitors as a link, so only an absolute http(s) URL of at most
-``MAX_URL_CHARS`` characters, without credentials, whitespace or control characters is kept
-(`web_url`); anything else is dropped with a debug line and the document is ingested without it.
-Retrieval checks stored addresses again, so a value written straight into the store is held to
-the same rule.
+text files in YAML front matter (``url:``, else ``source_url:``, else ``canonical_url:``; the
+block is metadata, so it is taken out of the text). The address reaches visitors as a link, so
+only an absolute http(s) URL of at most ``MAX_URL_CHARS`` characters, without credentials,
+whitespace or control characters is kept (`web_url`); anything else is dropped with a debug line
+and the document is ingested without it. Retrieval checks stored addresses again, so a value
+written straight into the store is held to the same rule.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,26 +75,37 @@ def html_url(soup: Any) -> str:
     return ""
 
 
-def front_matter_url(text: str) -> str:
-    """The ``url`` (or ``source_url``, ``canonical_url``) of a leading YAML front matter block.
+@dataclass(frozen=True)
+class FrontMatter:
+    """A text file's content without its front matter, and the address the front matter gave."""
 
-    A broken or hostile block is not the document's fault: it yields "" and the text is ingested
-    as it is."""
+    body: str
+    url: str = ""
+
+
+def front_matter(text: str) -> FrontMatter:
+    """Split a leading YAML front matter block (a mapping between ``---`` lines) off ``text`` and
+    read its ``url`` (else ``source_url``, else ``canonical_url``).
+
+    The block is metadata, not content: left in, it would be embedded and quoted in passages. A
+    block that is not a YAML mapping (a broken or hostile one, or a thematic break) is left in
+    the text, as is any longer than ``MAX_FRONT_MATTER_CHARS``; either way the file loads."""
     if not text.startswith("---"):
-        return ""
+        return FrontMatter(text)
     match = _FRONT_MATTER_RE.match(text[: MAX_FRONT_MATTER_CHARS + 8])
     if match is None:
-        return ""
+        return FrontMatter(text)
     import yaml
 
     try:
         data = yaml.safe_load(match.group(1))
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         logger.debug("front matter not parsed, no document URL: %s", type(exc).__name__)
-        return ""
+        return FrontMatter(text)
     if not isinstance(data, dict):
-        return ""
+        return FrontMatter(text)
+    body = text[match.end() :]
     for key in FRONT_MATTER_KEYS:
         if key in data:
-            return _kept(data[key], f"front matter '{key}'")
-    return ""
+            return FrontMatter(body, _kept(data[key], f"front matter '{key}'"))
+    return FrontMatter(body)

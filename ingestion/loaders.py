@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingestion.doc_url import front_matter_url, html_url
+from ingestion.doc_url import front_matter, html_url
 
 logger = logging.getLogger(__name__)
 
@@ -751,14 +751,12 @@ def load_bytes(data: bytes, name: str, max_chars: int = DEFAULT_MAX_CHARS) -> Lo
         markup = ext in _HTML_EXTENSIONS
         limit = max_chars * MARKUP_PER_CHAR if markup else max_chars
         got = decode(data, limit)
-        if ext in _MARKDOWN_EXTENSIONS:
-            doc = _load_markdown(got.text, got.encoding, stem)
-        elif markup:
+        if markup:
             doc = _load_html(got.text, got.encoding, stem)
         else:
-            doc = _load_plain(got.text, got.encoding, stem)
-        if not markup:
-            doc = dataclasses.replace(doc, url=front_matter_url(got.text))
+            matter = front_matter(got.text)
+            load = _load_markdown if ext in _MARKDOWN_EXTENSIONS else _load_plain
+            doc = dataclasses.replace(load(matter.body, got.encoding, stem), url=matter.url)
         cut = f"text cut at {limit} {'characters of markup' if markup else 'characters'}"
         doc = dataclasses.replace(doc, cut=cut if got.cut else "", notes=got.notes)
     if len(doc.text) > max_chars:  # html text, after markup was already bounded

@@ -108,15 +108,21 @@ def test_html_hostile_canonical_is_dropped_and_the_page_still_loads(
         ("url: [https://example.com/x]", ".md", ""),  # not a string
         ("url: 12", ".md", ""),
         ("url: &a [*a]", ".md", ""),  # aliases
-        ("url: [[[[[[[[[[[[[[[[", ".md", ""),  # broken YAML
-        ("- just\n- a list", ".md", ""),
         ("author: someone", ".md", ""),
     ],
 )
-def test_front_matter_url(lines: str, ext: str, expected: str) -> None:
+def test_front_matter_url_and_the_block_is_not_content(lines: str, ext: str, expected: str) -> None:
     data, name = front(lines, ext)
     doc = load_bytes(data, name)
-    assert doc.url == expected and "thirty days" in doc.text
+    assert doc.url == expected and doc.title.endswith("Returns")  # not "---"
+    assert doc.text.startswith("# Returns") and "thirty days" in doc.text
+
+
+@pytest.mark.parametrize("lines", ["url: [[[[[[[[[[[[[[[[", "- just\n- a list", "Plain words"])
+def test_a_block_that_is_not_a_yaml_mapping_stays_in_the_text(lines: str) -> None:
+    data, name = front(lines)
+    doc = load_bytes(data, name)
+    assert doc.url == "" and doc.text.startswith("---\n") and "thirty days" in doc.text
 
 
 def test_front_matter_only_at_the_very_start_and_only_when_closed() -> None:

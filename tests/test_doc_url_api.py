@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from ingestion.doc_url import MAX_URL_CHARS
 from tests.openai_stub import OpenAIStub, condensing
 
 pytestmark = pytest.mark.integration
 
 RETURNS_URL = "https://shop.example.com/help/returns"
-MONORAIL_URL = "https://example.org/wuppertal/schwebebahn"
+BASE = "https://example.org/wuppertal/schwebebahn?ref="
+MONORAIL_URL = BASE + "x" * (MAX_URL_CHARS - len(BASE))  # as long as an address may be
 DOCS = {
     "returns.md": f"---\ntitle: Returns\nurl: {RETURNS_URL}\n---\n# Returns\n\n"
     "Items can be returned within thirty days of delivery for a full refund.",
@@ -106,6 +108,7 @@ def test_sources_carry_the_url_through_the_api_and_the_stored_conversation(
         assert r.status_code == 200
         body = r.json()
         assert body["sources"][0]["source"] == "returns.md"
+        assert body["sources"][0]["text"].startswith("# Returns")  # front matter is not content
         assert urls(body["sources"]) == EXPECTED
         conversation = client.get(f"/api/sessions/{body['session_id']}").json()
         assert urls(conversation["messages"][1]["sources"]) == EXPECTED
