@@ -199,6 +199,8 @@ def search(
             f"  score {h.score:.4f}",
             highlight=False,
         )
+        if h.url:  # checked at ingestion and retrieval: http(s), no control characters
+            out.print(f"   {h.url}", highlight=False, markup=False, soft_wrap=True)
         out.print(f"   {h.text[:400]}", highlight=False, markup=False)
 
 
@@ -220,6 +222,8 @@ def _print_sources(result: Any) -> None:
             highlight=False,
             markup=False,
         )
+        if s.url:  # checked at ingestion and retrieval: http(s), no control characters
+            out.print(f"     {s.url}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

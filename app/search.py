@@ -27,6 +27,7 @@ class Hit:
     chunk_index: int
     page: int | None = None
     ranking_score: float | None = None  # what ranked it: the cosine minus its language offset
+    url: str | None = None  # the document's own web address, when it states one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,7 +46,17 @@ def search(
         settings, collection_name=collection_name, k=k, embedder=embedder, client=client
     )
     return [
-        Hit(s.source, s.title, s.language, s.score, s.text, s.chunk_index, s.page, s.ranking_score)
+        Hit(
+            s.source,
+            s.title,
+            s.language,
+            s.score,
+            s.text,
+            s.chunk_index,
+            s.page,
+            s.ranking_score,
+            s.url,
+        )
         for s in retriever.retrieve(query)
     ]
 

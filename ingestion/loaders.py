@@ -11,6 +11,8 @@ HTML markup is cut and docx XML refused above ``MARKUP_PER_CHAR * max_chars`` be
 PDF/docx extraction stops at ``max_chars``. What was cut is said in ``LoadedDocument.cut``.
 
 HTML keeps only a page's main content (see `html_to_text`) and records its ``lang`` attribute.
+A document's own web address, where it states one, is kept in ``LoadedDocument.url`` (see
+`ingestion.doc_url`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ingestion.doc_url import front_matter, html_url
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,7 @@ class LoadedDocument:
     cut: str = ""  # why and where the text was cut short ("" when complete)
     notes: tuple[str, ...] = ()  # guesses worth telling the user (encoding fallbacks)
     language: str = ""  # the language the file declares (HTML lang="..."), "" when none
+    url: str = ""  # the document's own http(s) address (canonical, front matter), "" when none
 
     @property
     def text(self) -> str:
@@ -473,11 +478,12 @@ def _drop_chrome(soup: Any) -> None:
 
 @dataclass(frozen=True)
 class HtmlPage:
-    """What an HTML page yields: main text ('#' headings), title and declared language."""
+    """What an HTML page yields: main text ('#' headings), title, declared language and address."""
 
     text: str
     title: str
     language: str = ""
+    url: str = ""
 
 
 def html_to_text(html: str) -> HtmlPage:
@@ -496,6 +502,7 @@ def html_to_text(html: str) -> HtmlPage:
 
     soup = BeautifulSoup(html, "lxml")
     language = _declared_language(soup)
+    url = html_url(soup)  # in <head>, which is dropped below
     title = ""
     if soup.title is not None:
         title = _collapse(soup.title.get_text())
@@ -523,7 +530,7 @@ def html_to_text(html: str) -> HtmlPage:
                 kept = _keep_main(_blocks(soup), main)
     if not any(not b.startswith("#") for b in kept):
         kept = _blocks(soup)
-    return HtmlPage("\n\n".join(kept), title, language)
+    return HtmlPage("\n\n".join(kept), title, language, url)
 
 
 def _load_html(text: str, encoding: str, stem: str) -> LoadedDocument:
@@ -532,7 +539,7 @@ def _load_html(text: str, encoding: str, stem: str) -> LoadedDocument:
     except RecursionError as exc:
         raise BrokenFile("HTML nested too deeply") from exc
     doc = _converted(page.text, page.title, stem, encoding)
-    return dataclasses.replace(doc, language=page.language)
+    return dataclasses.replace(doc, language=page.language, url=page.url)
 
 
 # --------------------------------------------------------------------------- pdf
@@ -744,12 +751,12 @@ def load_bytes(data: bytes, name: str, max_chars: int = DEFAULT_MAX_CHARS) -> Lo
         markup = ext in _HTML_EXTENSIONS
         limit = max_chars * MARKUP_PER_CHAR if markup else max_chars
         got = decode(data, limit)
-        if ext in _MARKDOWN_EXTENSIONS:
-            doc = _load_markdown(got.text, got.encoding, stem)
-        elif markup:
+        if markup:
             doc = _load_html(got.text, got.encoding, stem)
         else:
-            doc = _load_plain(got.text, got.encoding, stem)
+            matter = front_matter(got.text)
+            load = _load_markdown if ext in _MARKDOWN_EXTENSIONS else _load_plain
+            doc = dataclasses.replace(load(matter.body, got.encoding, stem), url=matter.url)
         cut = f"text cut at {limit} {'characters of markup' if markup else 'characters'}"
         doc = dataclasses.replace(doc, cut=cut if got.cut else "", notes=got.notes)
     if len(doc.text) > max_chars:  # html text, after markup was already bounded

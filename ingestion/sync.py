@@ -462,6 +462,8 @@ class FolderSync:
         }
         if chunk.page is not None:
             meta["page"] = chunk.page
+        if item.doc.url:  # Chroma refuses None values: no key when the document has no address
+            meta["url"] = item.doc.url
         return meta
 
     def _delete(self, where: dict[str, Any]) -> int:

@@ -76,3 +76,22 @@ def test_version() -> None:
     from app import __version__
 
     assert invoke("--version") == f"kbchat {__version__}\n"
+
+
+def test_search_and_ask_print_a_source_address_under_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "https://docs.example.com/akku?x=[b]1[/b]"  # brackets printed literally, not as markup
+    hit = Hit("akku.md", "Akku", "de", 0.9, "Der Akku hält.", 0, url=url)
+    monkeypatch.setattr("app.search.search", lambda *a, **kw: [hit])
+    assert f"  score 0.9000\n   {url}\n   Der Akku hält." in invoke("search", "Akku")
+
+    class Chain:
+        def stream(self, question: str) -> Iterator[Any]:
+            sources = [
+                Source(1, "akku.md", "Akku", "de", 0.8, "Der Akku hält.", url=url),
+                Source(2, "b.md", "B", "de", 0.7, "B."),
+            ]
+            yield Done(ChatResult("Acht Jahre [1].", sources, "de", "llm", True, cited=[1]))
+
+    monkeypatch.setattr("app.cli._chain", lambda collection: Chain())
+    output = invoke("ask", "Wie lange hält der Akku?")
+    assert f"*[1] akku.md  [de]  score 0.8000\n     {url}\n [2] b.md" in output, output

@@ -19,6 +19,7 @@ import numpy as np
 
 from app.chat.ranking import Ranker, best_sentences
 from app.chat.types import Source
+from ingestion.doc_url import web_url
 from ingestion.sentences import META_KEY as SENTENCE_KEY
 from ingestion.sentences import unpack
 
@@ -160,6 +161,7 @@ class Retriever:
                     section=str(meta.get("section", "")),
                     chunk_index=int(meta.get("chunk_index", 0)),
                     ranking_score=None if ranking is None else round(ranking, 4),
+                    url=web_url(meta.get("url")),  # checked again: the store is not trusted
                 )
             )
         return sources

@@ -254,7 +254,8 @@
   /** An absolute http(s) URL as a string, or "" (javascript:, data:, relative… are refused). */
   function webUrl(value) {
     var s = String(value || "").trim();
-    if (!/^https?:\/\//i.test(s) || s.length > 2000) return "";
+    // 2048: what ingestion keeps (ingestion/doc_url.py MAX_URL_CHARS)
+    if (!/^https?:\/\//i.test(s) || s.length > 2048) return "";
     try { return new URL(s).href; } catch (e) { return ""; }
   }
 
