@@ -126,17 +126,17 @@ class ChatHandlers:
         else:
             status = ""
         if key is None:
-            kb = gr.Dropdown(value=current or self.settings.collection, interactive=True)
-            chips = [gr.Button(visible=False, value="") for _ in range(MAX_SUGGESTIONS)]
+            kb = gr.update(value=current or self.settings.collection, interactive=True)
+            chips = [gr.update(visible=False, value="") for _ in range(MAX_SUGGESTIONS)]
             return (None, [], kb, "", [], [], "", None, {}, status, *chips)
         accept = request.headers.get("accept-language") if request is not None else None
         shown = welcome(key, accept)
-        kb = gr.Dropdown(value=shown.collection or self.settings.collection, interactive=False)
+        kb = gr.update(value=shown.collection or self.settings.collection, interactive=False)
         chat: list[Message] = (
             [{"role": "assistant", "content": as_text(shown.greeting)}] if shown.greeting else []
         )
         chips = [
-            gr.Button(visible=i < len(shown.suggestions), value=text)
+            gr.update(visible=i < len(shown.suggestions), value=text)
             for i, text in enumerate([*shown.suggestions, *[""] * MAX_SUGGESTIONS])
         ][:MAX_SUGGESTIONS]
         header = header_html(shown.name, shown.avatar)
