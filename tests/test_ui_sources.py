@@ -53,7 +53,8 @@ class Elements(HTMLParser):
 
 
 SAFE_TAGS = {
-    "div", "details", "summary", "span", "p", "strong", "em", "code", "pre", "ul", "ol", "li",
+    "div", "details", "summary", "span", "bdi", "p", "strong", "em", "code", "pre", "ul", "ol",
+    "li",
     "a", "br", "hr", "blockquote", "h1", "h2", "h3", "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 
@@ -77,7 +78,9 @@ def test_hostile_passages_stay_inert(payload: str) -> None:
 
 
 def test_markdown_renders_with_safe_links() -> None:
-    out = render_passage("**Two years** of warranty:\n\n- one\n- two\n\n[site](https://shop.test/w)")
+    out = render_passage(
+        "**Two years** of warranty:\n\n- one\n- two\n\n[site](https://shop.test/w)"
+    )
     assert "<strong>Two years</strong>" in out and out.count("<li>") == 2
     link = re.search(r"<a [^>]*>site</a>", out)
     assert link is not None

@@ -73,22 +73,26 @@ def _document_link(url: str | None) -> str:
 
 
 def _card(source: Source, cited: bool) -> str:
+    """One card; the title (and file) in <bdi>, so an Arabic title keeps "[n]" and ".md" apart."""
     where = source.title or source.source
     if source.page is not None:
         where += f" · p. {source.page}"
-    elif source.section:
+    elif source.section and source.section != source.title:
         where += f" · {source.section}"
-    file = "" if where.startswith(source.source) else f" ({source.source})"
-    badge = "cited" if cited else "not cited"
+    file = "" if where.startswith(source.source) else source.source
+    shown_file = f' <span class="kbchat-card-file">(<bdi>{html.escape(file)}</bdi>)</span>'
+    state = "cited" if cited else "not cited"
+    summary = (
+        f'<span class="kbchat-card-n">[{int(source.number)}]</span> '
+        f'<bdi class="kbchat-card-title">{html.escape(where)}</bdi>'
+        f"{shown_file if file else ''} "
+        f'<span class="kbchat-card-badge">{html.escape(source.language)}</span>'
+        f'<span class="kbchat-card-score" title="similarity">{source.score:.3f}</span>'
+        f'<span class="kbchat-card-state">{state}</span>'
+    )
     return (
         f'<details class="kbchat-card{" kbchat-card-cited" if cited else ""}"'
-        f"{' open' if cited else ''}>"
-        f'<summary><span class="kbchat-card-n">[{int(source.number)}]</span> '
-        f'<span class="kbchat-card-title" dir="auto">{html.escape(where)}</span>'
-        f'<span class="kbchat-card-file" dir="auto">{html.escape(file)}</span> '
-        f'<span class="kbchat-card-badge">{html.escape(source.language)}</span> '
-        f'<span class="kbchat-card-score" title="similarity">{source.score:.3f}</span> '
-        f'<span class="kbchat-card-state">{badge}</span></summary>'
+        f"{' open' if cited else ''}><summary>{summary}</summary>"
         f'<div class="kbchat-card-passage" dir="auto">{render_passage(source.text)}</div>'
         f"{_document_link(source.url)}</details>"
     )
@@ -125,6 +129,9 @@ CARDS_CSS = """
 }
 #kbchat-sources .kbchat-card-passage {
   margin-top: 6px; max-height: 16em; overflow-y: auto; overflow-wrap: anywhere;
+}
+#kbchat-sources .kbchat-card-passage :is(h1, h2, h3, h4, h5, h6) {
+  font-size: 1em; margin: 0.4em 0;
 }
 #kbchat-sources .kbchat-card-link { display: inline-block; margin-top: 6px; }
 #kbchat-chips button { white-space: normal; }
