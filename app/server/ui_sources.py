@@ -80,7 +80,8 @@ def _card(source: Source, cited: bool) -> str:
     elif source.section and source.section != source.title:
         where += f" · {source.section}"
     file = "" if where.startswith(source.source) else source.source
-    shown_file = f' <span class="kbchat-card-file">(<bdi dir="ltr">{html.escape(file)}</bdi>)</span>'
+    path = f'<bdi dir="ltr">{html.escape(file)}</bdi>'
+    shown_file = f' <span class="kbchat-card-file">({path})</span>'
     state = "cited" if cited else "not cited"
     summary = (
         f'<span class="kbchat-card-n">[{int(source.number)}]</span> '
