@@ -19,7 +19,8 @@ from tests.test_assistants import AUTH, PERSONA, make_app
 
 SHOP = {
     "id": "shop",
-    "name": "Pip",
+    "name": "Pip <b>",
+    "avatar": "/static/pip.png",
     "greeting": {"en": "Hi, I am Pip.", "es": "Hola, soy Pip."},
     "suggestions": {"en": ["Can I return shoes?"], "es": ["¿Puedo devolver zapatos?", "¿Envíos?"]},
     "instructions": PERSONA,
@@ -88,7 +89,12 @@ def test_choosing_an_assistant_greets_in_the_browser_language(page: Page) -> Non
     assert chosen[0] == "shop" and chosen[1] == ["¿Puedo devolver zapatos?", "¿Envíos?"]
     assert chosen[5] == [{"role": "assistant", "content": "Hola, soy Pip."}]
     assert chosen[2]["value"] == "shop" and chosen[2]["interactive"] is False  # its KB, fixed
-    assert "Pip" in chosen[3]
+    assert chosen[3] == (  # name and avatar, escaped
+        '<div class="kbchat-assistant" dir="auto"><img src="/static/pip.png" alt="" width="32" '
+        'height="32" referrerpolicy="no-referrer" style="border-radius:50%;vertical-align:middle">'
+        " <strong>Pip &lt;b&gt;</strong></div>"
+    )
+    assert chosen[4]["label"] == "Pip <b>"  # the Chatbot's label: plain text
     chips = chosen[10:]
     assert [c["visible"] for c in chips] == [True, True, False, False, False, False]
     assert chips[0]["value"] == "¿Puedo devolver zapatos?"
