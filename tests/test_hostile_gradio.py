@@ -162,7 +162,7 @@ def test_history_file_reference_does_not_leak_a_file(hostile: Hostile, tmp_path:
         {"role": "user", "content": [message]},
         {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
     ]
-    data: list[Any] = ["When did it open?", history, None, "default", {}]
+    data: list[Any] = ["When did it open?", history, None, "default", {}, None]  # no assistant
     messages = hostile.call(dep["id"], data[: len(dep["inputs"])])
     links = hostile.follow_file_links()
     assert not hostile.leaked(), f"canary leaked through {links}"
@@ -249,7 +249,7 @@ def test_no_url_is_fetched_for_a_client(
     upload_dep = dependency(config, "kbchat-admin-upload", "click")
     ref = {"path": url, "url": url, "meta": FILE_META}
     replies = [
-        hostile.call(send["id"], [ref, None, None, "default", {}][: len(send["inputs"])]),
+        hostile.call(send["id"], [ref, None, None, "default", {}, None][: len(send["inputs"])]),
         hostile.call(upload_dep["id"], [None, "uploads", [ref]]),
     ]
     deep = "[" * 100_000 + "]" * 100_000  # a JSON nesting no page sends

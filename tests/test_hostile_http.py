@@ -387,14 +387,20 @@ def test_feedback_needs_the_session_that_holds_the_message(api: TestClient) -> N
 
 
 def test_gradio_feedback_needs_the_session_too(kb_dir: Path, tmp_path: Path, e5: Any) -> None:
+    """The Chatbot's like names an answer by its place in the page's own (server-side) list of
+    message ids, and is stored only with the session that answer belongs to."""
+    import gradio as gr
+
     from app.server.ui import build_ui
 
     services = make_app(kb_dir, tmp_path, e5).state.services
     blocks = build_ui(services)
-    rate_up = next(f.fn for f in blocks.fns.values() if getattr(f.fn, "__name__", "") == "rate_up")
+    on_like = next(f.fn for f in blocks.fns.values() if getattr(f.fn, "__name__", "") == "on_like")
     mine, theirs = services.ask("volcano"), services.ask("volcano")
-    assert "not saved" in rate_up(mine.session_id, theirs.message_id)
-    assert "Thanks" in rate_up(theirs.session_id, theirs.message_id)
+    liked = gr.LikeData(None, {"index": 1, "value": "", "liked": True})
+    assert "not saved" in on_like(mine.session_id, {1: theirs.message_id}, liked)
+    assert "cannot be rated" in on_like(theirs.session_id, {3: theirs.message_id}, liked)
+    assert "Thanks" in on_like(theirs.session_id, {1: theirs.message_id}, liked)
     assert services.conversations.feedback_for(theirs.message_id) == [
         {"rating": "up", "comment": ""}
     ]

@@ -160,7 +160,7 @@ def create_app(
     if with_ui:
         from app.server.ui import mount_ui
 
-        app = mount_ui(app, services, throttles)
+        app = mount_ui(app, services, throttles, assistants)
     return app
 
 
