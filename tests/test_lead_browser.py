@@ -2,7 +2,9 @@
 Chroma, the loopback LLM stub): shown before the chat for a `before` assistant, refusing a bad
 email and a missing consent with an announced error, storing the lead, then the chat works; the
 operator's webhook receiver on loopback gets a body whose signature verifies. An `after`
-assistant asks after N answers. The consent text is the operator's, shown as text."""
+assistant asks after N answers; a visitor who skips it is refused by the server, shown the form
+again, and their question is asked again once it is sent. The consent text is the operator's,
+shown as text."""
 
 from __future__ import annotations
 
@@ -143,6 +145,8 @@ def test_an_after_assistant_asks_after_its_answers(browser: Any, server: str) ->
 
     leads = {"mode": "after", "after_messages": 1, "consent": {"en": "OK to email me."}}
     page = page_with(browser, server, assistant(server, "after-shop", leads))
+    chats: list[int] = []
+    page.on("response", lambda r: chats.append(r.status) if r.url.endswith("/api/chat") else None)
     form = page.locator("form.kbchat-lead")
     expect(page.locator(".kbchat-greeting")).to_be_visible()
     assert form.count() == 0
@@ -152,6 +156,33 @@ def test_an_after_assistant_asks_after_its_answers(browser: Any, server: str) ->
     page.get_by_role("button", name="Not now").click()
     expect(form).to_have_count(0)
     expect(page.locator(".kbchat-input")).to_be_enabled()
+
+    # skipping it does not get answer 2: the server refuses, the form comes back, and once the
+    # lead is sent the refused question is asked again (shown once, no error left behind)
+    page.locator(".kbchat-input").fill("And who built it?")
+    page.locator(".kbchat-input").press("Enter")
+    expect(form).to_be_visible(timeout=30_000)
+    assert chats == [200, 403]
+    expect(page.locator(".kbchat-msg-error")).to_have_count(0)
+    shot(page, "lead-form-after-refused-en.png")
+    page.get_by_label("Name", exact=True).fill("Grace Hopper")
+    page.get_by_label("Email", exact=True).fill("grace@example.com")
+    page.get_by_label("OK to email me.").check()
+    page.get_by_role("button", name="Continue").click()
+    expect(form).to_have_count(0)
+    answers = page.locator(".kbchat-msg-assistant strong")
+    expect(answers).to_have_count(2, timeout=30_000)
+    assert chats == [200, 403, 200]
+    expect(page.locator(".kbchat-msg-user")).to_have_text(
+        ["When did the monorail open?", "And who built it?"]
+    )
+    [lead] = httpx.get(f"{server}/api/assistants/after-shop/leads", headers=AUTH).json()
+    conversation = httpx.get(f"{server}/api/sessions/{lead['session_id']}").json()
+    assert conversation["assistant"] == "after-shop"
+    assert [m["content"] for m in conversation["messages"] if m["role"] == "user"] == [
+        "When did the monorail open?",
+        "And who built it?",
+    ]
     page.context.close()
 
 

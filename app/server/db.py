@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, select
+from sqlalchemy import ForeignKey, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from app.chat.types import ChatResult, Turn
@@ -36,6 +36,8 @@ class ChatSession(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     collection: Mapped[str] = mapped_column(String(512))
     created: Mapped[datetime] = mapped_column(default=_now)
+    # The assistant (slug) it was started through; only that assistant may continue or read it
+    assistant: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
 
 
 class Message(Base):
@@ -105,6 +107,14 @@ class UnknownSession(LookupError):
     pass
 
 
+@dataclass(frozen=True)
+class SessionOwner:
+    """Whose a stored conversation is: its knowledge base and its assistant (None: no assistant)."""
+
+    collection: str
+    assistant: str | None
+
+
 class ConversationStore:
     """Every read and write of conversations goes through here. Constructing it brings the
     database to the newest schema (safe when several replicas start at once)."""
@@ -114,14 +124,37 @@ class ConversationStore:
         schema.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
-    def open_session(self, session_id: str | None, collection: str) -> str:
-        """Continue a known session or start one; an unknown id starts a new session."""
+    def open_session(
+        self, session_id: str | None, collection: str, assistant: str | None = None
+    ) -> str:
+        """Continue a known session or start one; an unknown id starts a new session. A known
+        session of another assistant (or of one, for `assistant=None`, or of none, for an
+        assistant) raises UnknownSession: holding its id is not enough to continue it."""
         with self._session.begin() as db:
-            if session_id and db.get(ChatSession, session_id) is not None:
-                return session_id
+            known = db.get(ChatSession, session_id) if session_id else None
+            if known is not None:
+                if known.assistant != assistant:
+                    raise UnknownSession(session_id)
+                return known.id
             new_id = uuid.uuid4().hex
-            db.add(ChatSession(id=new_id, collection=collection))
+            db.add(ChatSession(id=new_id, collection=collection, assistant=assistant))
             return new_id
+
+    def owner(self, session_id: str) -> SessionOwner | None:
+        """The session's collection and assistant; None when there is no such session."""
+        with self._session() as db:
+            known = db.get(ChatSession, session_id)
+            return None if known is None else SessionOwner(known.collection, known.assistant)
+
+    def answers(self, session_id: str) -> int:
+        """How many answers the session has stored (the `after` lead mode counts them)."""
+        with self._session() as db:
+            count = db.scalar(
+                select(func.count(Message.id)).where(
+                    Message.session_id == session_id, Message.role == "assistant"
+                )
+            )
+            return int(count or 0)
 
     def history(self, session_id: str) -> list[Turn]:
         with self._session() as db:
@@ -183,6 +216,7 @@ class ConversationStore:
             return {
                 "session_id": session.id,
                 "collection": session.collection,
+                "assistant": session.assistant,
                 "created": session.created.isoformat(),
                 "messages": messages,
             }

@@ -96,10 +96,16 @@ class Leads:
             with self._session.begin() as db:
                 if session_id is None:
                     session_id = secrets.token_hex(16)
-                    db.add(ChatSession(id=session_id, collection=collection))
-                else:
+                    db.add(
+                        ChatSession(id=session_id, collection=collection, assistant=key.assistant)
+                    )
+                else:  # only a conversation of this assistant (`after`: it has answers)
                     session = db.get(ChatSession, session_id)
-                    if session is None or session.collection != collection:
+                    if (
+                        session is None
+                        or session.collection != collection
+                        or session.assistant != key.assistant
+                    ):
                         raise NoLeadCapture("no such session")
                     if db.scalar(select(LeadRow.id).where(LeadRow.session_id == session_id)):
                         raise LeadExists("this conversation already has contact details")

@@ -28,10 +28,11 @@ from app.server.chat_gate import (
     slot_with_keepalive,
     with_keepalive,
 )
-from app.server.db import UnknownSession
+from app.server.db import SessionOwner, UnknownSession
 from app.server.inputs import MessageId, SessionId, Text
 from app.server.lead_gate import lead_refusal
 from app.server.services import Completed, NotFound, Services
+from app.server.session_access import caller_assistant, foreign_session, may_use
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,6 +155,8 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             await run_sync(lambda: services.chain(collection))  # unknown: 404 before streaming
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
+        if await foreign_session(services.conversations, caller, body.session_id):
+            raise HTTPException(404, "no such session")
         refusal = await lead_refusal(request, caller, body.session_id)
         if refusal is not None:
             return refusal
@@ -161,6 +164,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
         if caller.assistant is not None:  # its caps, then its persona and model
             await spend_assistant_caps(request, caller.assistant, body.session_id)
             options = caller.assistant.answer_options(services.settings)
+        assistant = caller_assistant(caller)
         try:
             ticket = admit(request)
         except ChatsBusy:
@@ -173,6 +177,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
                 collection=collection,
                 deadline=deadline,
                 options=options,
+                assistant=assistant,
             )
 
         if not body.stream:
@@ -185,8 +190,11 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
                         collection=collection,
                         deadline=deadline,
                         options=options,
+                        assistant=assistant,
                     )
                 )
+            except NotFound as exc:  # the knowledge base or the session went away meanwhile
+                raise HTTPException(404, str(exc)) from exc
             finally:
                 ticket.release()
             return result_body(done)
@@ -205,7 +213,8 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             conversation = services.conversations.conversation(session_id)
         except UnknownSession as exc:
             raise HTTPException(404, "no such session") from exc
-        if caller.widget and conversation["collection"] != caller.widget.collection:
+        owner = SessionOwner(conversation["collection"], conversation["assistant"])
+        if not may_use(caller, owner):  # another knowledge base's, or another assistant's
             raise HTTPException(404, "no such session")
         return conversation
 
@@ -214,6 +223,9 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     def feedback(request: Request, body: FeedbackRequest, caller: ChatCaller) -> dict[str, Any]:
         """Thumbs up or down, and an optional comment, on one answer of the given session."""
         services: Services = request.app.state.services
+        owner = services.conversations.owner(body.session_id)
+        if owner is None or not may_use(caller, owner):
+            raise HTTPException(404, "no such session")
         try:
             feedback_id = services.conversations.add_feedback(
                 body.session_id, body.message_id, body.rating, body.comment

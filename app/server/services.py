@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.chat.types import AnswerOptions, ChatResult, Done, Token
 from app.observability.metrics import Metrics
-from app.server.db import ConversationStore
+from app.server.db import ConversationStore, UnknownSession
 from app.store import collection_names
 
 if TYPE_CHECKING:
@@ -118,13 +118,18 @@ class Services:
         collection: str | None = None,
         deadline: float | None = None,
         options: AnswerOptions | None = None,
+        assistant: str | None = None,
     ) -> Iterator[Token | Completed]:
         """Stream one turn; the exchange is stored once the answer ends (with its error code
         when the LLM failed). `deadline`: a `time.monotonic()` instant; None: the chain's own.
-        `options`: an assistant's persona and model, for the answer step."""
+        `options`: an assistant's persona and model, for the answer step. `assistant`: whose
+        conversation this is; a session of another assistant is NotFound, like an unknown one."""
         name = collection or self.settings.collection
         chain = self.chain(name)
-        session = self.conversations.open_session(session_id, name)
+        try:
+            session = self.conversations.open_session(session_id, name, assistant)
+        except UnknownSession as exc:
+            raise NotFound("no such session") from exc
         history = self.conversations.history(session)
         for event in self.metrics.observe_chat(
             chain.stream(message, history, deadline=deadline, options=options)
@@ -143,6 +148,7 @@ class Services:
         collection: str | None = None,
         deadline: float | None = None,
         options: AnswerOptions | None = None,
+        assistant: str | None = None,
     ) -> Completed:
         events = self.chat(
             message,
@@ -150,6 +156,7 @@ class Services:
             collection=collection,
             deadline=deadline,
             options=options,
+            assistant=assistant,
         )
         for event in events:
             if isinstance(event, Completed):

@@ -1219,7 +1219,7 @@
   // What to tell the visitor about a refused request (a Promise of the text). Refusals are RFC 9457
   // problem details: the server's `detail` (English) says what was wrong with this request, so a
   // 4xx shows it after the localised apology; a 5xx never does (nothing internal to show).
-  function errorText(response) {
+  function errorText(response, question) {
     var retry = response.headers.get("Retry-After");
     if (response.status === 429 || (response.status === 503 && retry)) {
       var wait = parseInt(retry || "", 10);
@@ -1227,7 +1227,7 @@
       return Promise.resolve(T.rateLimited.replace("{s}", String(wait)));
     }
     return response.json().then(function (problem) {
-      if (problem && problem.code === "lead_required" && lead.consent) { lead.mode = "before"; showLead(); }
+      if (problem && problem.code === "lead_required" && leadRefused(question)) return "";
       var detail = problem && typeof problem.detail === "string" ? problem.detail : "";
       if (!detail || response.status >= 500) return T.error;
       return T.error + " (" + detail.slice(0, 300) + ")";
@@ -1242,7 +1242,7 @@
 
     hidePassage(false);
     removeChips();
-    addUserMessage(text);
+    var asked = addUserMessage(text);
     var answer = addAssistantMessage("");
     var typing = el("span", "kbchat-typing");
     typing.setAttribute("role", "status");
@@ -1309,10 +1309,11 @@
         if (!response.ok) {
           if (response.status === 404 && sessionId) { forgetSession(); sessionId = null; }
           failed = true;
-          return errorText(response).then(function (text) {
+          return errorText(response, text).then(function (shown) {
             removeTyping();
             dropEmptyAnswer();
-            addError(text);
+            if (shown) addError(shown);
+            else if (asked.parentNode) asked.parentNode.removeChild(asked); // asked again after the lead form
           });
         }
         var type = response.headers.get("Content-Type") || "";
@@ -1478,6 +1479,8 @@
   var lead = { mode: "off", after: 3, consent: "", language: "en" };
   var leadView = null; // the form while it is shown
   var leadSkipped = null; // the conversation whose visitor chose "not now" (after mode)
+  var leadRetry = null; // the question the server refused for want of a lead, asked once it is sent
+  var leadFor = null; // the conversation whose lead was sent, when localStorage is unavailable
 
   /** config.lead, checked: without a consent text there is nothing to agree to, so no form. */
   function applyLeadConfig(c) {
@@ -1500,6 +1503,7 @@
   }
 
   function leadGiven() {
+    if (sessionId && leadFor === sessionId) return true;
     try { return !!sessionId && localStorage.getItem(LEAD_KEY) === sessionId; } catch (e) { return false; }
   }
 
@@ -1508,6 +1512,18 @@
     if (lead.mode === "before") return true;
     var answers = messages.querySelectorAll(".kbchat-msg-assistant").length;
     return leadSkipped !== (sessionId || "") && answers >= lead.after;
+  }
+
+  /** The server refused `question` (403 lead_required: `before`, or `after` N answers however
+   * the client counted): the form, then the question again once the lead is stored. False when
+   * there is no consent text, so no form to show. */
+  function leadRefused(question) {
+    if (!lead.consent) return false;
+    if (lead.mode === "off") lead.mode = "before"; // the assistant changed since its config came
+    leadSkipped = null;
+    leadRetry = question || null;
+    showLead();
+    return true;
   }
 
   /** Called before a question is sent: true when the form is shown instead. */
@@ -1562,7 +1578,11 @@
     actions.appendChild(submit);
     if (lead.mode === "after") {
       var later = button("kbchat-lead-later", TL.later);
-      later.addEventListener("click", function () { leadSkipped = sessionId || ""; hideLead(); });
+      later.addEventListener("click", function () {
+        leadSkipped = sessionId || "";
+        leadRetry = null;
+        hideLead();
+      });
       actions.appendChild(later);
     }
     view.appendChild(actions);
@@ -1631,6 +1651,7 @@
           sessionId = d.session_id;
           storeSession(sessionId);
         }
+        leadFor = sessionId;
         try { if (sessionId) localStorage.setItem(LEAD_KEY, sessionId); } catch (e) { /* private */ }
         var focusInput = leadView && leadView.contains(shadow.activeElement);
         hideLead();
@@ -1639,12 +1660,16 @@
         messages.appendChild(thanks);
         scrollToEnd();
         if (focusInput || isOpen()) input.focus();
+        var retry = leadRetry;
+        leadRetry = null;
+        if (retry) ask(retry); // the question the server refused until now
         return null;
       });
     }).catch(function () { return T.error; });
   }
 
   newBtn.addEventListener("click", function () { // a new conversation asks again
+    leadRetry = null;
     hideLead();
     if (leadNeeded()) showLead();
   });
