@@ -113,7 +113,7 @@ def test_a_chip_asks_its_question_with_the_assistants_persona_model_and_caps(pag
     assert answer["model"] == "stub-large" and "You are Pip" in answer["messages"][0]["content"]
     assert "returns.md" in out[-1][3] and "kbchat-card" in out[-1][3]  # the shop's KB, as cards
     stored = page.services.conversations.conversation(state["session"])
-    assert stored["collection"] == "shop"
+    assert stored["collection"] == "shop" and stored["assistant"] == "shop"
     page.ask("respond", "And sandals?", state)  # message two of two
     seen = len(page.stub.requests)
     page.ask("respond", "And boots?", state)

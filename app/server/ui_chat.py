@@ -211,7 +211,11 @@ class ChatHandlers:
         yield "", chat, chat, skip, skip, skip
         try:
             events = self.services.chat(
-                text, session_id=session_id, collection=chosen, options=options
+                text,
+                session_id=session_id,
+                collection=chosen,
+                options=options,
+                assistant=key.assistant if key is not None else None,  # the session records it
             )
             # the id of the request that queued this turn (asgi-correlation-id wrote it there)
             request_id = request.headers.get(REQUEST_ID) if request is not None else None
