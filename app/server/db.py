@@ -52,6 +52,10 @@ class Message(Base):
     created: Mapped[datetime] = mapped_column(default=_now)
     # A stable code (llm_incomplete, llm_timeout, ...) when the answer ends with the fallback.
     error: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Answers only (NULL for questions, operator replies and rows older than revision 0006):
+    # whether any passage passed the relevance cut-off, and the [n] the answer cites (JSON list).
+    grounded: Mapped[bool | None] = mapped_column(default=None)
+    cited: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Feedback(Base):
@@ -101,6 +105,22 @@ class LeadRow(Base):
     consent_at: Mapped[datetime] = mapped_column(default=_now)
     language: Mapped[str] = mapped_column(String(35))
     created: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Handoff(Base):
+    """A conversation handed to a person: `waiting` for an operator, `active` while one
+    answers (the assistant stays quiet), `closed` once handed back. `reason`: the visitor's
+    button, a phrase asking for a person, or the assistant's offer after failing to answer."""
+
+    __tablename__ = "handoffs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    contact_email: Mapped[str | None] = mapped_column(String(320), default=None)
+    created: Mapped[datetime] = mapped_column(default=_now)
+    accepted: Mapped[datetime | None] = mapped_column(default=None)
+    closed: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class UnknownSession(LookupError):
@@ -179,6 +199,8 @@ class ConversationStore:
                 language=result.language,
                 mode=result.mode,
                 error=result.error,
+                grounded=result.grounded,
+                cited=json.dumps(result.cited),
             )
             db.add(answer)
             db.flush()
@@ -209,6 +231,8 @@ class ConversationStore:
                         "language": m.language,
                         "mode": m.mode,
                         "error": m.error,
+                        "grounded": m.grounded,
+                        "cited": json.loads(m.cited) if m.cited is not None else None,
                         "created": m.created.isoformat(),
                         "feedback": ratings[-1] if ratings else None,
                     }
