@@ -23,6 +23,7 @@ from tests.services import create_database, require, start_postgres
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ["sqlite", "postgres"]
 STARTS = 4  # replicas starting at once
+HEAD = "0006"  # the newest revision: a new one changes this line
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,10 @@ def test_migrations_make_exactly_the_models_schema(empty_db: str) -> None:
     from app.server.db import ConversationStore
 
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == schema.head_revision() == "0005"
+    assert schema.current_revision(store.engine) == schema.head_revision() == HEAD
     assert _schema_diff(empty_db) == []
     ConversationStore(empty_db)  # a second start finds nothing to do
-    assert _versions(empty_db) == ["0005"]
+    assert _versions(empty_db) == [HEAD]
 
 
 def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) -> None:
@@ -106,7 +107,25 @@ def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) ->
     engine.dispose()
     assert "assistants" not in tables and "leads" not in tables and "messages" in tables
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == "0005" and _schema_diff(empty_db) == []
+    assert schema.current_revision(store.engine) == HEAD and _schema_diff(empty_db) == []
+
+
+def test_answers_keep_whether_they_were_grounded_and_what_they_cite(empty_db: str) -> None:
+    """Revision 0006: what the operator console's "unanswered" and source usage read."""
+    from dataclasses import replace
+
+    from app.server.db import ConversationStore
+
+    store = ConversationStore(empty_db)
+    session = store.open_session(None, "kb")
+    cited = replace(_result("Acht Jahre [1]."), cited=[1])
+    store.add_exchange(session, "Wie lange hält der Akku?", cited)
+    nothing = ChatResult("Dazu finde ich nichts.", [], "de", "generative", False)
+    store.add_exchange(session, "Wer hat gewonnen?", nothing)
+    question, answer, _, unanswered = store.conversation(session)["messages"]
+    assert (question["grounded"], question["cited"]) == (None, None)
+    assert (answer["grounded"], answer["cited"]) == (True, [1])
+    assert (unanswered["grounded"], unanswered["cited"]) == (False, [])
 
 
 def test_the_session_assistant_revision_downgrades_and_upgrades_keeping_sessions(
@@ -134,7 +153,7 @@ def test_the_session_assistant_revision_downgrades_and_upgrades_keeping_sessions
     engine.dispose()
     assert "assistant" not in columns and "ix_sessions_assistant" not in indexes
     store = ConversationStore(empty_db)  # upgraded again: the session kept, of no assistant now
-    assert schema.current_revision(store.engine) == "0005" and _schema_diff(empty_db) == []
+    assert schema.current_revision(store.engine) == HEAD and _schema_diff(empty_db) == []
     kept = store.conversation(session)
     assert kept["assistant"] is None and len(kept["messages"]) == 2
     assert store.open_session(session, "kb") == session
@@ -191,7 +210,7 @@ def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
     assert {"sessions", "messages", "feedback", "alembic_version"} <= tables
-    assert _versions(empty_db) == ["0005"]
+    assert _versions(empty_db) == [HEAD]
     session_id = stores[1].open_session(None, "default")
     assert stores[2].conversation(session_id)["messages"] == []
 
@@ -217,7 +236,7 @@ def test_replica_processes_starting_together_all_succeed(empty_db: str) -> None:
     ]
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * STARTS, outputs
-    assert _versions(empty_db) == ["0005"]
+    assert _versions(empty_db) == [HEAD]
 
 
 def test_stores_of_different_databases_start_together_in_one_process(tmp_path: Path) -> None:
@@ -241,7 +260,7 @@ def test_stores_of_different_databases_start_together_in_one_process(tmp_path: P
         thread.join(timeout=60)
     assert not failures, failures
     assert all(
-        _versions(f"sqlite:///{tmp_path / f'db{n}.sqlite3'}") == ["0005"] for n in range(STARTS)
+        _versions(f"sqlite:///{tmp_path / f'db{n}.sqlite3'}") == [HEAD] for n in range(STARTS)
     )
 
 
@@ -259,6 +278,8 @@ def test_a_database_made_before_migrations_is_adopted(empty_db: str, made_by: st
     with engine.begin() as conn:
         conn.execute(text("DROP INDEX ix_sessions_assistant"))  # sessions had no assistant then
         conn.execute(text("ALTER TABLE sessions DROP COLUMN assistant"))
+        for column in ("grounded", "cited"):  # nor answers their grounding and citations
+            conn.execute(text(f"ALTER TABLE messages DROP COLUMN {column}"))
         if made_by == "0.1.0":  # before answers stored their error code
             conn.execute(text("ALTER TABLE messages DROP COLUMN error"))
         conn.execute(text("INSERT INTO sessions VALUES ('s1', 'default', '2026-01-01 00:00:00')"))
@@ -278,7 +299,7 @@ def test_a_database_made_before_migrations_is_adopted(empty_db: str, made_by: st
     engine.dispose()
 
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == "0005"
+    assert schema.current_revision(store.engine) == HEAD
     assert _schema_diff(empty_db) == []
     store.add_exchange("s1", "Und jetzt?", _result("neu", error="llm_timeout"))
     messages = store.conversation("s1")["messages"]
@@ -389,13 +410,13 @@ def test_cli_migrates_ahead_and_reports_the_revision(
     monkeypatch.setenv("KBCHAT_DATABASE_URL", empty_db)
     before = CliRunner().invoke(app, ["db", "current"])
     assert before.exit_code == 0, before.output
-    assert "database: none; newest: 0005" in before.output
+    assert f"database: none; newest: {HEAD}" in before.output
     upgraded = CliRunner().invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "revision 0005" in upgraded.output
+    assert f"revision {HEAD}" in upgraded.output
     after = CliRunner().invoke(app, ["db", "current"])
-    assert "database: 0005; newest: 0005 (up to date)" in after.output
-    assert _versions(empty_db) == ["0005"]
+    assert f"database: {HEAD}; newest: {HEAD} (up to date)" in after.output
+    assert _versions(empty_db) == [HEAD]
 
 
 def test_each_revision_logs_as_one_line() -> None:
