@@ -39,3 +39,24 @@ def current() -> None:
     head = schema.head_revision()
     state = "up to date" if revision == head else "kbchat db upgrade (or kbchat serve) migrates it"
     out.print(f"database: {revision or 'none'}; newest: {head} ({state})", highlight=False)
+
+
+@db_app.command("prune")
+def prune() -> None:
+    """Erase conversations older than KBCHAT_RETENTION_DAYS once, and print how many."""
+    from app.cli import _settings, _user_errors, out
+    from app.server.database import make_engine
+    from app.server.erasure import prune_expired
+
+    settings = _settings()
+    days = settings.retention_days
+    if days == 0:
+        out.print("KBCHAT_RETENTION_DAYS is 0 (keep forever): nothing erased", highlight=False)
+        return
+    with _user_errors():
+        from app.server import schema
+
+        engine = make_engine(settings.db_url)
+        schema.upgrade(engine)
+        erased = prune_expired(engine, days)
+    out.print(f"erased {erased} conversations older than {days} days", highlight=False)

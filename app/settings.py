@@ -355,6 +355,18 @@ class Settings(BaseSettings):
         description="Let assistants' lead webhooks reach loopback, private and link-local "
         "addresses, over http too (tests, an intranet receiver); off: https to public hosts only.",
     )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        le=36_500,
+        description="Erase conversations whose last message is older than this many days (at "
+        "start, then hourly; `kbchat db prune` once); 0: keep them forever.",
+    )
+    redact_contacts: bool = Field(
+        False,
+        description="Store messages with emails and phone numbers replaced by [email] and "
+        "[phone] (the visitor and the LLM still see the turn as typed; leads keep their email).",
+    )
     database_url: SecretStr | None = Field(
         None,
         description="Conversations database (sqlite:///path or postgresql+psycopg://user:pw@host/db,"

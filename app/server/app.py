@@ -27,14 +27,17 @@ from app.server.access import Throttles, allowed_origins, widget_keys
 from app.server.assistant_access import AssistantCORS
 from app.server.assistants import Assistants
 from app.server.chat_gate import ChatGate
+from app.server.conversation_admin import ConversationAdmin
 from app.server.db import ConversationStore
 from app.server.lead_webhook import LeadWebhooks
 from app.server.leads import Leads
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
 from app.server.rate_store import BudgetStore
+from app.server.retention import RetentionTask
 from app.server.routes_admin import admin_router
 from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
+from app.server.routes_conversations import conversations_router
 from app.server.routes_fullpage import fullpage_router
 from app.server.routes_leads import leads_router
 from app.server.routes_openai import openai_router
@@ -84,7 +87,8 @@ def create_app(
         embedder=embedder,
         client=client or make_client(settings),
         llm=llm,
-        conversations=conversations or ConversationStore(settings.db_url),
+        conversations=conversations
+        or ConversationStore(settings.db_url, redact=settings.redact_contacts),
         metrics=metrics,
     )
 
@@ -95,7 +99,9 @@ def create_app(
             preload()  # load the model once, in the background; /api/ready says when
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
+        retention.start()  # KBCHAT_RETENTION_DAYS: erase expired conversations, then hourly
         yield
+        retention.stop()
         webhooks.close()
         close = getattr(services.client, "close", None)  # chromadb's Client, not ClientAPI
         if own_client and close is not None:
@@ -124,6 +130,9 @@ def create_app(
         settings.webhook_allow_private, lambda outcome: metrics.lead_webhooks.labels(outcome).inc()
     )
     app.state.leads = Leads(services.conversations.engine, webhooks)
+    app.state.conversation_admin = ConversationAdmin(services.conversations.engine, settings)
+    retention = RetentionTask(services.conversations.engine, settings.retention_days)
+    app.state.retention = retention
     app.add_middleware(
         AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
         assistants=assistants,
@@ -153,6 +162,7 @@ def create_app(
     app.include_router(widget_config_router(limiter, rate))
     app.include_router(fullpage_router(limiter, rate))  # /a/{assistant}
     app.include_router(leads_router(limiter, rate))
+    app.include_router(conversations_router())
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))

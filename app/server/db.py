@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from app.chat.types import ChatResult, Turn
 from app.server import schema
 from app.server.database import make_engine
+from app.server.redaction import redact_contacts
 
 
 def _now() -> datetime:
@@ -137,12 +138,19 @@ class SessionOwner:
 
 class ConversationStore:
     """Every read and write of conversations goes through here. Constructing it brings the
-    database to the newest schema (safe when several replicas start at once)."""
+    database to the newest schema (safe when several replicas start at once). With `redact`
+    (KBCHAT_REDACT_CONTACTS), emails and phone numbers in messages are replaced before they are
+    written (app.server.redaction): every message write passes through `stored_text`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, redact: bool = False) -> None:
         self.engine = make_engine(url)
         schema.upgrade(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.redact = redact
+
+    def stored_text(self, text: str) -> str:
+        """A message's text as it is stored: redacted when KBCHAT_REDACT_CONTACTS is on."""
+        return redact_contacts(text) if self.redact else text
 
     def open_session(
         self, session_id: str | None, collection: str, assistant: str | None = None
@@ -188,13 +196,16 @@ class ConversationStore:
         with self._session.begin() as db:
             db.add(
                 Message(
-                    session_id=session_id, role="user", content=question, language=result.language
+                    session_id=session_id,
+                    role="user",
+                    content=self.stored_text(question),
+                    language=result.language,
                 )
             )
             answer = Message(
                 session_id=session_id,
                 role="assistant",
-                content=result.answer,
+                content=self.stored_text(result.answer),
                 sources=json.dumps([asdict(s) for s in result.sources], ensure_ascii=False),
                 language=result.language,
                 mode=result.mode,
