@@ -289,3 +289,29 @@ def _threads() -> list[Any]:
     import threading
 
     return threading.enumerate()
+
+
+def test_cli_prune_erases_once_and_prints_the_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    store = ConversationStore(url)
+    old, _ = conversation(store, "long ago")
+    backdate(store, old, datetime.now(UTC) - timedelta(days=100))
+    recent, _ = conversation(store, "today")
+    monkeypatch.setenv("KBCHAT_DATABASE_URL", url)
+    monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KBCHAT_RETENTION_DAYS", "0")
+    kept = CliRunner().invoke(app, ["db", "prune"])
+    assert kept.exit_code == 0 and "nothing erased" in kept.output
+    assert store.owner(old) is not None
+    monkeypatch.setenv("KBCHAT_RETENTION_DAYS", "90")
+    pruned = CliRunner().invoke(app, ["db", "prune"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "erased 1 conversations older than 90 days" in pruned.output
+    assert store.owner(old) is None and store.owner(recent) is not None
+    store.engine.dispose()
