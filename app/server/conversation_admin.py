@@ -19,7 +19,10 @@ from app.server.conversation_query import (
     ConversationFilter,
     Cursor,
     as_utc,
-    list_statement,
+    counts_statement,
+    export_statement,
+    page_statement,
+    ratings_statement,
 )
 from app.server.db import ChatSession, Feedback, Handoff, LeadRow, Message
 from app.server.erasure import erase_sessions, prune_expired
@@ -135,7 +138,7 @@ class ConversationAdmin:
         """A page of conversations, newest last message first."""
         limit = max(1, min(limit, MAX_LIMIT))
         with self._session() as db:
-            rows = db.execute(list_statement(filters, limit + 1, cursor)).all()
+            rows = db.execute(page_statement(filters, limit + 1, cursor)).all()
             more = len(rows) > limit
             rows = rows[:limit]
             items = self._summaries(db, rows)
@@ -172,12 +175,13 @@ class ConversationAdmin:
             )
 
     def export(self, filters: ConversationFilter, batch: int = MAX_LIMIT) -> Iterator[ExportBatch]:
-        """The matching conversations in batches (a page and its messages at a time, each in
-        its own short transaction), so an export never holds the whole table in memory."""
-        cursor: Cursor | None = None
+        """The matching conversations in batches, in session id order (a batch and its messages
+        at a time, each in its own short transaction), so an export never holds the whole table
+        in memory and no long read blocks the chat's writes."""
+        after: str | None = None
         while True:
             with self._session() as db:
-                rows = db.execute(list_statement(filters, batch, cursor)).all()
+                rows = db.execute(export_statement(filters, batch, after)).all()
                 if not rows:
                     return
                 summaries = self._summaries(db, rows)
@@ -185,7 +189,7 @@ class ConversationAdmin:
             yield ExportBatch(summaries, messages)
             if len(rows) < batch:
                 return
-            cursor = Cursor(rows[-1].last_at, rows[-1].id)
+            after = rows[-1].id
 
     def erase(self, session_id: str) -> bool:
         """Erase one conversation and everything linked to it; False when it did not exist."""
@@ -213,10 +217,13 @@ class ConversationAdmin:
         return prune_expired(self.engine, self.settings.retention_days)
 
     def _summaries(self, db: Any, rows: Sequence[Any]) -> list[ConversationSummary]:
-        """Rows of `list_statement`, completed with a few queries for the whole page."""
+        """Rows (id, last_at) of a page, completed with a few grouped queries for the page."""
         ids = [r.id for r in rows]
         if not ids:
             return []
+        sessions = {s.id: s for s in db.scalars(select(ChatSession).where(ChatSession.id.in_(ids)))}
+        counts = {sid: (n, unanswered) for sid, n, unanswered in db.execute(counts_statement(ids))}
+        ratings = {sid: (up, down) for sid, up, down in db.execute(ratings_statement(ids))}
         languages: dict[str, set[str]] = {}
         for session_id, language in db.execute(
             select(Message.session_id, Message.language)
@@ -247,16 +254,16 @@ class ConversationAdmin:
         return [
             ConversationSummary(
                 session_id=r.id,
-                assistant=r.assistant,
-                collection=r.collection,
-                created=as_utc(r.created),
+                assistant=sessions[r.id].assistant,
+                collection=sessions[r.id].collection,
+                created=as_utc(sessions[r.id].created),
                 last_at=as_utc(r.last_at),
-                messages=r.messages,
+                messages=counts.get(r.id, (0, 0))[0],
                 languages=sorted(languages.get(r.id, ())),
                 first_question=first.get(r.id) or "",
-                up=r.up,
-                down=r.down,
-                unanswered=r.unanswered,
+                up=ratings.get(r.id, (0, 0))[0],
+                down=ratings.get(r.id, (0, 0))[1],
+                unanswered=counts.get(r.id, (0, 0))[1],
                 handed_over=handoffs.get(r.id),
                 has_lead=r.id in leads,
             )
@@ -275,14 +282,15 @@ class ConversationAdmin:
                 FeedbackOut(rating=rating, comment=comment, created=as_utc(created))
             )
         out: dict[str, list[MessageOut]] = {}
-        for m in db.scalars(
-            select(Message).where(Message.session_id.in_(ids)).order_by(Message.id)
+        columns = Message.__table__.columns  # plain rows: no ORM identity map for an export
+        for m in db.execute(
+            select(*columns).where(Message.session_id.in_(ids)).order_by(Message.id)
         ):
             out.setdefault(m.session_id, []).append(_message(m, feedback.get(m.id, [])))
         return out
 
 
-def _message(m: Message, feedback: list[FeedbackOut]) -> MessageOut:
+def _message(m: Any, feedback: list[FeedbackOut]) -> MessageOut:
     return MessageOut(
         id=m.id,
         role=m.role,

@@ -1,8 +1,10 @@
-"""The conversation list's SQL: filters, per-conversation aggregates and keyset pagination,
-computed by the database in one statement (SQLite and Postgres alike), never row by row here.
+"""The conversation list's SQL (SQLite and Postgres alike), computed by the database, never row
+by row here: first a page of session ids (every filter a correlated EXISTS or the last message's
+time, answered from the messages' session index), then the counts of that page only, grouped.
 
 A conversation's time is its last message's (its start, while it has none); the list runs
-newest first, and the `next` cursor is that time and the session id of the page's last row."""
+newest first, and the `next` cursor is that time and the session id of the page's last row.
+The export walks sessions in id order instead, so each batch stops after `limit` matches."""
 
 from __future__ import annotations
 
@@ -96,95 +98,119 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
-def _unanswered() -> ColumnElement[int]:
-    """1 for an answer that found nothing: grounded false, or (rows before revision 0006,
-    grounded NULL) no sources shown."""
-    found_nothing = or_(
-        Message.grounded.is_(False), and_(Message.grounded.is_(None), Message.sources == "[]")
+def _found_nothing() -> ColumnElement[bool]:
+    """An answer that found nothing: grounded false, or (rows before revision 0006, grounded
+    NULL) no sources shown."""
+    return and_(
+        Message.role == "assistant",
+        or_(
+            Message.grounded.is_(False),
+            and_(Message.grounded.is_(None), Message.sources == "[]"),
+        ),
     )
-    return case((and_(Message.role == "assistant", found_nothing), 1), else_=0)
 
 
-def list_statement(
-    filters: ConversationFilter, limit: int, after: Cursor | None = None
-) -> Select[*tuple[Any, ...]]:
-    """One page of conversation summaries (aggregates only; page-sized extras come after)."""
-    stats = (
-        select(
-            Message.session_id.label("session_id"),
-            func.max(Message.created).label("last_at"),
-            func.count(Message.id).label("messages"),
-            func.sum(_unanswered()).label("unanswered"),
-        )
-        .group_by(Message.session_id)
-        .subquery("stats")
+def last_at() -> ColumnElement[datetime]:
+    """The conversation's last message's time, or its start while it has none."""
+    last = (
+        select(func.max(Message.created))
+        .where(Message.session_id == ChatSession.id)
+        .scalar_subquery()
     )
-    ratings = (
-        select(
-            Message.session_id.label("session_id"),
-            func.sum(case((Feedback.rating == "up", 1), else_=0)).label("up"),
-            func.sum(case((Feedback.rating == "down", 1), else_=0)).label("down"),
-        )
-        .join(Message, Message.id == Feedback.message_id)
-        .group_by(Message.session_id)
-        .subquery("ratings")
-    )
-    last_at = func.coalesce(stats.c.last_at, ChatSession.created)
-    up = func.coalesce(ratings.c.up, 0)
-    down = func.coalesce(ratings.c.down, 0)
-    unanswered = func.coalesce(stats.c.unanswered, 0)
-    statement = (
-        select(
-            ChatSession.id,
-            ChatSession.assistant,
-            ChatSession.collection,
-            ChatSession.created,
-            last_at.label("last_at"),
-            func.coalesce(stats.c.messages, 0).label("messages"),
-            unanswered.label("unanswered"),
-            up.label("up"),
-            down.label("down"),
-        )
-        .outerjoin(stats, stats.c.session_id == ChatSession.id)
-        .outerjoin(ratings, ratings.c.session_id == ChatSession.id)
-    )
-    f = filters
+    return func.coalesce(last, ChatSession.created)
+
+
+def _conditions(f: ConversationFilter, when: ColumnElement[datetime]) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
     if f.assistant is not None:
-        statement = statement.where(ChatSession.assistant == f.assistant)
+        where.append(ChatSession.assistant == f.assistant)
     if f.collection is not None:
-        statement = statement.where(ChatSession.collection == f.collection)
+        where.append(ChatSession.collection == f.collection)
     if f.language is not None:
-        statement = statement.where(
-            _any_message(Message.role == "user", Message.language == f.language)
-        )
+        where.append(_any_message(Message.role == "user", Message.language == f.language))
     if f.since is not None:
-        statement = statement.where(last_at >= naive_utc(f.since))
+        where.append(when >= naive_utc(f.since))
     if f.until is not None:
-        statement = statement.where(last_at < naive_utc(f.until))
-    if f.rating == "up":
-        statement = statement.where(up > 0)
-    elif f.rating == "down":
-        statement = statement.where(down > 0)
+        where.append(when < naive_utc(f.until))
+    if f.rating in ("up", "down"):
+        where.append(_rated(Feedback.rating == f.rating))
     elif f.rating == "none":
-        statement = statement.where(up + down == 0)
+        where.append(~_rated())
     if f.unanswered is not None:
-        statement = statement.where(unanswered > 0 if f.unanswered else unanswered == 0)
+        nothing = _any_message(_found_nothing())
+        where.append(nothing if f.unanswered else ~nothing)
     if f.handed_over is not None:
         handed = exists().where(Handoff.session_id == ChatSession.id)
-        statement = statement.where(handed if f.handed_over else ~handed)
+        where.append(handed if f.handed_over else ~handed)
     if f.lead is not None:
         has_lead = exists().where(LeadRow.session_id == ChatSession.id)
-        statement = statement.where(has_lead if f.lead else ~has_lead)
+        where.append(has_lead if f.lead else ~has_lead)
     if f.q:
-        statement = statement.where(_any_message(Message.content.ilike(like_pattern(f.q), "\\")))
+        where.append(_any_message(Message.content.ilike(like_pattern(f.q), "\\")))
+    return where
+
+
+def page_statement(
+    filters: ConversationFilter, limit: int, after: Cursor | None = None
+) -> Select[*tuple[Any, ...]]:
+    """Session ids and times of one page of the list, newest first."""
+    when = last_at()
+    statement = select(ChatSession.id, when.label("last_at")).where(*_conditions(filters, when))
     if after is not None:
         statement = statement.where(
             or_(
-                last_at < after.last_at,
-                and_(last_at == after.last_at, ChatSession.id < after.session_id),
+                when < after.last_at,
+                and_(when == after.last_at, ChatSession.id < after.session_id),
             )
         )
-    return statement.order_by(last_at.desc(), ChatSession.id.desc()).limit(limit)
+    return statement.order_by(when.desc(), ChatSession.id.desc()).limit(limit)
+
+
+def export_statement(
+    filters: ConversationFilter, limit: int, after_id: str | None = None
+) -> Select[*tuple[Any, ...]]:
+    """Session ids of one export batch, in id order (the primary key: no sort of the table)."""
+    when = last_at()
+    statement = select(ChatSession.id, when.label("last_at")).where(*_conditions(filters, when))
+    if after_id is not None:
+        statement = statement.where(ChatSession.id > after_id)
+    return statement.order_by(ChatSession.id).limit(limit)
+
+
+def counts_statement(session_ids: list[str]) -> Select[*tuple[Any, ...]]:
+    """Messages and unanswered answers per session, for one page's sessions."""
+    return (
+        select(
+            Message.session_id,
+            func.count(Message.id),
+            func.sum(case((_found_nothing(), 1), else_=0)),
+        )
+        .where(Message.session_id.in_(session_ids))
+        .group_by(Message.session_id)
+    )
+
+
+def ratings_statement(session_ids: list[str]) -> Select[*tuple[Any, ...]]:
+    """Answers rated up and down per session, for one page's sessions."""
+    return (
+        select(
+            Message.session_id,
+            func.sum(case((Feedback.rating == "up", 1), else_=0)),
+            func.sum(case((Feedback.rating == "down", 1), else_=0)),
+        )
+        .select_from(Feedback)
+        .join(Message, Message.id == Feedback.message_id)
+        .where(Message.session_id.in_(session_ids))
+        .group_by(Message.session_id)
+    )
+
+
+def _rated(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    return (
+        exists()
+        .where(Feedback.message_id == Message.id, Message.session_id == ChatSession.id)
+        .where(*conditions)
+    )
 
 
 def _any_message(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
