@@ -189,3 +189,22 @@ def test_settings_switch_on_redaction_and_retention(tmp_path: Path) -> None:
     app = build(tmp_path, redact_contacts=True, retention_days=3)
     assert app.state.services.conversations.redact is True
     assert app.state.retention.days == 3
+
+
+def test_the_app_prunes_expired_conversations_at_start_and_stops_the_task(tmp_path: Path) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conversation_seed import backdate
+
+    app = build(tmp_path, retention_days=7)
+    conversations: ConversationStore = app.state.services.conversations
+    old, _ = conversation(conversations, "long ago")
+    backdate(conversations, old, datetime.now(UTC) - timedelta(days=8))
+    recent, _ = conversation(conversations, "today")
+    with TestClient(app):
+        deadline = time.monotonic() + 10
+        while app.state.retention.runs == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert conversations.owner(old) is None and conversations.owner(recent) is not None
+    assert app.state.retention._thread is None  # stopped at shutdown
