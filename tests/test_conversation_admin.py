@@ -26,15 +26,29 @@ from app.server.erasure import prune_expired
 from app.server.retention import RetentionTask
 from app.settings import load_settings
 from tests.conversation_seed import add_handoff, add_lead, backdate, conversation
+from tests.services import create_database, require, start_postgres
 
 OLD = datetime(2025, 1, 10, 12, 0)
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ConversationAdmin, dict]]:
-    """Four conversations, each the only one with some property."""
+def pg_server() -> Iterator[str]:
+    require("postgres")
+    with start_postgres() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ConversationAdmin, dict]]:
+    """Four conversations, each the only one with some property, on SQLite and Postgres (the
+    same SQL must filter, count and search alike on both)."""
     tmp = tmp_path_factory.mktemp("conversation-admin")
-    store = ConversationStore(f"sqlite:///{tmp / 'c.sqlite3'}")
+    url = f"sqlite:///{tmp / 'c.sqlite3'}"
+    if request.param == "postgres":
+        url = create_database(request.getfixturevalue("pg_server"), "conversation_admin")
+    store = ConversationStore(url)
     ids: dict[str, str] = {}
     ids["en"], en_answer = conversation(store, "How do I RETURN shoes?", assistant="shop")
     store.add_feedback(ids["en"], en_answer, "up")
