@@ -172,7 +172,11 @@ def conversations_router() -> APIRouter:
             headers={"Content-Disposition": f'attachment; filename="{file_name(format)}"'},
         )
 
-    @router.post("/erase", summary="Erase a visitor's conversations by email")
+    @router.post(
+        "/erase",
+        summary="Erase a visitor's conversations by email",
+        responses=problems.responses(400, 413),
+    )
     def erase_by_email(request: Request, body: EraseRequest, _: AdminCaller) -> Erased:
         """Erase every conversation whose lead gave this email (case-insensitive), with its
         messages, feedback, lead and handoffs (a privacy request); 0 when there is none."""
