@@ -162,7 +162,8 @@ def conversations_router() -> APIRouter:
         filters: Filters,
         format: Annotated[Literal["csv", "json"], Query()] = "csv",
     ) -> StreamingResponse:
-        """Every conversation the filters match, streamed as an attachment."""
+        """Every conversation the filters match, streamed as an attachment, conversations in
+        session id order (each batch read in its own short transaction), messages in order."""
         batches = admin(request).export(filters)
         lines = csv_lines(batches) if format == "csv" else json_lines(batches)
         log.info("export of conversations as %s started", format)
