@@ -615,7 +615,7 @@
   var configLoaded = null; // the Promise of the one config request
   function loadConfig() {
     if (!configLoaded) {
-      var cached = cachedConfig();
+      var cached = previewConfig() || cachedConfig();
       configLoaded = cached ? Promise.resolve(cached).then(applyConfig) :
         fetch(BASE + "/api/widget/config", { headers: authHeaders() })
           .then(function (r) { return r.ok ? r.json() : null; })
@@ -639,6 +639,16 @@
       }
     } catch (e) { /* storage blocked or garbage: ask the server */ }
     return null;
+  }
+  /** The console's preview (/a/ID?preview=...) carries the config inline as a JSON data block:
+   * the assistant as just saved, never a cached copy, and never cached itself. */
+  function previewConfig() {
+    var node = PAGE ? document.getElementById("kbchat-preview-config") : null;
+    if (!node || node.type !== "application/json") return null;
+    try {
+      var c = JSON.parse(node.textContent || "");
+      return c && typeof c === "object" && !Array.isArray(c) ? c : null;
+    } catch (e) { return null; }
   }
   function cacheConfig(config) {
     try {
