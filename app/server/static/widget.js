@@ -62,6 +62,9 @@
     return;
   }
   if (PAGE) KEY = "";
+  // The console's preview of this page (see previewConfig): it must not take the focus from
+  // the console's form each time it reloads.
+  var PREVIEW = PAGE && !!document.getElementById("kbchat-preview-config");
   var ID = PAGE ? "page:" + ASSISTANT : KEY; // names this widget's session and cached config
 
   /** Who is asking, on every request: the widget key, or the full page's assistant. */
@@ -707,7 +710,7 @@
     scrollToEnd();
     // a lead form already shown (the config came at page load) takes the focus first
     var leadFirst = leadView ? leadView.querySelector("input") : null;
-    (leadFirst || input).focus();
+    if (!PREVIEW) (leadFirst || input).focus();
   }
 
   function close() {
