@@ -21,6 +21,7 @@ from tests.live_server import live_server
 
 pytestmark = pytest.mark.integration
 ADMIN = "console-browser-admin"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 GREETING = "Hello from Pip! <b>not bold</b>"
 
 
@@ -147,6 +148,18 @@ def test_create_an_assistant_edit_it_and_see_the_preview_change(browser: Any, se
     expect(preview.locator(".kbchat-greeting")).to_have_text(GREETING)
     box(page, "kbchat-ca-avatar").fill("")
 
+    # a second language: typed into the language picker, its boxes start empty, both saved
+    language = box(page, "kbchat-ca-lang")
+    language.fill("de")
+    language.press("Enter")
+    expect(box(page, "kbchat-ca-greeting")).to_have_value("", timeout=30_000)
+    box(page, "kbchat-ca-greeting").fill("Hallo von Pip!")
+    page.locator("#kbchat-ca-save").click()
+    expect(status).to_contain_text("Saved shop", timeout=30_000)
+    saved = httpx.get(f"{server}/api/assistants/shop", headers=AUTH).json()
+    assert saved["greeting"] == {"en": GREETING, "de": "Hallo von Pip!"}
+    assert saved["avatar"] is None and saved["color"] == "#d9480f"
+
     # a key for a site: shown once, with a copy button
     box(page, "kbchat-ca-origins").fill("https://shop.test")
     page.locator("#kbchat-ca-add-key").click()
@@ -169,15 +182,14 @@ def test_the_page_in_dark_mode(browser: Any, server: str) -> None:
     made = httpx.post(
         f"{server}/api/assistants",
         json={"id": "shop", "name": "Pip"},
-        headers={"Authorization": f"Bearer {ADMIN}"},
+        headers=AUTH,
     )
     assert made.status_code in (201, 409), made.text  # 409: the test above made it
     context = browser.new_context(
         locale="en-US", viewport={"width": 1440, "height": 1300}, color_scheme="dark"
     )
     page = context.new_page()
-    unlock(page, server, "dark")
-    page.locator("#kbchat-ca-refresh").click()
+    unlock(page, server, "dark")  # the gate's state changes: the list fills
     box(page, "kbchat-ca-picker").click()
     page.get_by_role("option", name="Pip (shop)").click()
     expect(page.locator("#kbchat-ca-editor")).to_be_visible(timeout=30_000)
