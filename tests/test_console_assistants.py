@@ -128,7 +128,9 @@ def test_a_locked_page_refuses_every_event_and_changes_nothing(
     assert [a.id for a in handlers.assistants.all()] == ["shop"]
     # the shell's lock changing to locked clears the page instead of raising
     cleared = handlers.gate_changed(state, "shop")
-    assert cleared[0] is None and value(cleared[2]) is None and cleared[2]["visible"] is False
+    assert cleared[0] is None and cleared[2]["visible"] is False
+    assert cleared[1]["choices"] == [] and cleared[1]["value"] is None  # no list for a locked page
+    assert "shop" not in repr(cleared)
 
 
 def test_handlers_refuse_everything_until_a_gate_is_bound(

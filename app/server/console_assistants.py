@@ -102,7 +102,7 @@ class AssistantsConsole:
         try:
             self.gate.check(state)
         except gr.Error:
-            return self._load(None, "")
+            return self._load(None, "", locked=True)
         return self._load(self._find(current), "")
 
     def refresh(self, state: Any, current: Any) -> tuple[Any, ...]:
@@ -271,9 +271,12 @@ class AssistantsConsole:
     def _status(self, message: str) -> tuple[Any, ...]:
         return (*[gr.skip()] * (LOAD_SIZE - 1), plain(message))
 
-    def _load(self, out: AssistantOut | None, message: str, language: str = "") -> tuple[Any, ...]:
-        """LOAD outputs for `out` (None: nothing picked, the editor hidden)."""
-        everyone = self.assistants.all()
+    def _load(
+        self, out: AssistantOut | None, message: str, language: str = "", locked: bool = False
+    ) -> tuple[Any, ...]:
+        """LOAD outputs for `out` (None: nothing picked, the editor hidden; `locked`: the list
+        emptied too)."""
+        everyone = [] if locked else self.assistants.all()
         picker = gr.update(
             choices=[(f"{a.name or a.id} ({a.id})", a.id) for a in everyone],
             value=out.id if out else None,
