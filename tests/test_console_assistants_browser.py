@@ -138,6 +138,10 @@ def test_create_an_assistant_edit_it_and_see_the_preview_change(browser: Any, se
     expect(preview.locator(".kbchat-chip")).to_have_count(2)
     assert preview.locator(".kbchat-greeting b").count() == 0  # shown as text
     assert accent(page) == "#d9480f"
+    # the preview is sandboxed: it cannot reach the unlocked console's page
+    frame = page.frame(url=lambda u: "/a/shop?preview=" in u)
+    reach = "() => { try { return parent.document.title; } catch (e) { return 'blocked'; } }"
+    assert frame is not None and frame.evaluate(reach) == "blocked"
     # the reloaded preview did not take the focus from the console's form
     assert page.evaluate("document.activeElement.tagName") != "IFRAME"
 

@@ -8,10 +8,13 @@ bases and key ids are checked against the server's lists again. Writes go throug
 Assistants service as the admin API; errors are short messages, never tracebacks.
 
 The preview is an iframe of `/a/{id}?preview=TOKEN` (app.server.routes_fullpage): the full page
-that the server already serves (same origin, its CSP allows being framed by this origin only),
-which shows the assistant as saved whether or not its full page is on. The token is minted here,
-only for an unlocked page, and names one assistant for a while (app.server.preview_token).
-After each save the iframe gets a new address, so it reloads with the saved settings."""
+that the server already serves (its CSP allows being framed by this origin only), which shows
+the assistant as saved whether or not its full page is on. The frame is sandboxed with scripts
+but without its origin, so nothing in it can reach the unlocked console's page or storage (and
+it cannot chat: the server takes key-less chats from same-origin pages only). The token is
+minted here, only for an unlocked page, and names one assistant for a while
+(app.server.preview_token). After each save the iframe gets a new address, so it reloads with
+the saved settings."""
 
 from __future__ import annotations
 
@@ -342,7 +345,7 @@ class AssistantsConsole:
         src = f"a/{assistant}?preview={token}&v={next(self._reloads)}"
         return (
             f'<iframe id="kbchat-console-preview-frame" src="{html.escape(src)}" '
-            'title="Widget preview" referrerpolicy="same-origin" '
+            'title="Widget preview" referrerpolicy="same-origin" sandbox="allow-scripts" '
             'style="width:100%;height:640px;border:1px solid var(--border-color-primary);'
             'border-radius:8px;background:transparent"></iframe>'
         )

@@ -94,7 +94,7 @@ def assistants_page(handlers: AssistantsConsole, gate: Gate) -> None:
                     )
                     revoke = gr.Button("Revoke", variant="stop", elem_id="kbchat-ca-revoke")
         with gr.Column(scale=2):
-            gr.Markdown("**Preview** (as saved; visitors see this widget)")
+            gr.Markdown("**Preview**: the widget as visitors see it, as saved (look only, no chat)")
             preview = gr.HTML(
                 placeholder(NO_ASSISTANT), elem_id="kbchat-ca-preview", js_on_load=None
             )
