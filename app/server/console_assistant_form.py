@@ -147,10 +147,16 @@ def put_texts(texts: Any, lang: Any, boxes: Iterable[Any]) -> Texts:
 
 
 def settings_from(
-    values: dict[str, Any], texts: Texts, models: set[str], collections: set[str]
+    values: dict[str, Any],
+    texts: Texts,
+    models: set[str],
+    collections: set[str],
+    stored: dict[str, Any] | None = None,
 ) -> AssistantSettings:
     """AssistantSettings from the form, or FormError with a readable message. `models` and
-    `collections` are the server's lists; the form may name nothing else."""
+    `collections` are the server's lists; the form may name nothing else. Settings of `stored`
+    (the saved ones) that the form does not show are kept, so a field added to the schema
+    later is not reset by a save from this page."""
     model = _text(values.get("model"), "model").strip()
     if model and model not in models:
         raise FormError(f"Model: choose one of the allowed models ({', '.join(sorted(models))}).")
@@ -160,7 +166,7 @@ def settings_from(
     fullpage = values.get("fullpage")
     if not isinstance(fullpage, bool):
         raise FormError("Full page: on or off.")
-    body = {
+    body: dict[str, Any] = {
         "name": _text(values.get("name"), "name").strip(),
         "avatar": _text(values.get("avatar"), "avatar").strip() or None,
         "color": _text(values.get("color"), "color").strip(),
@@ -184,6 +190,11 @@ def settings_from(
             "webhook_url": _text(values.get("webhook_url"), "webhook_url").strip() or None,
         },
     }
+    base = stored or {}
+    body = {**base, **body}
+    for group in ("caps", "leads"):  # the form's part of each group wins, the rest is kept
+        if isinstance(base.get(group), dict):
+            body[group] = {**base[group], **body[group]}
     try:
         return AssistantSettings.model_validate(body)
     except ValidationError as exc:

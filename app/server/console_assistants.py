@@ -29,7 +29,13 @@ import gradio as gr
 from pydantic import ValidationError
 
 from app.server import preview_token
-from app.server.assistant_schema import SLUG_PATTERN, AssistantCreate, AssistantOut, KeyCreate
+from app.server.assistant_schema import (
+    SLUG_PATTERN,
+    AssistantCreate,
+    AssistantOut,
+    AssistantSettings,
+    KeyCreate,
+)
 from app.server.assistants import AssistantNotFound, Assistants, allowed_models
 from app.server.console_assistant_form import (
     FIELDS,
@@ -145,7 +151,9 @@ class AssistantsConsole:
                 *([stored.collection] if stored.collection else []),
             }
             values = dict(zip(FIELDS, form[: len(FIELDS)], strict=True))
-            body = settings_from(values, merged, allowed_models(self.settings), collections)
+            saved = stored.model_dump(include=set(AssistantSettings.model_fields))
+            models = allowed_models(self.settings)
+            body = settings_from(values, merged, models, collections, saved)
             out = self.assistants.replace(stored.id, body)
         except Exception as exc:
             return self._status(user_error(exc))
