@@ -62,6 +62,9 @@
     return;
   }
   if (PAGE) KEY = "";
+  // The console's preview of this page (see previewConfig): it must not take the focus from
+  // the console's form each time it reloads.
+  var PREVIEW = PAGE && !!document.getElementById("kbchat-preview-config");
   var ID = PAGE ? "page:" + ASSISTANT : KEY; // names this widget's session and cached config
 
   /** Who is asking, on every request: the widget key, or the full page's assistant. */
@@ -615,7 +618,7 @@
   var configLoaded = null; // the Promise of the one config request
   function loadConfig() {
     if (!configLoaded) {
-      var cached = cachedConfig();
+      var cached = previewConfig() || cachedConfig();
       configLoaded = cached ? Promise.resolve(cached).then(applyConfig) :
         fetch(BASE + "/api/widget/config", { headers: authHeaders() })
           .then(function (r) { return r.ok ? r.json() : null; })
@@ -639,6 +642,16 @@
       }
     } catch (e) { /* storage blocked or garbage: ask the server */ }
     return null;
+  }
+  /** The console's preview (/a/ID?preview=...) carries the config inline as a JSON data block:
+   * the assistant as just saved, never a cached copy, and never cached itself. */
+  function previewConfig() {
+    var node = PAGE ? document.getElementById("kbchat-preview-config") : null;
+    if (!node || node.type !== "application/json") return null;
+    try {
+      var c = JSON.parse(node.textContent || "");
+      return c && typeof c === "object" && !Array.isArray(c) ? c : null;
+    } catch (e) { return null; }
   }
   function cacheConfig(config) {
     try {
@@ -697,7 +710,7 @@
     scrollToEnd();
     // a lead form already shown (the config came at page load) takes the focus first
     var leadFirst = leadView ? leadView.querySelector("input") : null;
-    (leadFirst || input).focus();
+    if (!PREVIEW) (leadFirst || input).focus();
   }
 
   function close() {
