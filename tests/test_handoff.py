@@ -283,7 +283,7 @@ def test_offer_after_two_unanswered(tmp_path: Path, stub: OpenAIStub) -> None:
             json={"message": "And on soles?", "session_id": session, "stream": True},
             headers=headers,
         )
-        done = [d for e, d in sse_events(r.text) if e == "done"][0]
+        done = next(d for e, d in sse_events(r.text) if e == "done")
         assert done["grounded"] is False and done["offer_handoff"] is True
         assert chat(client, headers, "Heels?", session)["offer_handoff"] is True
         r = client.post("/api/handoff", json={"session_id": session}, headers=headers)

@@ -75,7 +75,8 @@ def _answer(
         "retrieval_ms": 0,
     }
     if not stream:
-        body: dict[str, Any] = {**done, "answer": text, "sources": [], "cited": [], "handoff": {"state": state}}
+        body: dict[str, Any] = {**done, "answer": text, "sources": [], "cited": []}
+        body["handoff"] = {"state": state}
         return JSONResponse(body)
 
     def events() -> Iterator[str]:

@@ -161,9 +161,7 @@ def handoff_router(
 
     @router.post("/api/handoff", response_model=HandoffAnswer, responses=widget_errors)
     @limiter.limit(rate)
-    async def request_handoff(
-        request: Request, body: HandoffRequest, caller: ChatCaller
-    ) -> Any:
+    async def request_handoff(request: Request, body: HandoffRequest, caller: ChatCaller) -> Any:
         """Ask for a person in this conversation (the visitor's button). Returns the open
         handoff if there is one. `offline` outside the assistant's hours: the handoff waits
         for a person all the same, and the visitor may leave an email. 403 `handoff_disabled`
