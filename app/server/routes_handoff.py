@@ -140,7 +140,7 @@ def handoff_router(
     widget_errors = problems.responses(400, 401, 403, 404, 413, 422, 429)
     admin: dict[str, Any] = {
         "dependencies": [Depends(ADMIN_BEARER)],
-        "responses": problems.responses(401, 403, 404, 413, 422, 429),
+        "responses": problems.responses(400, 401, 403, 404, 413, 422, 429),
     }
 
     async def spend_poll(request: Request) -> None:
@@ -159,7 +159,12 @@ def handoff_router(
         if wait is not None:
             raise too_many(wait)
 
-    @router.post("/api/handoff", response_model=HandoffAnswer, responses=widget_errors)
+    @router.post(
+        "/api/handoff",
+        summary="Ask for a person",
+        response_model=HandoffAnswer,
+        responses=widget_errors,
+    )
     @limiter.limit(rate)
     async def request_handoff(request: Request, body: HandoffRequest, caller: ChatCaller) -> Any:
         """Ask for a person in this conversation (the visitor's button). Returns the open
@@ -176,7 +181,9 @@ def handoff_router(
         )
         return HandoffAnswer(state=started.state, message=started.message)
 
-    @router.post("/api/handoff/email", responses=widget_errors)
+    @router.post(
+        "/api/handoff/email", summary="Leave an email for the team", responses=widget_errors
+    )
     @limiter.limit(rate)
     async def handoff_email(request: Request, body: HandoffEmail, caller: ChatCaller) -> Ok:
         """The visitor's email for a reply after hours, on the conversation's open handoff."""
@@ -190,6 +197,8 @@ def handoff_router(
 
     @router.get(
         "/api/sessions/{session_id}/updates",
+        summary="Poll for the team's messages",
+        response_model=Updates,
         dependencies=[Depends(spend_poll)],
         responses=widget_errors,
     )
@@ -210,7 +219,7 @@ def handoff_router(
         body = Updates.model_validate(found).model_dump(mode="json")
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
-    @router.get("/api/handoffs", **admin)
+    @router.get("/api/handoffs", summary="The handoff queue", **admin)
     async def queue(
         request: Request,
         _: AdminCaller,
@@ -228,7 +237,7 @@ def handoff_router(
         if await run_sync(lambda: conversations.owner(session_id)) is None:
             raise HTTPException(404, "no such session")
 
-    @router.post("/api/conversations/{session_id}/reply", **admin)
+    @router.post("/api/conversations/{session_id}/reply", summary="Reply as the operator", **admin)
     async def reply(
         request: Request, session_id: SessionId, body: OperatorReply, _: AdminCaller
     ) -> Replied:
@@ -241,14 +250,18 @@ def handoff_router(
         handoffs = _handoffs(request)
         return Replied(message_id=await run_sync(lambda: handoffs.reply(session_id, body.text)))
 
-    @router.post("/api/conversations/{session_id}/handoff", **admin)
+    @router.post(
+        "/api/conversations/{session_id}/handoff", summary="Take a conversation over", **admin
+    )
     async def take_over(request: Request, session_id: SessionId, _: AdminCaller) -> HandoffState:
         """An operator takes the conversation over (admin), asked for or not: active."""
         await _known(request, session_id)
         handoffs = _handoffs(request)
         return HandoffState(state=await run_sync(lambda: handoffs.take_over(session_id)))
 
-    @router.post("/api/conversations/{session_id}/handback", **admin)
+    @router.post(
+        "/api/conversations/{session_id}/handback", summary="Hand back to the assistant", **admin
+    )
     async def hand_back(request: Request, session_id: SessionId, _: AdminCaller) -> HandoffState:
         """Close the open handoff (admin): the assistant answers again. 404 when none is open."""
         handoffs = _handoffs(request)
