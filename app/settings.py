@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -281,13 +281,33 @@ class ServerSettings(BaseModel):
         "others get 400. Set it on intranets against DNS rebinding.",
     )
 
-    @field_validator("rate_limit", "upload_rate_limit", "admin_failures")
+    updates_rate_limit: str = Field(
+        "60/minute",
+        description="Widget polls of /api/sessions/{id}/updates allowed per client IP and per "
+        "widget key (a budget of their own: polling never eats the chat budget).",
+    )
+
+    @field_validator("rate_limit", "upload_rate_limit", "admin_failures", "updates_rate_limit")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         from limits import parse
 
         parse(value)  # ValueError names the bad rate at start, not at the first request
         return value
+
+
+class SmtpSettings(BaseModel):
+    """Mail to operators (a new human handoff, to the assistant's handoff.notify_email)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    host: str | None = Field(None, description="SMTP server; unset: no mail is sent.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    username: str | None = Field(None, description="SMTP login; unset: no login.")
+    password: SecretStr | None = Field(None, description="SMTP password (a secret: never shown).")
+    sender: str = Field(
+        "kbchat@localhost", alias="from", description="The From address of kbchat's mail."
+    )
+    starttls: bool = Field(True, description="Upgrade the connection with STARTTLS first.")
 
 
 class LogSettings(BaseModel):
@@ -338,6 +358,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    smtp: SmtpSettings = SmtpSettings()
     metrics: Literal["off", "admin", "public"] = Field(
         "admin",
         description="GET /metrics (Prometheus): admin needs the admin key as a Bearer token; "

@@ -36,6 +36,7 @@ CONFIG_KEYS = {
     "suggestions",
     "default_language",
     "lead",
+    "handoff",
 }
 
 
@@ -317,7 +318,15 @@ def test_public_config_is_the_contract_and_nothing_private(client: TestClient) -
     private = "SECRET-PERSONA-TEXT"
     consent = {"en": "I agree to be contacted.", "de": "Ich bin einverstanden."}
     leads = {"mode": "after", "after_messages": 2, "consent": consent}
-    body = shop(instructions=private, model=None, caps={"session_messages": 7}, leads=leads)
+    handoff = {
+        "enabled": True,
+        "hours": {"timezone": "Europe/Madrid", "schedule": {"mon": ["09:00-17:00"]}},
+        "offline_message": {"en": "SECRET-OFFLINE"},
+        "notify_email": "ops-secret@example.com",
+    }
+    body = shop(
+        instructions=private, model=None, caps={"session_messages": 7}, leads=leads, handoff=handoff
+    )
     assert client.post("/api/assistants", json=body, headers=AUTH).status_code == 201
     other = {**shop(id="other-shop", name="Other", greeting={"en": "OTHER-GREETING"})}
     assert client.post("/api/assistants", json=other, headers=AUTH).status_code == 201
@@ -339,9 +348,10 @@ def test_public_config_is_the_contract_and_nothing_private(client: TestClient) -
         "suggestions": {"en": ["How do returns work?"], "pt-BR": ["Como devolver?"]},
         "default_language": "en",
         "lead": {"mode": "after", "after_messages": 2, "consent": consent},
+        "handoff": {"enabled": True},
     }
     leaks = (private, key, other_key, "OTHER-GREETING", "caps", "instructions", "collection")
-    leaks += ("webhook",)
+    leaks += ("webhook", "ops-secret", "SECRET-OFFLINE", "Madrid", "09:00")
     for leak in leaks:
         assert leak not in r.text
 
@@ -356,6 +366,7 @@ def test_public_config_is_the_contract_and_nothing_private(client: TestClient) -
         "suggestions": {},
         "default_language": "en",
         "lead": {"mode": "off", "after_messages": 3, "consent": {}},
+        "handoff": {"enabled": False},
     }
     assert client.get("/api/widget/config").json() == default  # same-origin, demo key
     assert (

@@ -258,6 +258,7 @@ def test_the_webhook_is_signed_and_verifies(private_ok: TestClient) -> None:
         assert not verify(secret["secret"], sent["X-Kbchat-Signature"], body + b" ")
         payload = json.loads(body)
         assert payload == {
+            "type": "lead.created",
             "event": "lead.created",
             "assistant": "shoe-shop",
             "session_id": session,

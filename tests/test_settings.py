@@ -125,7 +125,10 @@ def settings_env_names() -> list[str]:
         if isinstance(info.validation_alias, str):
             names.append(info.validation_alias)
         elif isinstance(kind, type) and issubclass(kind, BaseModel):
-            names += [f"KBCHAT_{name}_{sub}".upper() for sub in kind.model_fields]
+            names += [  # a group's field read under another name (smtp.sender: _FROM)
+                f"KBCHAT_{name}_{sub_info.alias or sub}".upper()
+                for sub, sub_info in kind.model_fields.items()
+            ]
         else:
             names.append(f"KBCHAT_{name}".upper())
     return names

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from app.embeddings.e5 import E5Embeddings
 
-Kind = Literal["hello", "bye"]
+Kind = Literal["hello", "bye", "handoff"]  # handoff: asking for a person (handoff_phrases.json)
 KINDS: tuple[Kind, ...] = ("hello", "bye")
 
 # Calibrated on held-apart phrasings vs XQuAD dev questions (bench/calibrate_small_talk.py).
@@ -68,15 +68,16 @@ class SmallTalkMatch:
     exemplar: str
 
 
-def load_exemplars(path: Path) -> list[Exemplar]:
-    """`{kind: {language: [text, ...]}}`; keys starting with "_" are comments."""
+def load_exemplars(path: Path, kinds: tuple[Kind, ...] = KINDS) -> list[Exemplar]:
+    """`{kind: {language: [text, ...]}}`; keys starting with "_" are comments. `kinds`: those
+    the file may hold (small talk's, or ("handoff",) for the handoff phrases)."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    unknown = {k for k in data if not k.startswith("_")} - set(KINDS)
+    unknown = {k for k in data if not k.startswith("_")} - set(kinds)
     if unknown:
         raise ValueError(f"{path}: unknown small-talk kinds {sorted(unknown)}")
     return [
         Exemplar(kind, language, text)
-        for kind in KINDS
+        for kind in kinds
         for language, texts in data.get(kind, {}).items()
         for text in texts
     ]

@@ -29,6 +29,9 @@ from app.server.assistants import Assistants
 from app.server.chat_gate import ChatGate
 from app.server.conversation_admin import ConversationAdmin
 from app.server.db import ConversationStore
+from app.server.handoff import Handoffs
+from app.server.handoff_chat import LazyPhrases
+from app.server.handoff_notify import HandoffNotifier, Mailer
 from app.server.lead_webhook import LeadWebhooks
 from app.server.leads import Leads
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
@@ -39,6 +42,7 @@ from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
 from app.server.routes_conversations import conversations_router
 from app.server.routes_fullpage import fullpage_router
+from app.server.routes_handoff import handoff_router
 from app.server.routes_leads import leads_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
@@ -103,6 +107,7 @@ def create_app(
         yield
         retention.stop()
         webhooks.close()
+        notifier.close()
         close = getattr(services.client, "close", None)  # chromadb's Client, not ClientAPI
         if own_client and close is not None:
             close()  # Chroma's SQLite connections and threads
@@ -133,6 +138,9 @@ def create_app(
     app.state.conversation_admin = ConversationAdmin(services.conversations.engine, settings)
     retention = RetentionTask(services.conversations.engine, settings.retention_days)
     app.state.retention = retention
+    notifier = HandoffNotifier(webhooks, Mailer(settings.smtp))
+    app.state.handoffs = Handoffs(services.conversations.engine, settings, notifier)
+    app.state.handoff_phrases = LazyPhrases(services)  # built on first use: needs the model
     app.add_middleware(
         AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
         assistants=assistants,
@@ -163,6 +171,7 @@ def create_app(
     app.include_router(fullpage_router(limiter, rate))  # /a/{assistant}
     app.include_router(leads_router(limiter, rate))
     app.include_router(conversations_router())
+    app.include_router(handoff_router(limiter, rate, throttles, settings.server.updates_rate_limit))
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))

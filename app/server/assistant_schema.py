@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from app.server.handoff_schema import HandoffConfig, HandoffSettings
 from app.server.inputs import CollectionName, Text
 
 MAX_NAME = 80
@@ -186,6 +187,7 @@ class AssistantSettings(BaseModel):
         "key: same-origin requests naming the assistant get its caps and persona).",
     )
     leads: LeadCapture = Field(default_factory=LeadCapture)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
 
     @model_validator(mode="after")
     def _consent_in_default_language(self) -> AssistantSettings:
@@ -216,6 +218,7 @@ class AssistantPatch(BaseModel):
     caps: Caps | None = None
     fullpage: bool | None = None
     leads: LeadCapture | None = None
+    handoff: HandoffSettings | None = None
 
 
 class KeyCreate(BaseModel):
@@ -265,6 +268,7 @@ class WidgetConfig(BaseModel):
     suggestions: dict[str, list[str]]
     default_language: str
     lead: LeadConfig
+    handoff: HandoffConfig
 
     @classmethod
     def of(cls, assistant: str, settings: AssistantSettings) -> WidgetConfig:
@@ -283,4 +287,5 @@ class WidgetConfig(BaseModel):
                 }
             ),
             lead=LeadConfig(**settings.leads.model_dump(exclude={"webhook_url"})),
+            handoff=HandoffConfig(enabled=settings.handoff.enabled),
         )

@@ -1,4 +1,8 @@
-"""The operator's webhook for new leads: a signed POST, retried, never blocking the visitor.
+"""The operator's webhook (an assistant's `leads.webhook_url`): a signed POST of one event
+(`lead.created`, `handoff.requested`), retried, never blocking the visitor.
+
+Every body names its event in `type` (and, as lead webhooks always did, in `event`); see
+`event_payload`.
 
 The signature is Stripe's scheme: `X-Kbchat-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
 "<t>.<body>">` with the assistant's webhook secret, so a receiver can check the body came from
@@ -80,7 +84,13 @@ class DeliveryFailed(Exception):
     """The receiver did not answer 2xx (or could not be reached)."""
 
 
-class LeadWebhooks:
+def event_payload(event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body of one event: `type` names it (`event` too: the lead webhook's original
+    field, kept so existing receivers go on working), then the event's own fields."""
+    return {"type": event, "event": event, **fields}
+
+
+class Webhooks:
     """Delivers in a small thread pool; `on_outcome("delivered" | "failed")` counts each
     delivery once (app.observability.metrics). `backoff` is the first wait between tries,
     doubling after each."""
@@ -109,7 +119,7 @@ class LeadWebhooks:
             if not full:
                 self._pending += 1
         if full:  # a receiver that is down must not grow our memory without bound
-            log.warning("lead webhook dropped: %d deliveries are waiting", MAX_PENDING)
+            log.warning("webhook dropped: %d deliveries are waiting", MAX_PENDING)
             self.on_outcome("failed")
             done: Future[bool] = Future()
             done.set_result(False)
@@ -140,11 +150,11 @@ class LeadWebhooks:
                         self._post(client, url, secret, body)
         except (RetryError, WebhookRefused) as exc:
             cause = exc.last_attempt.exception() if isinstance(exc, RetryError) else exc
-            log.warning("lead webhook to %s failed after %d tries: %s", host, self.attempts, cause)
+            log.warning("webhook to %s failed after %d tries: %s", host, self.attempts, cause)
             self.on_outcome("failed")
             return False
         except Exception:  # a bug must not kill the pool's thread silently
-            log.exception("lead webhook to %s failed", host)
+            log.exception("webhook to %s failed", host)
             self.on_outcome("failed")
             return False
         self.on_outcome("delivered")
@@ -163,3 +173,6 @@ class LeadWebhooks:
             raise DeliveryFailed(type(exc).__name__) from exc
         if not response.is_success:  # a redirect too: never followed
             raise DeliveryFailed(f"HTTP {response.status_code}")
+
+
+LeadWebhooks = Webhooks  # the name app.server.leads and older code import

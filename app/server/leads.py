@@ -171,8 +171,10 @@ class Leads:
 
 
 def payload(lead: LeadOut) -> dict[str, str]:
-    """The webhook's JSON body (README: "Lead webhooks")."""
+    """The webhook's JSON body (README: "Lead webhooks"); `type` as every event has it
+    (app.server.lead_webhook.event_payload), `event` as it always had."""
     return {
+        "type": "lead.created",
         "event": "lead.created",
         "assistant": lead.assistant,
         "session_id": lead.session_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
@@ -29,6 +29,7 @@ from app.server.chat_gate import (
     with_keepalive,
 )
 from app.server.db import SessionOwner, UnknownSession
+from app.server.handoff_chat import handoff_turn, offer_handoff
 from app.server.inputs import MessageId, SessionId, Text
 from app.server.lead_gate import lead_refusal
 from app.server.services import Completed, NotFound, Services
@@ -93,7 +94,9 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "JSON (the answer, its sources and ids), or with `stream: true` Server-Sent "
         "Events: `token` ({text}) events, then `sources` ({sources, cited}), then `done` "
-        "({session_id, message_id, language, mode, grounded, error, retrieval_ms}); `error` "
+        "({session_id, message_id, language, mode, grounded, error, retrieval_ms, and "
+        "`offer_handoff: true` when the assistant offers a person}); during a human handoff, "
+        "`handoff` ({state, session_id}) first, the notice as `token`s, then `done`; `error` "
         "({message}) if the stream fails; `: keep-alive` comments while waiting.",
         "content": {
             "text/event-stream": {
@@ -101,7 +104,10 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "event": {"type": "string", "enum": ["token", "sources", "done", "error"]},
+                        "event": {
+                            "type": "string",
+                            "enum": ["token", "sources", "done", "handoff", "error"],
+                        },
                         "data": {"type": "string", "description": "a JSON object"},
                     },
                     "required": ["event", "data"],
@@ -160,6 +166,11 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
         refusal = await lead_refusal(request, caller, body.session_id)
         if refusal is not None:
             return refusal
+        handoff = await handoff_turn(
+            request, caller, body.message, body.session_id, collection, body.stream
+        )
+        if handoff is not None:  # a person has (or is asked for) this conversation
+            return handoff
         options = None
         if caller.assistant is not None:  # its caps, then its persona and model
             await spend_assistant_caps(request, caller.assistant, body.session_id)
@@ -197,10 +208,21 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
                 raise HTTPException(404, str(exc)) from exc
             finally:
                 ticket.release()
-            return result_body(done)
+            body_out = result_body(done)
+            if await offer_handoff(request, caller, done.session_id):
+                body_out["offer_handoff"] = True
+            return body_out
+
+        async def offer(done: Completed) -> dict[str, Any]:
+            return (
+                {"offer_handoff": True}
+                if await offer_handoff(request, caller, done.session_id)
+                else {}
+            )
+
         interval = services.settings.server.sse_keepalive
         return StreamingResponse(
-            _sse_events(gated_events(ticket, deadline, interval, events)),
+            _sse_events(gated_events(ticket, deadline, interval, events), offer),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -237,7 +259,11 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
     return router
 
 
-async def _sse_events(events: AsyncIterator[Token | Completed | None]) -> AsyncIterator[str]:
+async def _sse_events(
+    events: AsyncIterator[Token | Completed | None],
+    extra_done: Callable[[Completed], Awaitable[dict[str, Any]]] | None = None,
+) -> AsyncIterator[str]:
+    """`extra_done`: more fields for `done` (the handoff offer)."""
     try:
         async for event in events:
             if event is None:
@@ -246,6 +272,7 @@ async def _sse_events(events: AsyncIterator[Token | Completed | None]) -> AsyncI
                 yield sse("token", {"text": event.text})
             else:
                 body = result_body(event)
+                extra = await extra_done(event) if extra_done is not None else {}
                 yield sse("sources", {"sources": body["sources"], "cited": body["cited"]})
                 yield sse(
                     "done",
@@ -260,7 +287,8 @@ async def _sse_events(events: AsyncIterator[Token | Completed | None]) -> AsyncI
                             "error",
                             "retrieval_ms",
                         )
-                    },
+                    }
+                    | extra,
                 )
     except Exception:  # never a stack trace in the stream; the log has it
         log.exception("chat stream failed")
