@@ -84,10 +84,10 @@ def test_migrations_make_exactly_the_models_schema(empty_db: str) -> None:
     from app.server.db import ConversationStore
 
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == schema.head_revision() == "0004"
+    assert schema.current_revision(store.engine) == schema.head_revision() == "0007"
     assert _schema_diff(empty_db) == []
     ConversationStore(empty_db)  # a second start finds nothing to do
-    assert _versions(empty_db) == ["0004"]
+    assert _versions(empty_db) == ["0007"]
 
 
 def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) -> None:
@@ -106,7 +106,7 @@ def test_the_assistants_revision_downgrades_and_upgrades_again(empty_db: str) ->
     engine.dispose()
     assert "assistants" not in tables and "leads" not in tables and "messages" in tables
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == "0004" and _schema_diff(empty_db) == []
+    assert schema.current_revision(store.engine) == "0007" and _schema_diff(empty_db) == []
 
 
 def test_assistants_and_their_keys_round_trip(empty_db: str) -> None:
@@ -160,7 +160,7 @@ def test_replicas_starting_together_all_succeed(empty_db: str) -> None:
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
     assert {"sessions", "messages", "feedback", "alembic_version"} <= tables
-    assert _versions(empty_db) == ["0004"]
+    assert _versions(empty_db) == ["0007"]
     session_id = stores[1].open_session(None, "default")
     assert stores[2].conversation(session_id)["messages"] == []
 
@@ -186,7 +186,7 @@ def test_replica_processes_starting_together_all_succeed(empty_db: str) -> None:
     ]
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * STARTS, outputs
-    assert _versions(empty_db) == ["0004"]
+    assert _versions(empty_db) == ["0007"]
 
 
 def test_stores_of_different_databases_start_together_in_one_process(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_stores_of_different_databases_start_together_in_one_process(tmp_path: P
         thread.join(timeout=60)
     assert not failures, failures
     assert all(
-        _versions(f"sqlite:///{tmp_path / f'db{n}.sqlite3'}") == ["0004"] for n in range(STARTS)
+        _versions(f"sqlite:///{tmp_path / f'db{n}.sqlite3'}") == ["0007"] for n in range(STARTS)
     )
 
 
@@ -245,7 +245,7 @@ def test_a_database_made_before_migrations_is_adopted(empty_db: str, made_by: st
     engine.dispose()
 
     store = ConversationStore(empty_db)
-    assert schema.current_revision(store.engine) == "0004"
+    assert schema.current_revision(store.engine) == "0007"
     assert _schema_diff(empty_db) == []
     store.add_exchange("s1", "Und jetzt?", _result("neu", error="llm_timeout"))
     messages = store.conversation("s1")["messages"]
@@ -356,13 +356,13 @@ def test_cli_migrates_ahead_and_reports_the_revision(
     monkeypatch.setenv("KBCHAT_DATABASE_URL", empty_db)
     before = CliRunner().invoke(app, ["db", "current"])
     assert before.exit_code == 0, before.output
-    assert "database: none; newest: 0004" in before.output
+    assert "database: none; newest: 0007" in before.output
     upgraded = CliRunner().invoke(app, ["db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "revision 0004" in upgraded.output
+    assert "revision 0007" in upgraded.output
     after = CliRunner().invoke(app, ["db", "current"])
-    assert "database: 0004; newest: 0004 (up to date)" in after.output
-    assert _versions(empty_db) == ["0004"]
+    assert "database: 0007; newest: 0007 (up to date)" in after.output
+    assert _versions(empty_db) == ["0007"]
 
 
 def test_each_revision_logs_as_one_line() -> None:
