@@ -125,8 +125,10 @@ def main() -> None:
     correction = QueryCorrection(embedder, args.cache / "language_reference")
     rows = xquad(args.every)
     tat = tatoeba(args.tatoeba)
-    print(f"model {embedder.spec.model_id}; XQuAD {len(rows)} questions "
-          f"({len({r['xid'] for r in rows})} ids x 12 languages); Tatoeba {len(tat) // 2} pairs")
+    print(
+        f"model {embedder.spec.model_id}; XQuAD {len(rows)} questions "
+        f"({len({r['xid'] for r in rows})} ids x 12 languages); Tatoeba {len(tat) // 2} pairs"
+    )
     xv = cached(embedder, [r["question"] for r in rows], "query", args.cache)
     tv = cached(embedder, [t[1] for t in tat], "query", args.cache)
     xl, tl = [r["lang"] for r in rows], [t[0] for t in tat]
@@ -138,23 +140,30 @@ def main() -> None:
         print(f"\n== {mode}")
         for name, s in pair_stats(v, rows).items():
             q = np.percentile(s, [1, 5, 50, 95, 99])
-            print(f"  {name:40s} n={len(s):7d} p1/p5/p50/p95/p99 "
-                  + " ".join(f"{x:.3f}" for x in q))
+            print(
+                f"  {name:40s} n={len(s):7d} p1/p5/p50/p95/p99 " + " ".join(f"{x:.3f}" for x in q)
+            )
         pos = np.einsum("ij,ij->i", t[0::2], t[1::2])
         neg = (t[0::2] @ t[1::2].T)[~np.eye(len(pos), dtype=bool)]
-        print(f"  tatoeba positive: p5 {np.percentile(pos, 5):.3f} p50 {np.median(pos):.3f}; "
-              f"negative p99 {np.percentile(neg, 99):.3f} p99.9 {np.percentile(neg, 99.9):.3f}")
+        print(
+            f"  tatoeba positive: p5 {np.percentile(pos, 5):.3f} p50 {np.median(pos):.3f}; "
+            f"negative p99 {np.percentile(neg, 99):.3f} p99.9 {np.percentile(neg, 99.9):.3f}"
+        )
         by_lang: dict[str, list[float]] = defaultdict(list)
         for i in range(len(pos)):
             by_lang[tl[2 * i]].append(float(pos[i]))
-        print("  tatoeba positive median per language: "
-              + " ".join(f"{k} {np.median(x):.3f}" for k, x in sorted(by_lang.items())))
+        print(
+            "  tatoeba positive median per language: "
+            + " ".join(f"{k} {np.median(x):.3f}" for k, x in sorted(by_lang.items()))
+        )
         print("  threshold  tatoeba-recall tatoeba-fp  xquad-cluster P / R / F1 / clusters")
         for th in THRESHOLDS:
             p, r, n = cluster_pr(v, truth, th, seed=0)
             f1 = 2 * p * r / max(p + r, 1e-9)
-            print(f"  {th:.2f}       {np.mean(pos >= th):.3f}          {np.mean(neg >= th):.4f}"
-                  f"      {p:.3f} / {r:.3f} / {f1:.3f} / {n}")
+            print(
+                f"  {th:.2f}       {np.mean(pos >= th):.3f}          {np.mean(neg >= th):.4f}"
+                f"      {p:.3f} / {r:.3f} / {f1:.3f} / {n}"
+            )
         if mode == "mean":
             half = t.astype(np.float16).astype(np.float32)
             err = np.abs(half @ half.T - t @ t.T).max()

@@ -28,6 +28,7 @@ from app.server.assistant_access import AssistantCORS
 from app.server.assistants import Assistants
 from app.server.chat_gate import ChatGate
 from app.server.db import ConversationStore
+from app.server.insights import build_insights
 from app.server.lead_webhook import LeadWebhooks
 from app.server.leads import Leads
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
@@ -36,6 +37,7 @@ from app.server.routes_admin import admin_router
 from app.server.routes_assistants import assistants_router, widget_config_router
 from app.server.routes_chat import chat_router
 from app.server.routes_fullpage import fullpage_router
+from app.server.routes_insights import insights_router
 from app.server.routes_leads import leads_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
@@ -117,6 +119,9 @@ def create_app(
         settings.webhook_allow_private, lambda outcome: metrics.lead_webhooks.labels(outcome).inc()
     )
     app.state.leads = Leads(services.conversations.engine, webhooks)
+    app.state.insights = build_insights(
+        settings, services.conversations.engine, services.embedder, services.client
+    )
     app.add_middleware(
         AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
         assistants=assistants,
@@ -146,6 +151,7 @@ def create_app(
     app.include_router(widget_config_router(limiter, rate))
     app.include_router(fullpage_router(limiter, rate))  # /a/{assistant}
     app.include_router(leads_router(limiter, rate))
+    app.include_router(insights_router())
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))

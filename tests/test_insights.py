@@ -1,0 +1,329 @@
+"""Insights with a deterministic topic encoder: incremental clustering in the database, content
+gaps, source usage, quality over time, erasure, replicas refreshing at once, and the admin
+routes (key, filter validation, no other assistant's questions)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.chat.types import ChatResult, Source
+from app.embeddings.e5 import EmbeddingSpec
+from app.embeddings.profiles import PrefixProfile
+from app.server.db import ConversationStore, QuestionClusterRow, QuestionRow
+from app.server.insights import InsightsService, delete_for_sessions
+from app.server.insights_reports import Filters
+from app.server.question_clusters import ClusterIndex
+
+TOPICS = ["password", "refund", "shipping", "opening hours", "warranty"]
+DIM = 16
+
+
+class TopicEncoder:
+    """A question's vector is its topic's axis (the first topic word it contains) plus a small
+    jitter from its text; a question with no topic word gets a direction of its own."""
+
+    profile = PrefixProfile("e5")
+    spec = EmbeddingSpec("test/topics", "test", "e5", DIM, 64)
+
+    def __init__(self) -> None:
+        self.embedded = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        out = np.zeros((len(texts), DIM), np.float32)
+        for row, raw in enumerate(texts):
+            body = raw.removeprefix("query: ").lower()
+            seed = int.from_bytes(hashlib.sha256(body.encode()).digest()[:4], "big")
+            noise = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+            topic = next((i for i, t in enumerate(TOPICS) if t in body), None)
+            if topic is None:
+                out[row] = noise
+            else:
+                out[row, topic] = 1.0
+                out[row] += 0.05 * noise
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def answer(
+    grounded: bool = True, sources: list[str] | None = None, cites: str = "", language: str = "en"
+) -> ChatResult:
+    shown = [
+        Source(n, name, name, language, 0.9, "text") for n, name in enumerate(sources or [], 1)
+    ]
+    body = f"An answer {cites}".strip()
+    return ChatResult(body, shown if grounded else [], language, "generative", grounded)
+
+
+def ask(
+    store: ConversationStore, question: str, language: str = "en", **fields: Any
+) -> tuple[str, int]:
+    session = store.open_session(None, fields.pop("collection", "default"))
+    result = answer(language=language, **fields)
+    result.language = language  # type: ignore[misc]
+    return session, store.add_exchange(session, question, result)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ConversationStore:
+    return ConversationStore(f"sqlite:///{tmp_path / 'conv.sqlite3'}")
+
+
+def service(store: ConversationStore, **documents: list[str]) -> InsightsService:
+    return InsightsService(
+        store.engine,
+        TopicEncoder(),
+        None,
+        threshold=0.9,
+        documents=lambda name: documents.get(name, []),
+        collections=lambda: sorted(documents),
+    )
+
+
+def everything() -> Filters:
+    return Filters(since=date.today() - timedelta(days=1), until=date.today() + timedelta(days=1))
+
+
+def test_the_engine_joins_near_vectors_and_starts_clusters_for_far_ones() -> None:
+    index = ClusterIndex(3, 0.9)
+    first = index.assign(np.array([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0]], np.float32))
+    assert [a.new for a in first] == [True, False, True]
+    assert first[0].cluster == first[1].cluster != first[2].cluster
+    again = index.assign(np.array([[0.98, 0, 0.05], [0, 0, 1]], np.float32))
+    assert again[0].cluster == first[0].cluster and not again[0].new
+    assert again[1].new and len(index) == 3 and index.size(first[0].cluster) == 3
+    stored = ClusterIndex.from_arrays(
+        index.ids,
+        np.stack([index.mean(int(c)) for c in index.ids]),
+        np.array([index.size(int(c)) for c in index.ids]),
+        0.9,
+    )
+    assert stored.assign(np.array([[0, 0.05, 1]], np.float32))[0].cluster == again[1].cluster
+
+
+def test_refresh_is_incremental_and_new_questions_join_existing_clusters(
+    store: ConversationStore,
+) -> None:
+    insights = service(store)
+    ask(store, "I forgot my password")
+    ask(store, "How do I get a refund?")
+    assert insights.refresh() == 2
+    assert insights.refresh() == 0  # nothing new: nothing embedded again
+    encoder = insights.encoder
+    assert isinstance(encoder, TopicEncoder) and encoder.embedded == 2
+    ask(store, "password reset does not work")
+    later = service(store)  # another process: loads the clusters from the database
+    assert later.refresh() == 1
+    with Session(store.engine) as db:
+        clusters = {q.message_id: q.cluster_id for q in db.query(QuestionRow)}
+        rows = {c.id: c for c in db.query(QuestionClusterRow)}
+    assert len(clusters) == 3 and len(set(clusters.values())) == 2
+    password = clusters[max(clusters)]
+    assert rows[password].size == 2
+    top = later.top_questions(everything())
+    assert [(c.questions, c.cluster) for c in top][0] == (2, password)
+
+
+def test_two_replicas_refreshing_at_once_cluster_each_question_once(
+    store: ConversationStore,
+) -> None:
+    for n in range(30):
+        ask(store, f"{TOPICS[n % 5]} question number {n}")
+    replicas = [service(store) for _ in range(3)]
+    added: list[int] = []
+    threads = [threading.Thread(target=lambda r=r: added.append(r.refresh())) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(added) == [0, 0, 30]
+    with Session(store.engine) as db:
+        assert db.query(QuestionRow).count() == 30
+        assert sum(c.size for c in db.query(QuestionClusterRow)) == 30
+
+
+def test_content_gaps_list_an_ungrounded_and_a_thumbs_down_cluster(
+    store: ConversationStore,
+) -> None:
+    ask(store, "What are your opening hours?", sources=["hours.md"], cites="[1]")
+    for q, lang in [("warranty for used items?", "en"), ("Garantie warranty Gebraucht?", "de")]:
+        ask(store, q, lang, grounded=False)
+    session, answer_id = ask(store, "refund after 40 days?", sources=["refunds.md"], cites="[1]")
+    store.add_feedback(session, answer_id, "down")
+    gaps = service(store).content_gaps(everything())
+    assert len(gaps) == 2  # the answered, well-rated cluster is no gap
+    warranty = next(c for c in gaps if "warranty" in c.representative.text.lower())
+    assert warranty.unanswered == 2 and warranty.languages == {"en": 1, "de": 1}
+    assert warranty.answer_rate == 0.0
+    refund = next(c for c in gaps if "refund" in c.representative.text)
+    assert refund.thumbs_down == 1 and refund.unanswered == 0
+    assert not any("opening" in c.representative.text for c in gaps)
+
+
+def test_top_questions_show_the_representative_in_the_operators_language(
+    store: ConversationStore,
+) -> None:
+    ask(store, "shipping to Spain?", "en", sources=["shipping.md"])
+    ask(store, "shipping nach Spanien?", "de", sources=["shipping.md"])
+    ask(store, "shipping a España?", "es", sources=["shipping.md"])
+    insights = service(store)
+    [cluster] = insights.top_questions(everything(), language="de")
+    assert cluster.representative.language == "de" and cluster.questions == 3
+    [cluster] = insights.top_questions(everything(), language="fr")  # none in French
+    assert cluster.representative.language in {"en", "de", "es"}
+    assert cluster.answer_rate == 1.0  # sources shown, no grounded column: inferred
+
+
+def test_source_usage_counts_cited_documents_and_lists_never_cited_ones(
+    store: ConversationStore,
+) -> None:
+    ask(store, "refund?", sources=["refunds.md", "terms.md"], cites="see [1]")
+    ask(store, "refund please", "de", sources=["refunds.md"], cites="[1]")
+    ask(store, "password?", sources=["account.md"])  # shown, not cited
+    usage = service(store, default=["refunds.md", "terms.md", "account.md", "faq.md"]).source_usage(
+        everything()
+    )
+    assert [(u.source, u.cited, u.shown) for u in usage.cited] == [("refunds.md", 2, 2)]
+    assert usage.cited[0].languages == {"en": 1, "de": 1}
+    assert [u.source for u in usage.never_cited] == ["account.md", "faq.md", "terms.md"]
+    assert usage.by_language == {"en": 1, "de": 1}
+
+
+def _with_assistants(store: ConversationStore) -> None:
+    """The column revision 0005 adds (the lead's, at merge): the service reads it if present."""
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE sessions ADD COLUMN assistant VARCHAR(64)"))
+
+
+def _owned(store: ConversationStore, session: str, assistant: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE sessions SET assistant = :a WHERE id = :s"), {"a": assistant, "s": session}
+        )
+
+
+def test_filtering_by_assistant_shows_nothing_of_another_assistant(
+    store: ConversationStore,
+) -> None:
+    _with_assistants(store)
+    mine, _ = ask(store, "refund for my shoes", sources=["refunds.md"], cites="[1]")
+    theirs, _ = ask(store, "refund secret-of-bikes", sources=["bikes.md"], cites="[1]")
+    theirs_gap, _ = ask(store, "warranty secret-of-bikes", grounded=False)
+    _owned(store, mine, "shoes")
+    _owned(store, theirs, "bikes")
+    _owned(store, theirs_gap, "bikes")
+    insights = service(store, default=["refunds.md"])
+    only = Filters(assistant="shoes", since=everything().since, until=everything().until)
+    dumped = [
+        *(c.model_dump_json() for c in insights.top_questions(only, examples=10)),
+        *(c.model_dump_json() for c in insights.content_gaps(only, examples=10)),
+        insights.source_usage(only).model_dump_json(),
+        *(r.model_dump_json() for r in insights.quality(only)),
+    ]
+    assert dumped and not any("bikes" in d for d in dumped)
+    [top] = insights.top_questions(only)
+    assert top.questions == 1 and top.examples[0].text == "refund for my shoes"
+
+
+def test_quality_counts_per_day_language_and_assistant(store: ConversationStore) -> None:
+    ask(store, "refund?", sources=["refunds.md"])
+    session, answer_id = ask(store, "warranty?", "de", grounded=False)
+    store.add_feedback(session, answer_id, "down")
+    rows = service(store).quality(everything())
+    by_language = {r.language: r for r in rows}
+    assert by_language["en"].answered == 1 and by_language["en"].unanswered == 0
+    assert by_language["de"].unanswered == 1 and by_language["de"].feedback == 1
+    assert by_language["de"].score == 0.0 and by_language["de"].messages == 2
+    assert by_language["en"].period == datetime.now(UTC).date()
+
+
+def test_erasing_conversations_deletes_their_questions(store: ConversationStore) -> None:
+    keep, _ = ask(store, "refund?")
+    gone, _ = ask(store, "refund now", "de")
+    insights = service(store)
+    insights.refresh()
+    with store.engine.begin() as conn:
+        assert delete_for_sessions(conn, [gone]) == 1
+    with Session(store.engine) as db:
+        assert [q.session_id for q in db.query(QuestionRow)] == [keep]
+        [cluster] = db.query(QuestionClusterRow).all()
+        assert cluster.size == 1 and cluster.languages == '{"en": 1}'
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from tests.test_assistants import make_app
+
+    app = make_app(tmp_path_factory.mktemp("insights"), server={"admin_failures": "1000/minute"})
+    app.state.insights = InsightsService(
+        app.state.services.conversations.engine, TopicEncoder(), None, threshold=0.9
+    )
+    with TestClient(app) as client:
+        yield client
+
+
+AUTH = {"Authorization": "Bearer admin-secret-123"}
+ROUTES = ["top-questions", "content-gaps", "sources", "quality"]
+
+
+@pytest.mark.parametrize("route", [*ROUTES, "refresh"])
+def test_insights_routes_need_the_admin_key(api: Any, route: str) -> None:
+    call = api.post if route == "refresh" else api.get
+    assert call(f"/api/insights/{route}").status_code == 401
+    wrong = call(f"/api/insights/{route}", headers={"Authorization": "Bearer nope-nope-nope"})
+    assert wrong.status_code in {401, 403}
+    assert call(f"/api/insights/{route}", headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=2026-13-01",
+        "until=yesterday",
+        "since=2026-05-02&until=2026-05-01",
+        "since=2020-01-01&until=2026-01-01",
+        "language=xx",
+        "language=english",
+        "language=de%00",
+        "assistant=../x",
+        "collection=a%20b",
+    ],
+)
+@pytest.mark.parametrize("route", ROUTES)
+def test_insights_routes_refuse_bad_filters(api: Any, route: str, query: str) -> None:
+    answer = api.get(f"/api/insights/{route}?{query}", headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=101", "limit=99999999999999999999", "examples=11", "operator_language=zz"],
+)
+def test_cluster_reports_refuse_huge_limits(api: Any, query: str) -> None:
+    for route in ("top-questions", "content-gaps"):
+        assert api.get(f"/api/insights/{route}?{query}", headers=AUTH).status_code == 422
+
+
+def test_insights_routes_answer_reports(api: Any) -> None:
+    store = api.app.state.services.conversations
+    ask(store, "opening hours on Sunday?", sources=["a.md"], cites="[1]")
+    ask(store, "opening hours heute?", "de", grounded=False)
+    assert api.post("/api/insights/refresh", headers=AUTH).json() == {"added": 2}
+    top = api.get("/api/insights/top-questions?operator_language=de", headers=AUTH).json()
+    assert top[0]["questions"] == 2 and top[0]["representative"]["language"] == "de"
+    gaps = api.get("/api/insights/content-gaps?language=de", headers=AUTH).json()
+    assert gaps[0]["unanswered"] == 1 and gaps[0]["languages"] == {"de": 1}
+    week = api.get("/api/insights/quality?bucket=week", headers=AUTH).json()
+    assert sum(r["questions"] for r in week) == 2
