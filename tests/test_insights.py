@@ -130,7 +130,7 @@ def test_refresh_is_incremental_and_new_questions_join_existing_clusters(
     password = clusters[max(clusters)]
     assert rows[password].size == 2
     top = later.top_questions(everything())
-    assert [(c.questions, c.cluster) for c in top][0] == (2, password)
+    assert (top[0].questions, top[0].cluster) == (2, password)
 
 
 def test_two_replicas_refreshing_at_once_cluster_each_question_once(
@@ -327,3 +327,24 @@ def test_insights_routes_answer_reports(api: Any) -> None:
     assert gaps[0]["unanswered"] == 1 and gaps[0]["languages"] == {"de": 1}
     week = api.get("/api/insights/quality?bucket=week", headers=AUTH).json()
     assert sum(r["questions"] for r in week) == 2
+
+
+def test_a_failed_refresh_leaves_nothing_half_done(
+    store: ConversationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ask(store, "refund?")
+    insights = service(store)
+    insights.refresh()
+    ask(store, "refund again")
+    ask(store, "password help")
+
+    def fail(*_: Any) -> None:  # after the new questions were assigned in memory
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(insights, "_save_clusters", fail)
+    with pytest.raises(RuntimeError):
+        insights.refresh()
+    monkeypatch.undo()
+    assert insights.refresh() == 2
+    with Session(store.engine) as db:
+        assert sorted(c.size for c in db.query(QuestionClusterRow)) == [1, 2]

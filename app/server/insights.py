@@ -146,18 +146,23 @@ class InsightsService:
         """Embed and cluster every user message not clustered yet (at most `limit`); returns
         how many were added. Safe to run from several replicas at once."""
         added = 0
-        with _PROCESS_LOCK, _refresh_lock(self.engine) as conn, Session(bind=conn) as db:
-            self._load(db)
-            self._resolve_answers(db)
-            while limit is None or added < limit:
-                size = BATCH if limit is None else min(BATCH, limit - added)
-                rows = self._pending(db, size)
-                if not rows:
-                    break
-                self._add(db, rows)
-                added += len(rows)
-            db.flush()
-            self._stamp = self._current_stamp(db)
+        with _PROCESS_LOCK:
+            try:
+                with _refresh_lock(self.engine) as conn, Session(bind=conn) as db:
+                    self._load(db)
+                    self._resolve_answers(db)
+                    while limit is None or added < limit:
+                        size = BATCH if limit is None else min(BATCH, limit - added)
+                        rows = self._pending(db, size)
+                        if not rows:
+                            break
+                        self._add(db, rows)
+                        added += len(rows)
+                    db.flush()
+                    self._stamp = self._current_stamp(db)
+            except BaseException:
+                self._index = None  # it may hold what was rolled back: load it again next time
+                raise
         return added
 
     def _pending(self, db: Session, size: int) -> list[Any]:
