@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 REPORT_REFRESH = 2000  # questions a report clusters first; `kbchat insights refresh` does all
+FALLBACK_LANGUAGE = "en"  # whose reference mean corrects questions in a language without one
 BATCH = 256  # questions embedded per forward pass and committed together
 MAX_CHARS = 2000  # a question longer than this is clustered by its beginning
 ADVISORY_LOCK_KEY = int.from_bytes(b"kbinsig", "big")  # pg_locks shows "kbinsig" in ASCII
@@ -215,7 +216,12 @@ class InsightsService:
             return normalise(raw)
         out = np.empty_like(raw, dtype=np.float32)
         for i, (vector, language) in enumerate(zip(raw, languages, strict=True)):
-            reference = self.correction.reference(language) if language else None
+            # A language without reference sentences ("und", a rare one) still loses the part
+            # every E5 vector shares, through English's mean: uncorrected, any two such
+            # questions score like paraphrases (raw cosines of unrelated questions reach 0.8).
+            reference = (language and self.correction.reference(language)) or (
+                self.correction.reference(FALLBACK_LANGUAGE)
+            )
             out[i] = vector if reference is None else reference.correct(vector, "mean")
         return normalise(out)
 
