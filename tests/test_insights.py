@@ -348,3 +348,34 @@ def test_a_failed_refresh_leaves_nothing_half_done(
     assert insights.refresh() == 2
     with Session(store.engine) as db:
         assert sorted(c.size for c in db.query(QuestionClusterRow)) == [1, 2]
+
+
+def test_handed_over_questions_are_gaps_and_counted_per_day(store: ConversationStore) -> None:
+    """With the `handoffs` table of the handoff part (revision 0006), read where it exists."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE handoffs (id INTEGER PRIMARY KEY, session_id VARCHAR(64),"
+                " state VARCHAR(16), reason VARCHAR(16), contact_email VARCHAR(320),"
+                " created DATETIME, accepted DATETIME, closed DATETIME)"
+            )
+        )
+    ask(store, "refund?", sources=["refunds.md"], cites="[1]")
+    session, _ = ask(store, "warranty claim", "es", sources=["w.md"], cites="[1]")
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO handoffs (session_id, state, reason, created) VALUES (:s, :st, :r, :c)"
+            ),
+            {
+                "s": session,
+                "st": "waiting",
+                "r": "button",
+                "c": datetime.now(UTC).replace(tzinfo=None),
+            },
+        )
+    insights = service(store)
+    [gap] = insights.content_gaps(everything())
+    assert gap.handed_over == 1 and gap.representative.text == "warranty claim"
+    rows = {r.language: r for r in insights.quality(everything(), "week")}
+    assert rows["es"].handovers == 1 and rows["en"].handovers == 0

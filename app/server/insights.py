@@ -240,6 +240,13 @@ class InsightsService:
             )
         }
         now = datetime.now(UTC)
+        with db.no_autoflush:  # one SELECT for all, not one flush and SELECT per cluster
+            stored = {
+                row.id: row
+                for row in db.scalars(
+                    select(QuestionClusterRow).where(QuestionClusterRow.id.in_(list(members)))
+                )
+            }
         for cluster, newcomers in members.items():
             centroid = index.centroid(cluster)
             candidates = list(newcomers)
@@ -255,7 +262,7 @@ class InsightsService:
                 "languages": json.dumps(dict(self._languages[cluster]), sort_keys=True),
                 "updated": now,
             }
-            row = db.get(QuestionClusterRow, cluster)
+            row = stored.get(cluster)
             if row is None:
                 db.add(QuestionClusterRow(id=cluster, **values))
             else:

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import literal, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from app.server.insights_reports import Filters, answered_expr, day_bounds
@@ -33,105 +33,115 @@ class QualityRow(BaseModel):
     handovers: int = Field(description="Conversations handed to a person in this period.")
 
 
-def _period(moment: Any, bucket: Bucket) -> date:
-    day: date = moment.date()
+def _period(day: date, bucket: Bucket) -> date:
     return day - timedelta(days=day.weekday()) if bucket == "week" else day
 
 
+def _day(value: Any) -> date:
+    """SQL date() gives a string on SQLite and a date on PostgreSQL."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+Key = tuple[date, str, str | None]
+
+
 def quality(db: Session, t: Tables, f: Filters, bucket: Bucket) -> list[QualityRow]:
+    """Counted in SQL per day, language, assistant and role; weeks add their days up, so a
+    conversation active on several days of a week counts once per day."""
     m, s, fb = t.messages, t.sessions, t.feedback
     start, end = day_bounds(f)
     assistant = t.column(s, "assistant")
-    who = assistant if assistant is not None else literal(None)
-    answered = answered_expr(t, m)
+    who = (assistant if assistant is not None else literal(None)).label("who")
+    day = func.date(m.c.created).label("day")
     where = [m.c.created >= start, m.c.created < end]
     if f.collection is not None:
         where.append(s.c.collection == f.collection)
     if f.assistant is not None:  # without sessions.assistant no conversation has one
         where.append(assistant == f.assistant if assistant is not None else literal(False))
-    rows = db.execute(
-        select(m.c.id, m.c.session_id, m.c.role, m.c.language, m.c.created, who, answered)
-        .select_from(m.join(s, s.c.id == m.c.session_id))
-        .where(*where)
-        .order_by(m.c.id)
-    ).all()
-    keyed: dict[tuple[date, str, str | None], dict[str, Any]] = defaultdict(
-        lambda: {"sessions": set(), "messages": 0, "questions": 0, "answered": 0, "answers": 0}
-    )
-    session_language: dict[str, str] = {}
-    message_key: dict[int, tuple[date, str, str | None]] = {}
-    for mid, session, role, language, created, owner, ok in rows:
-        if role == "user":
-            session_language.setdefault(session, language or "")
-        language = language or session_language.get(session, "")
-        if f.language is not None and language != f.language:
-            continue
-        key = (_period(created, bucket), language, owner)
-        cell = keyed[key]
-        cell["messages"] += 1
-        if role == "user":
-            cell["questions"] += 1
-            cell["sessions"].add(session)
-        elif role == "assistant":
-            cell["answers"] += 1
-            cell["answered"] += int(ok or 0)
-            message_key[mid] = key
-    ratings: dict[tuple[date, str, str | None], list[str]] = defaultdict(list)
-    ids = list(message_key)
-    for lo in range(0, len(ids), 500):  # IN lists stay small on every backend
-        for message_id, rating in db.execute(
-            select(fb.c.message_id, fb.c.rating).where(fb.c.message_id.in_(ids[lo : lo + 500]))
-        ):
-            ratings[message_key[message_id]].append(rating)
-    handovers = _handovers(db, t, f, bucket, session_language, start, end)
-    out = []
-    for key in sorted(set(keyed) | set(handovers), key=lambda k: (k[0], k[1], k[2] or "")):
-        cell = keyed.get(key) or {"sessions": set(), "messages": 0, "questions": 0, "answers": 0}
-        given = ratings.get(key, [])
-        out.append(
-            QualityRow(
-                period=key[0],
-                language=key[1],
-                assistant=key[2],
-                conversations=len(cell["sessions"]),
-                messages=cell["messages"],
-                questions=cell["questions"],
-                answered=cell.get("answered", 0),
-                unanswered=cell["answers"] - cell.get("answered", 0),
-                feedback=len(given),
-                score=round(given.count("up") / len(given), 4) if given else None,
-                handovers=handovers.get(key, 0),
-            )
+    if f.language is not None:
+        where.append(m.c.language == f.language)
+    joined = m.join(s, s.c.id == m.c.session_id)
+    cells: dict[Key, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for when, language, owner, role, count, answered, sessions in db.execute(
+        select(
+            day,
+            m.c.language,
+            who,
+            m.c.role,
+            func.count(),
+            func.sum(answered_expr(t, m)),
+            func.count(func.distinct(m.c.session_id)),
         )
-    return out
+        .select_from(joined)
+        .where(*where)
+        .group_by(day, m.c.language, who, m.c.role)
+    ):
+        cell = cells[(_period(_day(when), bucket), language or "", owner)]
+        cell["messages"] += count
+        if role == "user":
+            cell["questions"] += count
+            cell["conversations"] += sessions
+        elif role == "assistant":
+            cell["answers"] += count
+            cell["answered"] += int(answered or 0)
+    for when, language, owner, rating, count in db.execute(
+        select(day, m.c.language, who, fb.c.rating, func.count())
+        .select_from(joined.join(fb, fb.c.message_id == m.c.id))
+        .where(*where, m.c.role == "assistant")
+        .group_by(day, m.c.language, who, fb.c.rating)
+    ):
+        cell = cells[(_period(_day(when), bucket), language or "", owner)]
+        cell["feedback"] += count
+        cell["up"] += count if rating == "up" else 0
+    for key, count in _handovers(db, t, f, bucket, start, end).items():
+        cells[key]["handovers"] += count
+    return [
+        QualityRow(
+            period=key[0],
+            language=key[1],
+            assistant=key[2],
+            conversations=c["conversations"],
+            messages=c["messages"],
+            questions=c["questions"],
+            answered=c["answered"],
+            unanswered=c["answers"] - c["answered"],
+            feedback=c["feedback"],
+            score=round(c["up"] / c["feedback"], 4) if c["feedback"] else None,
+            handovers=c["handovers"],
+        )
+        for key, c in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
+    ]
 
 
 def _handovers(
-    db: Session,
-    t: Tables,
-    f: Filters,
-    bucket: Bucket,
-    session_language: dict[str, str],
-    start: Any,
-    end: Any,
-) -> dict[tuple[date, str, str | None], int]:
-    h, s = t.handoffs, t.sessions
+    db: Session, t: Tables, f: Filters, bucket: Bucket, start: Any, end: Any
+) -> dict[Key, int]:
+    """Handoffs created in the period, under the language of their conversation's first
+    question."""
+    h, s, m = t.handoffs, t.sessions, t.messages
     if h is None:
         return {}
     assistant = t.column(s, "assistant")
     who = assistant if assistant is not None else literal(None)
+    asked, spoken = m.alias("asked"), m.alias("spoken")
+    first = (
+        select(func.min(asked.c.id))
+        .where(asked.c.session_id == h.c.session_id, asked.c.role == "user")
+        .correlate(h)
+        .scalar_subquery()
+    )
+    language = select(spoken.c.language).where(spoken.c.id == first).correlate(h).scalar_subquery()
     where = [h.c.created >= start, h.c.created < end]
     if f.collection is not None:
         where.append(s.c.collection == f.collection)
     if f.assistant is not None:
         where.append(assistant == f.assistant if assistant is not None else literal(False))
-    out: dict[tuple[date, str, str | None], int] = defaultdict(int)
-    for session, created, owner in db.execute(
-        select(h.c.session_id, h.c.created, who)
+    out: dict[Key, int] = defaultdict(int)
+    for created, owner, spoken in db.execute(
+        select(h.c.created, who, language)
         .select_from(h.join(s, s.c.id == h.c.session_id))
         .where(*where)
     ):
-        language = session_language.get(session, "")
-        if f.language is None or language == f.language:
-            out[(_period(created, bucket), language, owner)] += 1
+        if f.language is None or spoken == f.language:
+            out[(_period(created.date(), bucket), spoken or "", owner)] += 1
     return out
