@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -50,7 +51,8 @@ if TYPE_CHECKING:
     from app.query_correction import QueryCorrection, QueryEncoder
     from app.settings import Settings
 
-REPORT_REFRESH = 2000  # questions a report clusters first; `kbchat insights refresh` does all
+REPORT_BUDGET_S = 2.0  # a report clusters new questions first, starting no batch after this
+REPORT_BATCH = 32  # small batches, so a report overruns its budget by little
 FALLBACK_LANGUAGE = "en"  # whose reference mean corrects questions in a language without one
 BATCH = 256  # questions embedded per forward pass and committed together
 MAX_CHARS = 2000  # a question longer than this is clustered by its beginning
@@ -97,7 +99,7 @@ class InsightsService:
     ) -> list[ClusterReport]:
         """The largest clusters among the filtered questions, each with its languages, a
         representative in `language` (the operator's) where it has one, and its answer rate."""
-        self.refresh(limit=REPORT_REFRESH)
+        self.refresh(budget_s=REPORT_BUDGET_S)
         with Session(self.engine) as db:
             return clusters_report(
                 db,
@@ -115,7 +117,7 @@ class InsightsService:
     ) -> list[ClusterReport]:
         """Clusters whose questions found nothing relevant, got a thumbs-down or went to a
         person; most such questions first, flagged examples first."""
-        self.refresh(limit=REPORT_REFRESH)
+        self.refresh(budget_s=REPORT_BUDGET_S)
         with Session(self.engine) as db:
             return clusters_report(
                 db,
@@ -130,7 +132,7 @@ class InsightsService:
 
     def source_usage(self, filters: Filters, *, limit: int = 50) -> SourceUsage:
         """Documents cited most, and documents never cited, by the filtered questions' answers."""
-        self.refresh(limit=REPORT_REFRESH)
+        self.refresh(budget_s=REPORT_BUDGET_S)
         with Session(self.engine) as db:
             return source_usage(
                 db, self.tables, filters, self.documents, self.collections, limit=limit
@@ -143,17 +145,21 @@ class InsightsService:
             return quality(db, self.tables, filters, bucket)
 
     # ------------------------------------------------------------------ refresh
-    def refresh(self, limit: int | None = None) -> int:
-        """Embed and cluster every user message not clustered yet (at most `limit`); returns
-        how many were added. Safe to run from several replicas at once."""
-        added = 0
+    def refresh(self, limit: int | None = None, budget_s: float | None = None) -> int:
+        """Embed and cluster every user message not clustered yet (at most `limit`, and no new
+        batch after `budget_s` seconds); returns how many were added. Safe to run from several
+        replicas at once."""
+        added, started = 0, time.monotonic()
+        batch = BATCH if budget_s is None else REPORT_BATCH
         with _PROCESS_LOCK:
             try:
                 with _refresh_lock(self.engine) as conn, Session(bind=conn) as db:
                     self._load(db)
                     self._resolve_answers(db)
-                    while limit is None or added < limit:
-                        size = BATCH if limit is None else min(BATCH, limit - added)
+                    while (limit is None or added < limit) and self._maybe_pending(db):
+                        if budget_s is not None and time.monotonic() - started > budget_s:
+                            break
+                        size = batch if limit is None else min(batch, limit - added)
                         rows = self._pending(db, size)
                         if not rows:
                             break
@@ -165,6 +171,14 @@ class InsightsService:
                 self._index = None  # it may hold what was rolled back: load it again next time
                 raise
         return added
+
+    def _maybe_pending(self, db: Session) -> bool:
+        """False when every user message has its question row (two counts, no join): a report
+        on an up-to-date database then pays no search for new questions."""
+        m = self.tables.messages
+        asked = db.scalar(select(func.count()).select_from(m).where(m.c.role == "user"))
+        known = db.scalar(select(func.count()).select_from(QuestionRow))
+        return bool(asked != known)
 
     def _pending(self, db: Session, size: int) -> list[Any]:
         t = self.tables

@@ -26,6 +26,7 @@ MAX_EXAMPLES = 10
 MAX_DOCUMENTS = 500
 MAX_DAYS = 366  # the longest period one report reads
 DEFAULT_DAYS = 30
+REFRESH_BUDGET_S = 10.0  # an HTTP call that embeds for longer risks its client's timeout
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -144,8 +145,9 @@ def insights_router() -> APIRouter:
 
     @router.post("/refresh", **admin)
     def refresh(request: Request, _: AdminCaller) -> Refreshed:
-        """Embed and cluster every question not clustered yet (admin); reports do this too,
-        for up to a few thousand questions at a time."""
-        return Refreshed(added=service(request).refresh())
+        """Embed and cluster the questions not clustered yet, starting no new batch after
+        REFRESH_BUDGET_S seconds (admin): call again until `added` is 0. Reports do this
+        too, for two seconds; `kbchat insights refresh` does all at once."""
+        return Refreshed(added=service(request).refresh(budget_s=REFRESH_BUDGET_S))
 
     return router
