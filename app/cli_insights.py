@@ -1,5 +1,5 @@
-"""`kbchat insights`: cluster the stored questions now (the reports do it too, for two seconds
-each), e.g. from cron after a busy day or once after an upgrade."""
+"""`kbchat insights`: cluster the stored questions now (reports start it in the background),
+e.g. from cron after a busy day or once after an upgrade."""
 
 from __future__ import annotations
 

@@ -84,6 +84,7 @@ def service(store: ConversationStore, **documents: list[str]) -> InsightsService
         TopicEncoder(),
         None,
         threshold=0.9,
+        report_wait_s=60,  # the reports' wait for clustering: long enough on a busy machine
         documents=lambda name: documents.get(name, []),
         collections=lambda: sorted(documents),
     )
@@ -267,7 +268,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     app = make_app(tmp_path_factory.mktemp("insights"), server={"admin_failures": "1000/minute"})
     app.state.insights = InsightsService(
-        app.state.services.conversations.engine, TopicEncoder(), None, threshold=0.9
+        app.state.services.conversations.engine,
+        TopicEncoder(),
+        None,
+        threshold=0.9,
+        report_wait_s=60,
     )
     with TestClient(app) as client:
         yield client
@@ -320,7 +325,7 @@ def test_insights_routes_answer_reports(api: Any) -> None:
     store = api.app.state.services.conversations
     ask(store, "opening hours on Sunday?", sources=["a.md"], cites="[1]")
     ask(store, "opening hours heute?", "de", grounded=False)
-    assert api.post("/api/insights/refresh", headers=AUTH).json() == {"added": 2}
+    assert api.post("/api/insights/refresh", headers=AUTH).json() == {"pending": 0}
     top = api.get("/api/insights/top-questions?operator_language=de", headers=AUTH).json()
     assert top[0]["questions"] == 2 and top[0]["representative"]["language"] == "de"
     gaps = api.get("/api/insights/content-gaps?language=de", headers=AUTH).json()

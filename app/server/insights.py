@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -51,14 +51,14 @@ if TYPE_CHECKING:
     from app.query_correction import QueryCorrection, QueryEncoder
     from app.settings import Settings
 
-REPORT_BUDGET_S = 2.0  # a report clusters new questions first, starting no batch after this
-REPORT_BATCH = 32  # small batches, so a report overruns its budget by little
+REPORT_WAIT_S = 2.0  # how long a report waits for new questions to be clustered
 FALLBACK_LANGUAGE = "en"  # whose reference mean corrects questions in a language without one
 BATCH = 256  # questions embedded per forward pass and committed together
 MAX_CHARS = 2000  # a question longer than this is clustered by its beginning
 ADVISORY_LOCK_KEY = int.from_bytes(b"kbinsig", "big")  # pg_locks shows "kbinsig" in ASCII
 LOCK_TIMEOUT_S = 300
 _PROCESS_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 class InsightsService:
@@ -74,6 +74,7 @@ class InsightsService:
         threshold: float | None = None,
         documents: Callable[[str], list[str]] | None = None,
         collections: Callable[[], list[str]] | None = None,
+        report_wait_s: float = REPORT_WAIT_S,
     ) -> None:
         self.engine = engine
         self.encoder = encoder
@@ -85,6 +86,9 @@ class InsightsService:
         self._languages: dict[int, Counter[str]] = {}
         self._representative: dict[int, int | None] = {}
         self._stamp: tuple[int, int] | None = None
+        self.report_wait_s = report_wait_s
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
 
     @cached_property
     def tables(self) -> Tables:
@@ -99,7 +103,7 @@ class InsightsService:
     ) -> list[ClusterReport]:
         """The largest clusters among the filtered questions, each with its languages, a
         representative in `language` (the operator's) where it has one, and its answer rate."""
-        self.refresh(budget_s=REPORT_BUDGET_S)
+        self.catch_up(self.report_wait_s)
         with Session(self.engine) as db:
             return clusters_report(
                 db,
@@ -117,7 +121,7 @@ class InsightsService:
     ) -> list[ClusterReport]:
         """Clusters whose questions found nothing relevant, got a thumbs-down or went to a
         person; most such questions first, flagged examples first."""
-        self.refresh(budget_s=REPORT_BUDGET_S)
+        self.catch_up(self.report_wait_s)
         with Session(self.engine) as db:
             return clusters_report(
                 db,
@@ -132,7 +136,7 @@ class InsightsService:
 
     def source_usage(self, filters: Filters, *, limit: int = 50) -> SourceUsage:
         """Documents cited most, and documents never cited, by the filtered questions' answers."""
-        self.refresh(budget_s=REPORT_BUDGET_S)
+        self.catch_up(self.report_wait_s)
         with Session(self.engine) as db:
             return source_usage(
                 db, self.tables, filters, self.documents, self.collections, limit=limit
@@ -145,21 +149,46 @@ class InsightsService:
             return quality(db, self.tables, filters, bucket)
 
     # ------------------------------------------------------------------ refresh
-    def refresh(self, limit: int | None = None, budget_s: float | None = None) -> int:
-        """Embed and cluster every user message not clustered yet (at most `limit`, and no new
-        batch after `budget_s` seconds); returns how many were added. Safe to run from several
-        replicas at once."""
-        added, started = 0, time.monotonic()
-        batch = BATCH if budget_s is None else REPORT_BATCH
+    def catch_up(self, wait_s: float) -> int:
+        """Cluster new questions in a background thread (one at a time per process) and wait
+        for it up to `wait_s` seconds; returns how many questions are still waiting. A report
+        thus never waits long: a first question in a language may need that language's
+        reference statistics (400 sentences to embed), and a backlog many batches."""
+        with self._worker_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._refresh_logged, name="kbchat-insights", daemon=True
+                )
+                self._worker.start()
+            worker = self._worker
+        worker.join(wait_s)
+        return self.pending()
+
+    def _refresh_logged(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # the reports go on with the clusters as stored; the log says why
+            log.exception("clustering new questions failed")
+
+    def pending(self) -> int:
+        """User messages not clustered yet."""
+        with Session(self.engine) as db:
+            m = self.tables.messages
+            asked = db.scalar(select(func.count()).select_from(m).where(m.c.role == "user"))
+            known = db.scalar(select(func.count()).select_from(QuestionRow))
+            return max(int(asked or 0) - int(known or 0), 0)
+
+    def refresh(self, limit: int | None = None) -> int:
+        """Embed and cluster every user message not clustered yet (at most `limit`); returns
+        how many were added. Safe to run from several replicas at once."""
+        added = 0
         with _PROCESS_LOCK:
             try:
                 with _refresh_lock(self.engine) as conn, Session(bind=conn) as db:
                     self._load(db)
                     self._resolve_answers(db)
                     while (limit is None or added < limit) and self._maybe_pending(db):
-                        if budget_s is not None and time.monotonic() - started > budget_s:
-                            break
-                        size = batch if limit is None else min(batch, limit - added)
+                        size = BATCH if limit is None else min(BATCH, limit - added)
                         rows = self._pending(db, size)
                         if not rows:
                             break

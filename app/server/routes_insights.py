@@ -26,7 +26,7 @@ MAX_EXAMPLES = 10
 MAX_DOCUMENTS = 500
 MAX_DAYS = 366  # the longest period one report reads
 DEFAULT_DAYS = 30
-REFRESH_BUDGET_S = 10.0  # an HTTP call that embeds for longer risks its client's timeout
+REFRESH_WAIT_S = 10.0  # an HTTP call that waits longer risks its client's timeout
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -82,7 +82,7 @@ OperatorLanguage = Annotated[
 
 
 class Refreshed(BaseModel):
-    added: int = Field(description="Questions embedded and clustered by this call.")
+    pending: int = Field(description="Questions still waiting to be clustered.")
 
 
 def insights_router() -> APIRouter:
@@ -145,9 +145,9 @@ def insights_router() -> APIRouter:
 
     @router.post("/refresh", **admin)
     def refresh(request: Request, _: AdminCaller) -> Refreshed:
-        """Embed and cluster the questions not clustered yet, starting no new batch after
-        REFRESH_BUDGET_S seconds (admin): call again until `added` is 0. Reports do this
-        too, for two seconds; `kbchat insights refresh` does all at once."""
-        return Refreshed(added=service(request).refresh(budget_s=REFRESH_BUDGET_S))
+        """Cluster the questions not clustered yet, in the background, and wait up to
+        REFRESH_WAIT_S seconds (admin): call again until `pending` is 0. Reports do this too,
+        waiting two seconds; `kbchat insights refresh` does all in the foreground."""
+        return Refreshed(pending=service(request).catch_up(REFRESH_WAIT_S))
 
     return router
