@@ -384,3 +384,20 @@ def test_handed_over_questions_are_gaps_and_counted_per_day(store: ConversationS
     assert gap.handed_over == 1 and gap.representative.text == "warranty claim"
     rows = {r.language: r for r in insights.quality(everything(), "week")}
     assert rows["es"].handovers == 1 and rows["en"].handovers == 0
+
+
+def test_a_report_does_not_wait_for_a_slow_clustering(store: ConversationStore) -> None:
+    release = threading.Event()
+
+    class Slow(TopicEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            release.wait(30)  # a new language's reference statistics, a long backlog
+            return super().encode(texts)
+
+    ask(store, "refund?")
+    insights = InsightsService(store.engine, Slow(), None, threshold=0.9, report_wait_s=0.1)
+    assert insights.top_questions(everything()) == []  # answered with what is clustered
+    assert insights.pending() == 1
+    release.set()
+    assert insights.catch_up(60) == 0
+    assert len(insights.top_questions(everything())) == 1
