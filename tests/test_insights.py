@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from app.server.db import ConversationStore, QuestionClusterRow, QuestionRow
 from app.server.insights import InsightsService, delete_for_sessions
 from app.server.insights_reports import Filters
 from app.server.question_clusters import ClusterIndex
+from tests.services import create_database, require, start_postgres
 
 TOPICS = ["password", "refund", "shipping", "opening hours", "warranty"]
 DIM = 16
@@ -73,9 +75,20 @@ def ask(
     return session, store.add_exchange(session, question, result)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ConversationStore:
-    return ConversationStore(f"sqlite:///{tmp_path / 'conv.sqlite3'}")
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    require("postgres")
+    with start_postgres() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ConversationStore:
+    """The conversations database on each backend (the reports' SQL runs on both)."""
+    if request.param == "sqlite":
+        return ConversationStore(f"sqlite:///{tmp_path / 'conv.sqlite3'}")
+    url = request.getfixturevalue("pg_server")
+    return ConversationStore(create_database(url, f"i_{uuid.uuid4().hex[:12]}"))
 
 
 def service(store: ConversationStore, **documents: list[str]) -> InsightsService:
@@ -362,7 +375,7 @@ def test_handed_over_questions_are_gaps_and_counted_per_day(store: ConversationS
             text(
                 "CREATE TABLE handoffs (id INTEGER PRIMARY KEY, session_id VARCHAR(64),"
                 " state VARCHAR(16), reason VARCHAR(16), contact_email VARCHAR(320),"
-                " created DATETIME, accepted DATETIME, closed DATETIME)"
+                " created TIMESTAMP, accepted TIMESTAMP, closed TIMESTAMP)"
             )
         )
     ask(store, "refund?", sources=["refunds.md"], cites="[1]")
@@ -370,7 +383,8 @@ def test_handed_over_questions_are_gaps_and_counted_per_day(store: ConversationS
     with store.engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO handoffs (session_id, state, reason, created) VALUES (:s, :st, :r, :c)"
+                "INSERT INTO handoffs (id, session_id, state, reason, created)"
+                " VALUES (1, :s, :st, :r, :c)"
             ),
             {
                 "s": session,
