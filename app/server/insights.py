@@ -2,7 +2,9 @@
 across languages, and the reports built on the clusters (app.server.insights_reports).
 
 `refresh` embeds the user messages not yet in `questions`, in batches, and assigns them with
-app.server.question_clusters. Replicas may run it at once: the whole refresh holds one lock
+app.server.question_clusters. Reports (and the refresh route) run it in a background thread and
+wait for it a bounded time, so they answer quickly even when a backlog or a new language's
+reference statistics take long; they then show what is clustered so far. Replicas may run it at once: the whole refresh holds one lock
 (PostgreSQL: a transaction-level advisory lock, released by the commit even if the process
 dies; SQLite: a file lock next to the database; in-memory SQLite: a process lock), so the second
 replica waits and then finds nothing new. `questions.message_id` is unique as the last guard.
@@ -438,7 +440,7 @@ def chroma_documents(client: Any) -> Callable[[str], list[str]]:
 
 def delete_for_sessions(db: Session | Connection, session_ids: Sequence[str]) -> int:
     """Forget the questions of these conversations (erasure, retention); call it in the same
-    transaction that deletes their messages. Cluster centroids keep the erased questions' share
+    transaction that deletes their messages, before them (questions reference messages). Cluster centroids keep the erased questions' share
     of the mean, which names nobody; sizes and languages are lowered so the counts stay true."""
     if not session_ids:
         return 0
