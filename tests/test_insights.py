@@ -415,3 +415,23 @@ def test_a_report_does_not_wait_for_a_slow_clustering(store: ConversationStore) 
     release.set()
     assert insights.catch_up(60) == 0
     assert len(insights.top_questions(everything())) == 1
+
+
+def test_openapi_documents_the_insights_routes(api: Any) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    for route in ROUTES:
+        operation = paths[f"/api/insights/{route}"]["get"]
+        assert operation["security"] == [{"AdminKey": []}] and operation["summary"]
+        assert {"401", "403", "422"} <= set(operation["responses"])
+        assert list(operation["responses"]["422"]["content"]) == ["application/problem+json"]
+        assert "$ref" in str(operation["responses"]["200"]["content"]["application/json"])
+    top = paths["/api/insights/top-questions"]["get"]
+    assert {p["name"] for p in top["parameters"]} >= {
+        "assistant",
+        "collection",
+        "language",
+        "since",
+        "until",
+        "limit",
+        "operator_language",
+    }
