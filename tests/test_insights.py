@@ -435,3 +435,11 @@ def test_openapi_documents_the_insights_routes(api: Any) -> None:
         "limit",
         "operator_language",
     }
+
+
+def test_the_documents_of_a_knowledge_base_come_from_chroma(api: Any) -> None:
+    from app.server.insights import chroma_documents
+
+    documents = chroma_documents(api.app.state.services.client)
+    assert documents("default") == ["monorail.md"] and documents("shop") == ["returns.md"]
+    assert documents("no-such-kb") == []
