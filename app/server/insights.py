@@ -4,10 +4,12 @@ across languages, and the reports built on the clusters (app.server.insights_rep
 `refresh` embeds the user messages not yet in `questions`, in batches, and assigns them with
 app.server.question_clusters. Reports (and the refresh route) run it in a background thread and
 wait for it a bounded time, so they answer quickly even when a backlog or a new language's
-reference statistics take long; they then show what is clustered so far. Replicas may run it at once: the whole refresh holds one lock
-(PostgreSQL: a transaction-level advisory lock, released by the commit even if the process
-dies; SQLite: a file lock next to the database; in-memory SQLite: a process lock), so the second
-replica waits and then finds nothing new. `questions.message_id` is unique as the last guard.
+reference statistics take long; they then show what is clustered so far.
+
+Replicas may run it at once: the whole refresh holds one lock (PostgreSQL: a transaction-level
+advisory lock, released by the commit even if the process dies; SQLite: a file lock next to the
+database; in-memory SQLite: a process lock), so the second replica waits and then finds nothing
+new. `questions.message_id` is unique as the last guard.
 The clusters are kept in memory between refreshes and reloaded when the table changed under
 another replica (its row count and total size differ from what this process last wrote).
 
@@ -440,8 +442,9 @@ def chroma_documents(client: Any) -> Callable[[str], list[str]]:
 
 def delete_for_sessions(db: Session | Connection, session_ids: Sequence[str]) -> int:
     """Forget the questions of these conversations (erasure, retention); call it in the same
-    transaction that deletes their messages, before them (questions reference messages). Cluster centroids keep the erased questions' share
-    of the mean, which names nobody; sizes and languages are lowered so the counts stay true."""
+    transaction that deletes their messages, before them (questions reference messages).
+    Cluster centroids keep the erased questions' share of the mean, which names nobody; sizes
+    and languages are lowered so the counts stay true."""
     if not session_ids:
         return 0
     where = QuestionRow.session_id.in_(list(session_ids))
