@@ -17,11 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.cli_db import db_app
+from app.cli_insights import insights_app
 
 app = typer.Typer(help="kbchat: multilingual knowledge-base chat backend.", no_args_is_help=True)
 model_app = typer.Typer(help="The embedding model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(db_app, name="db")
+app.add_typer(insights_app, name="insights")
 out = Console()
 err = Console(stderr=True)
 

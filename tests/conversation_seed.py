@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.chat.types import ChatResult, Source
-from app.server.db import ChatSession, ConversationStore, Handoff, LeadRow, Message
+from app.server.db import ChatSession, ConversationStore, Handoff, LeadRow, Message, QuestionRow
 
 
 def source(name: str = "returns.md", number: int = 1, url: str | None = None) -> Source:
@@ -62,3 +62,23 @@ def add_lead(store: ConversationStore, session_id: str, email: str, **fields: An
 def add_handoff(store: ConversationStore, session_id: str, state: str = "waiting") -> None:
     with Session(store.engine) as db, db.begin():
         db.add(Handoff(session_id=session_id, state=state, reason="button"))
+
+
+def add_question(store: ConversationStore, session_id: str) -> None:
+    """The session's first question as the insights part files it (one cluster, any vector)."""
+    with Session(store.engine) as db, db.begin():
+        first = db.scalars(
+            select(Message).where(Message.session_id == session_id, Message.role == "user")
+        ).first()
+        assert first is not None
+        db.add(
+            QuestionRow(
+                message_id=first.id,
+                session_id=session_id,
+                collection="default",
+                language=first.language or "en",
+                cluster_id=1,
+                vector=b"\x00\x00",
+                created=first.created,
+            )
+        )

@@ -25,7 +25,7 @@ from app.server.db import Base, ChatSession, ConversationStore, Message
 from app.server.erasure import prune_expired
 from app.server.retention import RetentionTask
 from app.settings import load_settings
-from tests.conversation_seed import add_handoff, add_lead, backdate, conversation
+from tests.conversation_seed import add_handoff, add_lead, add_question, backdate, conversation
 from tests.services import create_database, require, start_postgres
 
 OLD = datetime(2025, 1, 10, 12, 0)
@@ -248,12 +248,20 @@ def test_erasure_by_id_and_by_email_leaves_nothing(tmp_path: Path) -> None:
     store.add_feedback(first, first_answer, "down", "bad")
     add_lead(store, first, "x@example.com")
     add_handoff(store, first)
+    add_question(store, first)
     second, _ = conversation(store, "mine too")
     add_lead(store, second, "Visitor@Example.org")
     kept, kept_answer = conversation(store, "keep me")
     store.add_feedback(kept, kept_answer, "up")
     linked = remaining(store, first)  # every table holds some of it
-    assert linked == {"sessions": 1, "messages": 2, "feedback": 1, "leads": 1, "handoffs": 1}
+    assert linked == {
+        "sessions": 1,
+        "messages": 2,
+        "feedback": 1,
+        "leads": 1,
+        "handoffs": 1,
+        "questions": 1,
+    }
 
     assert admin.erase(first) is True
     assert sum(remaining(store, first).values()) == 0

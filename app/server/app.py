@@ -32,6 +32,7 @@ from app.server.db import ConversationStore
 from app.server.handoff import Handoffs
 from app.server.handoff_chat import LazyPhrases
 from app.server.handoff_notify import HandoffNotifier, Mailer
+from app.server.insights import build_insights
 from app.server.lead_webhook import LeadWebhooks
 from app.server.leads import Leads
 from app.server.middleware import BodyLimit, TrustedHosts, UploadGate
@@ -43,6 +44,7 @@ from app.server.routes_chat import chat_router
 from app.server.routes_conversations import conversations_router
 from app.server.routes_fullpage import fullpage_router
 from app.server.routes_handoff import handoff_router
+from app.server.routes_insights import insights_router
 from app.server.routes_leads import leads_router
 from app.server.routes_openai import openai_router
 from app.server.services import Services
@@ -141,6 +143,9 @@ def create_app(
     notifier = HandoffNotifier(webhooks, Mailer(settings.smtp))
     app.state.handoffs = Handoffs(services.conversations.engine, settings, notifier)
     app.state.handoff_phrases = LazyPhrases(services)  # built on first use: needs the model
+    app.state.insights = build_insights(
+        settings, services.conversations.engine, services.embedder, services.client
+    )
     app.add_middleware(
         AssistantCORS,  # CORSMiddleware, plus the origins of assistants' keys
         assistants=assistants,
@@ -172,6 +177,7 @@ def create_app(
     app.include_router(leads_router(limiter, rate))
     app.include_router(conversations_router())
     app.include_router(handoff_router(limiter, rate, throttles, settings.server.updates_rate_limit))
+    app.include_router(insights_router())
     app.include_router(openai_router())
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, func, select
+from sqlalchemy import ForeignKey, LargeBinary, String, Text, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from app.chat.types import ChatResult, Turn
@@ -272,3 +272,33 @@ class ConversationStore:
         with self._session() as db:
             rows = db.scalars(select(Feedback).where(Feedback.message_id == message_id))
             return [{"rating": f.rating, "comment": f.comment} for f in rows]
+
+
+class QuestionRow(Base):
+    """A visitor's question (a user message) placed in a cluster of questions that mean the
+    same, in any language (app.server.insights); its vector is the clustering one, float16."""
+
+    __tablename__ = "questions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    assistant: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    collection: Mapped[str] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(16))
+    cluster_id: Mapped[int] = mapped_column(index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    answer_id: Mapped[int | None] = mapped_column(default=None)  # the reply, once there is one
+    created: Mapped[datetime] = mapped_column(index=True)  # the message's
+
+
+class QuestionClusterRow(Base):
+    """A cluster of questions: the running mean of its members' vectors (float32, not
+    normalised), their count and languages, and its most central question."""
+
+    __tablename__ = "question_clusters"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column()
+    representative: Mapped[int | None] = mapped_column(default=None)  # a message id
+    languages: Mapped[str] = mapped_column(Text, default="{}")  # JSON: language -> count
+    updated: Mapped[datetime] = mapped_column(default=_now)

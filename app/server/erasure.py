@@ -19,10 +19,14 @@ BATCH = 500  # ids per statement: below SQLite's bound-parameter limit
 
 
 def erase_sessions(db: Session, session_ids: Iterable[str]) -> int:
-    """Delete these conversations and everything linked to them (messages, their feedback,
-    leads, handoffs) in `db`'s transaction; returns how many conversations existed."""
+    """Delete these conversations and everything linked to them (their questions in the
+    insights tables, messages, their feedback, leads, handoffs) in `db`'s transaction; returns
+    how many conversations existed."""
+    from app.server.insights import delete_for_sessions
+
     erased = 0
     for batch in _batches(list(dict.fromkeys(session_ids))):
+        delete_for_sessions(db, batch)  # questions reference messages: first
         messages = select(Message.id).where(Message.session_id.in_(batch))
         db.execute(delete(Feedback).where(Feedback.message_id.in_(messages)))
         db.execute(delete(Message).where(Message.session_id.in_(batch)))
