@@ -241,19 +241,20 @@ def knowledge_page(
 ) -> KnowledgePage:
     """Lay out the page (inside an open gr.Tab) and wire its private events."""
     private: dict[str, Any] = {"api_visibility": "private"}
-    with gr.Row(equal_height=True):
+    with gr.Row():
         picker = gr.Dropdown(choices=[], label="Knowledge base", elem_id="kbchat-kb-pick", scale=3)
         refresh = gr.Button("Refresh", elem_id="kbchat-kb-refresh", scale=1)
         ask_delete = gr.Button(
             "Delete knowledge base…", variant="stop", elem_id="kbchat-kb-delete", scale=1
         )
     pending = gr.State(None)  # the knowledge base the confirmation is about
-    with gr.Group(visible=False, elem_id="kbchat-kb-confirm") as confirm_box:
-        confirm_text = gr.Markdown("")
+    with gr.Group(visible=False) as confirm_box:
+        confirm_text = gr.Markdown("", elem_id="kbchat-kb-confirm")
         with gr.Row():
             confirm = gr.Button("Yes, delete it", variant="stop", elem_id="kbchat-kb-confirm-yes")
             cancel = gr.Button("Cancel", elem_id="kbchat-kb-confirm-no")
-    with gr.Row(equal_height=True):
+    status = gr.Markdown("", elem_id="kbchat-kb-status")
+    with gr.Row():
         new_name = gr.Textbox(
             label="New knowledge base",
             placeholder="letters, digits, '.', '_' or '-'",
@@ -270,12 +271,16 @@ def knowledge_page(
         elem_id="kbchat-kb-docs",
     )
     uploads = gr.File(
-        file_count="multiple", type="filepath", label="Add documents", elem_id="kbchat-kb-files"
+        file_count="multiple",
+        type="filepath",
+        label="Add documents (drop several files)",
+        height=150,
+        elem_id="kbchat-kb-files",
     )
     with gr.Row():
         upload = gr.Button("Upload and sync", variant="primary", elem_id="kbchat-kb-upload")
         resync = gr.Button("Re-sync", elem_id="kbchat-kb-resync")
-    with gr.Row(equal_height=True):
+    with gr.Row():
         doomed = gr.Dropdown(
             choices=[],
             multiselect=True,
@@ -284,7 +289,6 @@ def knowledge_page(
             scale=3,
         )
         delete_docs = gr.Button("Delete selected", variant="stop", elem_id="kbchat-kb-del-docs")
-    status = gr.Markdown("", elem_id="kbchat-kb-status")
     summary = gr.Markdown("", elem_id="kbchat-kb-report-summary")
     report = gr.Dataframe(
         headers=REPORT_HEADERS,
