@@ -1,7 +1,7 @@
 """The console's Knowledge page in Debian's headless Chromium: unlock with the admin key, create
 a knowledge base, drop two files on it (one a broken PDF), read the failure's reason in the
-documents table and the ingest report, delete a document and see it gone. Screenshots of the
-page, light and dark, go to test-artifacts/console."""
+documents table and the ingest report, delete a document and see it gone; a file named with
+HTML shown as text. Screenshots of the page, light and dark, go to test-artifacts/console."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from tests.fakes import FakeEmbedder
 pytestmark = pytest.mark.integration
 ADMIN = "console-browser-admin"
 DOCS = {"welcome.md": "# Welcome\n\nThe shop opens at nine."}
+HOSTILE_NAME = '<img src=x onerror="window.__xss=1">[a](javascript:window.__xss=2).md'
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(the app's URL, its data dir)."""
     require_chromium()
     from app.settings import load_settings
 
@@ -32,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         admin_api_key=ADMIN,
     )
     with serve_docs(settings, DOCS, FakeEmbedder(), llm=None) as url:
-        yield url
+        yield url, settings.data_dir
 
 
 def open_console(browser: Any, url: str, theme: str) -> Any:
@@ -52,11 +54,12 @@ def open_console(browser: Any, url: str, theme: str) -> Any:
 
 
 def test_create_upload_see_the_failure_and_delete_a_document(
-    browser: Any, server: str, tmp_path: Path
+    browser: Any, server: tuple[str, Path], tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
-    page = open_console(browser, server, "light")
+    url, data_dir = server
+    page = open_console(browser, url, "light")
     page.locator("#kbchat-kb-new textarea, #kbchat-kb-new input").fill("manuals")
     page.locator("#kbchat-kb-create").click()
     status = page.locator("#kbchat-kb-status")
@@ -90,6 +93,15 @@ def test_create_upload_see_the_failure_and_delete_a_document(
     expect(documents).to_contain_text("broken.pdf")
     expect(report).to_contain_text("removed")
 
+    # a file put into the folder by other means, named with HTML: text in every cell
+    (data_dir / "collections" / "manuals" / HOSTILE_NAME).write_text("# Odd\n\nOdd.", "utf-8")
+    page.locator("#kbchat-kb-resync").click()
+    expect(status).to_contain_text("Synced manuals", timeout=60_000)
+    expect(documents).to_contain_text('<img src=x onerror="window.__xss=1">')
+    expect(report).to_contain_text("[a](javascript:")
+    for inert in ("img", "script", "a[href^='javascript']", "[onerror]"):
+        assert page.locator(f"#kbchat-console {inert}").count() == 0, inert
+
     # the chat tab offers the new knowledge base
     page.get_by_role("tab", name="Chat").click()
     page.locator("#kbchat-collection input").click()
@@ -98,10 +110,10 @@ def test_create_upload_see_the_failure_and_delete_a_document(
     page.context.close()
 
 
-def test_knowledge_page_in_dark_mode(browser: Any, server: str) -> None:
+def test_knowledge_page_in_dark_mode(browser: Any, server: tuple[str, Path]) -> None:
     from playwright.sync_api import expect
 
-    page = open_console(browser, server, "dark")
+    page = open_console(browser, server[0], "dark")
     page.locator("#kbchat-kb-delete").click()
     expect(page.locator("#kbchat-kb-confirm")).to_contain_text("This cannot be undone")
     screenshot(page, "console", "knowledge-dark.png")

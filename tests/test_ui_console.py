@@ -68,6 +68,7 @@ def every_event(c: Console, state: Any) -> list[Any]:
         lambda: kb.refresh(state, "default"),
         lambda: kb.create(state, "fresh-kb"),
         lambda: kb.ask_delete(state, "shop"),
+        lambda: kb.cancel_delete(state),
         lambda: kb.confirm_delete(state, "shop", "shop"),
         lambda: kb.upload(state, "default", [doc], no_progress),
         lambda: kb.delete_documents(state, "default", c.sources("default")[:1]),
@@ -193,6 +194,7 @@ def test_create_upload_delete_and_resync(console: Console) -> None:
     assert failed[1] == "failed" and "PDF" in failed[2]
     docs = table["value"]
     by_source = {row[0]: row for row in docs}
+    assert table["label"] == "Documents (2)"
     assert by_source["guide.md"][1] == "indexed" and by_source["broken.pdf"][1] == "failed"
     assert "PDF" in by_source["broken.pdf"][2]
     assert all(isinstance(c, str) for row in docs for c in row)  # plain text cells

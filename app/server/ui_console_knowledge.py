@@ -68,13 +68,17 @@ class KnowledgeHandlers:
         chosen = name if name in names else (names[0] if names else None)
         rows: list[list[str]] = []
         sources: list[str] = []
+        label = "Documents"
         if chosen is not None:
             documents = list_documents(self.services, chosen)
             rows = document_rows(documents)
             sources = [d.source for d in documents.documents[:MAX_ROWS]]
+            total = len(documents.documents)
+            shown = f"the first {MAX_ROWS} of {total}" if total > MAX_ROWS else str(total)
+            label = f"Documents ({shown})"
         return (
             gr.update(choices=names, value=chosen),
-            gr.update(value=rows),
+            gr.update(value=rows, label=label),
             gr.update(choices=sources, value=[]),
         )
 
@@ -140,6 +144,7 @@ class KnowledgeHandlers:
         return name, gr.update(visible=True), question
 
     def cancel_delete(self, state: Any) -> tuple[Any, ...]:
+        self.gate.check(state)
         return None, gr.update(visible=False), ""
 
     def confirm_delete(self, state: Any, pending: Any, current: Any) -> tuple[Any, ...]:
