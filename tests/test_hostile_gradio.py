@@ -305,6 +305,28 @@ def unlock_and_create(hostile: Hostile, name: str) -> tuple[str, dict[str, Any]]
     return session, dependency(config, "kbchat-kb-upload", "click")
 
 
+def test_console_events_need_this_sessions_unlock(hostile: Hostile, kb: Path) -> None:
+    """Another session's unlock opens nothing: a console event from a session that never
+    unlocked (or typed a wrong key) is refused, whatever knowledge base or document it names."""
+    config = hostile.config()
+    unlock = dependency(config, "kbchat-console-unlock", "click")
+    create = dependency(config, "kbchat-kb-create", "click")
+    delete = dependency(config, "kbchat-kb-del-docs", "click")
+    opened = uuid.uuid4().hex
+    assert "Console unlocked." in json.dumps(hostile.call(unlock["id"], [ADMIN], session=opened))
+    other = uuid.uuid4().hex
+    assert "Wrong admin key." in json.dumps(hostile.call(unlock["id"], ["guess"], session=other))
+    for session in (other, uuid.uuid4().hex):
+        done = hostile.call(create["id"], [None, "stolen-kb"], session=session)[-1]
+        assert not done["success"] and "Unlock the console" in json.dumps(done), done
+        gone = hostile.call(
+            delete["id"], [None, "hostile-gradio", ["monorail.md"]], session=session
+        )
+        assert not gone[-1]["success"], gone[-1]  # refused by Gradio's choices or the gate
+    assert not (kb / "data" / "collections" / "stolen-kb").exists()
+    assert (kb / "docs" / "monorail.md").exists()
+
+
 def test_admin_upload_reads_only_files_uploaded_here(
     hostile: Hostile, kb: Path, tmp_path: Path
 ) -> None:
