@@ -206,8 +206,16 @@ def test_create_upload_delete_and_resync(console: Console) -> None:
     assert console.sources("manuals") == ["broken.pdf"]
     assert "removed" in [r[1] for r in out[4]["value"]]
 
+    # a document that went from the folder meanwhile is reported, the others still deleted
+    again = console.uploaded("again.md", b"# Again\n\nAnother guide.")
+    kb.upload(state, "manuals", [again], no_progress)
+    (console.services.folder("manuals") / "broken.pdf").unlink()
+    out = kb.delete_documents(state, "manuals", ["broken.pdf", "again.md"])
+    assert "Deleted 1 document" in out[5] and "Not deleted: no document" in out[5]
+    assert "broken" in out[5] and "again.md" not in console.sources("manuals")
+
     out = kb.resync(state, "manuals", no_progress)
-    assert "Synced" in out[5] and "0 added" in out[3]
+    assert "Synced" in out[5] and "0 added" in out[3] and console.sources("manuals") == []
 
     pending, _, _ = kb.ask_delete(state, "manuals")
     picker, table, doomed, status, chat, pending, box = kb.confirm_delete(state, pending, "manuals")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from app.server.knowledge import list_documents
-from app.server.services import BadRequest
+from app.server.services import BadRequest, NotFound
 from app.server.ui_common import user_error
 from app.server.ui_files import read_upload
 from app.server.ui_knowledge_tables import (
@@ -199,10 +199,16 @@ class KnowledgeHandlers:
             listed = {d.source for d in list_documents(self.services, name).documents}
             if not all(isinstance(s, str) and s in listed for s in chosen):
                 raise BadRequest(f"Choose documents listed in {name!r}.")
-            report = None
+            report, deleted, problems = None, 0, []
             for source in dict.fromkeys(chosen):
-                report = self.services.delete_document(name, source)
-            done = f"Deleted {len(set(chosen))} document(s) from **{plain(name)}**."
+                try:  # one that went meanwhile must not hide the others' outcome
+                    report = self.services.delete_document(name, source)
+                    deleted += 1
+                except (NotFound, BadRequest) as exc:
+                    problems.append(plain(str(exc)))
+            done = f"Deleted {deleted} document(s) from **{plain(name)}**."
+            if problems:
+                done += " Not deleted: " + "; ".join(problems)
             return self._after_sync(name, report, done)
         except Exception as exc:
             raise self._fail(exc) from None
