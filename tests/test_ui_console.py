@@ -253,3 +253,28 @@ def test_table_cells_are_plain_text() -> None:
     shown = plain("<img src=x onerror=alert(1)> [a](javascript:x) **b**")
     assert "<img" not in shown and "](" not in shown and "**" not in shown
     assert CONSOLE_LOCKED.startswith("Unlock")
+
+
+def test_the_assistants_page_is_called_when_its_module_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The seam with the Assistants page: `assistants_page(handlers, gate)` inside the tab."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from app.server.ui_console import console_tab
+    from app.settings import load_settings
+
+    calls: list[tuple[Any, Any]] = []
+    module: Any = types.ModuleType("app.server.ui_console_assistants")
+    module.assistants_page = lambda handlers, gate: calls.append((handlers, gate))
+    services: Any = SimpleNamespace(settings=load_settings())
+    handlers = ConsoleHandlers(services, None, None)  # type: ignore[arg-type]
+    with gr.Blocks():
+        console_tab(handlers, gr.Dropdown())
+    assert calls == []
+    monkeypatch.setitem(sys.modules, "app.server.ui_console_assistants", module)
+    with gr.Blocks():
+        gate = console_tab(handlers, gr.Dropdown())
+    assert calls == [(handlers, gate)] and isinstance(gate.state, gr.State)
