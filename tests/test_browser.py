@@ -167,7 +167,7 @@ def test_gradio_ui_history_feedback_and_admin_upload(
     base_url: str, page: Any, tmp_path: Path
 ) -> None:
     """The history the chat shows is kept on the server: a like reaches the stored answer, a new
-    conversation empties it, and a file chosen in the admin tab is uploaded, saved and indexed."""
+    conversation empties it, and a file chosen in the console is uploaded, saved and indexed."""
     from playwright.sync_api import expect
 
     page.goto(f"{base_url}/")
@@ -187,17 +187,18 @@ def test_gradio_ui_history_feedback_and_admin_upload(
 
     doc = tmp_path / "vesuvius.md"
     doc.write_text("# Vesuvius\n\nMount Vesuvius buried Pompeii in the year 79.", "utf-8")
-    page.get_by_role("tab", name="Admin").click()
-    page.locator("#kbchat-admin-key input").fill(ADMIN)
-    page.locator("#kbchat-admin-unlock").click()
-    expect(page.locator("#kbchat-admin-panel")).to_be_visible(timeout=30_000)
-    page.locator("#kbchat-admin-collection input, #kbchat-admin-collection textarea").fill("web")
-    page.locator("#kbchat-admin-files input[type=file]").set_input_files(str(doc))
+    page.get_by_role("tab", name="Console").click()
+    page.locator("#kbchat-console-key input").fill(ADMIN)
+    page.locator("#kbchat-console-unlock").click()
+    expect(page.locator("#kbchat-console")).to_be_visible(timeout=30_000)
+    expect(page.locator("#kbchat-kb-pick input")).to_have_value("default", timeout=30_000)
+    page.locator("#kbchat-kb-files input[type=file]").set_input_files(str(doc))
     # Gradio shows the name as two spans (stem, extension); their text may come with a space
     chosen = re.compile(r"vesuvius\s*\.md")
-    expect(page.locator("#kbchat-admin-files")).to_contain_text(chosen, timeout=30_000)
-    page.locator("#kbchat-admin-upload").click()
-    status = page.locator("#kbchat-admin-status")
+    expect(page.locator("#kbchat-kb-files")).to_contain_text(chosen, timeout=30_000)
+    page.locator("#kbchat-kb-upload").click()
+    status = page.locator("#kbchat-kb-status")
     expect(status).to_contain_text("Uploaded 1 file(s)", timeout=60_000)
-    expect(page.locator("#kbchat-admin-files")).not_to_contain_text(chosen)  # consumed
+    expect(page.locator("#kbchat-kb-files")).not_to_contain_text(chosen)  # consumed
+    expect(page.locator("#kbchat-kb-docs")).to_contain_text("vesuvius.md")
     shot(page, "gradio-admin-upload.png")

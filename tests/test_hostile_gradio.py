@@ -246,7 +246,7 @@ def test_no_url_is_fetched_for_a_client(
     url = f"{base}/{hostile.canary.name}"
     config = hostile.config()
     send = dependency(config, "kbchat-send", "click")
-    upload_dep = dependency(config, "kbchat-admin-upload", "click")
+    upload_dep = dependency(config, "kbchat-kb-upload", "click")
     ref = {"path": url, "url": url, "meta": FILE_META}
     replies = [
         hostile.call(send["id"], [ref, None, None, "default", {}, None][: len(send["inputs"])]),
@@ -291,17 +291,48 @@ def upload(hostile: Hostile, name: str, data: bytes) -> str:
     return str(r.json()[0])
 
 
+def unlock_and_create(hostile: Hostile, name: str) -> tuple[str, dict[str, Any]]:
+    """(a session with the console unlocked and knowledge base `name` created, the upload
+    event's listener)."""
+    config = hostile.config()
+    unlock = dependency(config, "kbchat-console-unlock", "click")
+    create = dependency(config, "kbchat-kb-create", "click")
+    session = uuid.uuid4().hex
+    unlocked = hostile.call(unlock["id"], [ADMIN], session=session)
+    assert "Console unlocked." in json.dumps(unlocked[-1])
+    created = hostile.call(create["id"], [None, name], session=session)[-1]
+    assert created["success"], created
+    return session, dependency(config, "kbchat-kb-upload", "click")
+
+
+def test_console_events_need_this_sessions_unlock(hostile: Hostile, kb: Path) -> None:
+    """Another session's unlock opens nothing: a console event from a session that never
+    unlocked (or typed a wrong key) is refused, whatever knowledge base or document it names."""
+    config = hostile.config()
+    unlock = dependency(config, "kbchat-console-unlock", "click")
+    create = dependency(config, "kbchat-kb-create", "click")
+    delete = dependency(config, "kbchat-kb-del-docs", "click")
+    opened = uuid.uuid4().hex
+    assert "Console unlocked." in json.dumps(hostile.call(unlock["id"], [ADMIN], session=opened))
+    other = uuid.uuid4().hex
+    assert "Wrong admin key." in json.dumps(hostile.call(unlock["id"], ["guess"], session=other))
+    for session in (other, uuid.uuid4().hex):
+        done = hostile.call(create["id"], [None, "stolen-kb"], session=session)[-1]
+        assert not done["success"] and "Unlock the console" in json.dumps(done), done
+        gone = hostile.call(
+            delete["id"], [None, "hostile-gradio", ["monorail.md"]], session=session
+        )
+        assert not gone[-1]["success"], gone[-1]  # refused by Gradio's choices or the gate
+    assert not (kb / "data" / "collections" / "stolen-kb").exists()
+    assert (kb / "docs" / "monorail.md").exists()
+
+
 def test_admin_upload_reads_only_files_uploaded_here(
     hostile: Hostile, kb: Path, tmp_path: Path
 ) -> None:
     """After unlocking, a file uploaded through /gradio_api/upload is saved and indexed, and its
     cache copy deleted."""
-    config = hostile.config()
-    unlock = dependency(config, "kbchat-admin-unlock", "click")
-    send = dependency(config, "kbchat-admin-upload", "click")
-    session = uuid.uuid4().hex
-    unlocked = hostile.call(unlock["id"], [ADMIN], session=session)
-    assert "Admin unlocked." in json.dumps(unlocked[-1])
+    session, send = unlock_and_create(hostile, "uploads")
 
     path = upload(hostile, "volcano.md", b"# Vesuvius\n\nMount Vesuvius buried Pompeii in 79.")
     ref = {"path": path, "orig_name": "volcano.md", "meta": FILE_META}
@@ -316,28 +347,24 @@ def test_admin_upload_refuses_files_not_uploaded_here(
 ) -> None:
     """Even after unlocking, a path outside Gradio's cache or a symlink planted inside it is
     refused: nothing is read, saved into the collection or served back."""
-    config = hostile.config()
-    unlock = dependency(config, "kbchat-admin-unlock", "click")
-    send = dependency(config, "kbchat-admin-upload", "click")
-    session = uuid.uuid4().hex
-    unlocked = hostile.call(unlock["id"], [ADMIN], session=session)
-    assert "Admin unlocked." in json.dumps(unlocked[-1])
+    session, send = unlock_and_create(hostile, "uploads2")
 
     link = tmp_path / "gradio-cache" / "planted" / "link.md"
     link.parent.mkdir(parents=True)
     link.symlink_to(hostile.canary)
     for bad in (str(hostile.canary), str(link), "/etc/passwd"):
         ref = {"path": bad, "orig_name": "x.md", "meta": FILE_META}
-        for data in ([None, "uploads", [ref]], [None, "uploads", [bad]]):
+        for data in ([None, "uploads2", [ref]], [None, "uploads2", [bad]]):
             done = hostile.call(send["id"], data, session=session)[-1]
             shown = json.dumps(done)
-            assert "Uploaded" not in shown, (bad, shown)
+            assert "Uploaded" not in shown and "Choose a knowledge base" not in shown, (bad, shown)
     # one refused file refuses the batch: the good one is neither saved nor consumed
     good = upload(hostile, "batch.md", b"# Batch\n\nA file uploaded next to a stolen one.")
     batch = [{"path": good, "meta": FILE_META}, {"path": str(link), "meta": FILE_META}]
-    done = hostile.call(send["id"], [None, "uploads", batch], session=session)[-1]
+    done = hostile.call(send["id"], [None, "uploads2", batch], session=session)[-1]
     assert "Uploaded" not in json.dumps(done) and Path(good).exists()
-    saved = kb / "data" / "collections" / "uploads"
+    assert "Choose a knowledge base" not in json.dumps(done)  # refused for the file, not the name
+    saved = kb / "data" / "collections" / "uploads2"
     assert not (saved / "batch.md").exists()
     assert not any(hostile.token in p.read_text() for p in saved.glob("*") if p.is_file())
     hostile.follow_file_links()
@@ -347,7 +374,7 @@ def test_admin_upload_refuses_files_not_uploaded_here(
 def test_anonymous_uploads_expire(
     kb: Path, tmp_path: Path, e5: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Anyone may upload to Gradio (the admin tab needs it before unlocking), so what is
+    """Anyone may upload to Gradio (the console needs it before unlocking), so what is
     uploaded and never used is deleted on the Blocks' cleanup schedule (shortened here)."""
     import time
 

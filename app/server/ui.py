@@ -1,6 +1,6 @@
 """The Gradio web UI, mounted by the app factory at "/": a chat tab (app.server.ui_chat: an
-assistant picker, streaming answers, source cards, one like/dislike per answer) and an admin tab
-(app.server.ui_admin: upload documents, re-sync a folder).
+assistant picker, streaming answers, source cards, one like/dislike per answer) and the operator
+console behind the admin key (app.server.ui_console: knowledge bases, assistants, ...).
 
 Importing this module imports gradio (handlers need `gr.LikeData` resolvable as a type hint) but
 does nothing else; building the UI does not touch `services`, mounting it lists the collections
@@ -13,8 +13,8 @@ and pass them through nh3's allow-list (app.server.ui_sources).
 
 Nothing a browser sends is trusted as a file, as history or as a choice: the conversation shown,
 the chosen assistant and its suggested questions live in server-side `gr.State` (the Chatbot is
-only ever an output), every event is private to the page, and the only files read are the admin
-tab's uploads, checked by `ui_files.read_upload`.
+only ever an output), every event is private to the page, and the only files read are the
+console's uploads, checked by `ui_files.read_upload`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import gradio as gr
 from starlette.routing import Mount
 
 from app.server.access import Throttles
-from app.server.ui_admin import AdminHandlers, admin_tab, check_admin_key
 from app.server.ui_chat import ChatHandlers, chat_tab
 from app.server.ui_common import as_text
+from app.server.ui_console import ConsoleHandlers, check_admin_key, console_tab
 from app.server.ui_files import CACHE_CLEANUP, LocalFilesOnly, blocked_paths, keep_path_checks
 from app.server.ui_sources import CARDS_CSS
 
@@ -46,17 +46,18 @@ def build_ui(
     assistants: Assistants | None = None,
 ) -> gr.Blocks:
     """`throttles` are the app's, so the chat and the admin key share the API's budgets;
-    `assistants` (the app's) fill the assistant picker, which offers only "None" without them."""
+    `assistants` (the app's) fill the assistant picker, which offers only "None" without them,
+    and the console's Assistants page."""
     throttles = throttles or Throttles(services.settings.server)
     chat = ChatHandlers(services, throttles, assistants)
-    admin = AdminHandlers(services, throttles)
+    console = ConsoleHandlers(services, throttles, assistants)
     with gr.Blocks(title="kbchat", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown("# kbchat")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 tab = chat_tab(chat, blocks)
-            with gr.Tab("Admin", id="admin"):
-                admin_tab(admin, tab.collection)
+            with gr.Tab("Console", id="console"):
+                console_tab(console, tab.collection)
     return blocks
 
 

@@ -39,7 +39,7 @@ NO_ASSISTANTS: list[tuple[str, str]] = [("None (knowledge base only)", "")]
 
 @dataclass
 class ChatTab:
-    """The components another part of the page updates (the admin tab's syncs)."""
+    """The components another part of the page updates (the console's knowledge-base changes)."""
 
     collection: gr.Dropdown
 

@@ -1,5 +1,5 @@
 """Which files the mounted Gradio UI may touch: only what was uploaded through it, into Gradio's
-own upload cache, read once by the admin tab and then deleted.
+own upload cache, read once by the console and then deleted.
 
 Gradio copies every file reference it finds in an event's payload into its cache and serves the
 copy at `/gradio_api/file=`; it checks that the reference points into its upload folder only
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Every 10 minutes, delete Gradio's cached uploads older than an hour: the admin tab consumes an
+# Every 10 minutes, delete Gradio's cached uploads older than an hour: the console consumes an
 # upload right away, and anonymous uploads (which no event reads) must not pile up.
 CACHE_CLEANUP = (600, 3600)
 NOT_UPLOADED = "Refused a file that was not uploaded through this page; upload it again."
