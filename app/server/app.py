@@ -184,8 +184,14 @@ def create_app(
     _add_basic_routes(app, settings)
     if with_ui:
         from app.server.ui import mount_ui
+        from app.server.ui_console import ConsoleParts
 
-        app = mount_ui(app, services, throttles, assistants)
+        parts = ConsoleParts(
+            conversations=app.state.conversation_admin,
+            insights=app.state.insights,
+            handoffs=app.state.handoffs,
+        )
+        app = mount_ui(app, services, throttles, assistants, parts)
     return app
 
 

@@ -27,7 +27,7 @@ from starlette.routing import Mount
 from app.server.access import Throttles
 from app.server.ui_chat import ChatHandlers, chat_tab
 from app.server.ui_common import as_text
-from app.server.ui_console import ConsoleHandlers, check_admin_key, console_tab
+from app.server.ui_console import ConsoleHandlers, ConsoleParts, check_admin_key, console_tab
 from app.server.ui_files import CACHE_CLEANUP, LocalFilesOnly, blocked_paths, keep_path_checks
 from app.server.ui_sources import CARDS_CSS
 
@@ -44,13 +44,14 @@ def build_ui(
     services: Services,
     throttles: Throttles | None = None,
     assistants: Assistants | None = None,
+    parts: ConsoleParts | None = None,
 ) -> gr.Blocks:
     """`throttles` are the app's, so the chat and the admin key share the API's budgets;
     `assistants` (the app's) fill the assistant picker, which offers only "None" without them,
-    and the console's Assistants page."""
+    and the console's Assistants page; `parts` are the other operator services its pages use."""
     throttles = throttles or Throttles(services.settings.server)
     chat = ChatHandlers(services, throttles, assistants)
-    console = ConsoleHandlers(services, throttles, assistants)
+    console = ConsoleHandlers(services, throttles, assistants, parts)
     with gr.Blocks(title="kbchat", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown("# kbchat")
         with gr.Tabs():
@@ -66,10 +67,11 @@ def mount_ui(
     services: Services,
     throttles: Throttles | None = None,
     assistants: Assistants | None = None,
+    parts: ConsoleParts | None = None,
 ) -> FastAPI:
     """Mount the UI at "/" with Gradio's file checks on: payloads may name only files uploaded
     through it, `/gradio_api/file=` serves only its own cache, never the blocked folders."""
-    blocks = build_ui(services, throttles, assistants)
+    blocks = build_ui(services, throttles, assistants, parts)
     mounted = gr.mount_gradio_app(
         app,
         blocks,

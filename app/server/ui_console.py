@@ -1,5 +1,6 @@
 """The operator console: the Gradio tab behind the admin key, with one sub-tab per job
-(Knowledge, Assistants; Conversations, Learn and Handoff come with their services).
+(Knowledge, Assistants, Conversations, Learn, Handoff), each page a module of its own
+(app.server.ui_console_*) built from the services in `ConsoleHandlers`.
 
 The page is unlocked by the admin key (wrong keys spend the same budget as the admin API). What
 unlocks it is a SHA-256 of the key kept in server-side `gr.State` (the `Gate`), and every console
@@ -12,16 +13,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.server.access import Throttles
 from app.server.ui_common import client_of
+from app.server.ui_console_conversations import conversations_page
+from app.server.ui_console_handoff import handoff_page
 from app.server.ui_console_knowledge import KnowledgeHandlers, knowledge_page
+from app.server.ui_console_learn import learn_page
 
 if TYPE_CHECKING:
     from app.server.assistants import Assistants
+    from app.server.conversation_admin import ConversationAdmin
+    from app.server.handoff import Handoffs
+    from app.server.insights import InsightsService
     from app.server.services import Services
 
 log = logging.getLogger(__name__)
@@ -30,7 +38,6 @@ ADMIN_DISABLED = "The console is disabled until KBCHAT_ADMIN_API_KEY is set on t
 CONSOLE_LOCKED = "Unlock the console with the admin key first."
 ADMIN_THROTTLED = "Too many wrong keys; try again in {s} s."
 UNLOCKED = "Console unlocked."
-COMING = ("Conversations", "Learn", "Handoff")
 
 
 def key_digest(key: str) -> str:
@@ -71,14 +78,29 @@ class Gate:
             raise gr.Error(CONSOLE_LOCKED)
 
 
+@dataclass(frozen=True)
+class ConsoleParts:
+    """The operator services the console's pages read and act through (the app's, the same
+    ones its admin API routes use); a page without its part says so instead of failing."""
+
+    conversations: ConversationAdmin | None = None
+    insights: InsightsService | None = None
+    handoffs: Handoffs | None = None
+
+
 class ConsoleHandlers:
     """The console's own events (unlock) and what its pages are built from: the services,
-    the throttles and the assistants registry (None when the app has none)."""
+    the throttles, the assistants registry (None when the app has none) and the other parts."""
 
     def __init__(
-        self, services: Services, throttles: Throttles, assistants: Assistants | None = None
+        self,
+        services: Services,
+        throttles: Throttles,
+        assistants: Assistants | None = None,
+        parts: ConsoleParts | None = None,
     ) -> None:
         self.services, self.throttles, self.assistants = services, throttles, assistants
+        self.parts = parts or ConsoleParts()
         self.settings = services.settings
 
     def unlock(self, key: str | None, request: gr.Request) -> tuple[Any, ...]:
@@ -127,9 +149,14 @@ def console_tab(handlers: ConsoleHandlers, chat_collection: gr.Dropdown) -> Gate
         with gr.Tab("Assistants", id="console-assistants", elem_id="kbchat-console-assistants"):
             if not _assistants_page(handlers, gate):
                 gr.Markdown("This app was built without an assistants registry.")
-        for name in COMING:
-            with gr.Tab(name, id=f"console-{name.lower()}"):
-                gr.Markdown(f"{name}: coming.")
+        with gr.Tab(
+            "Conversations", id="console-conversations", elem_id="kbchat-console-conversations"
+        ):
+            conversations_page(handlers, gate)
+        with gr.Tab("Learn", id="console-learn", elem_id="kbchat-console-learn"):
+            learn_page(handlers, gate)
+        with gr.Tab("Handoff", id="console-handoff", elem_id="kbchat-console-handoff"):
+            handoff_page(handlers, gate)
     opened = gr.on(
         [unlock.click, key.submit],
         handlers.unlock,
