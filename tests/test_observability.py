@@ -423,16 +423,17 @@ def test_a_web_ui_chat_logs_with_the_id_of_the_request_that_queued_it(
     configure_logging("info", "json", stream=logs)
     with live_server(make_app(tmp_path, with_ui=True)) as base, httpx.Client(base_url=base) as http:
         config = http.get("/config").json()
-        respond = next(  # the chat turn: message, history, session, collection, message ids
-            i
-            for i, dep in enumerate(config["dependencies"])
-            if len(dep["inputs"]) == 5 and len(dep["outputs"]) == 7
+        send = next(  # the chat turn (message, history, session, collection, ids, assistant)
+            c["id"]
+            for c in config["components"]
+            if c.get("props", {}).get("elem_id") == "kbchat-send"
         )
+        respond = next(d["id"] for d in config["dependencies"] if [send, "click"] in d["targets"])
         session = "s" + "0" * 10
         joined = http.post(
             "/gradio_api/queue/join",
             json={
-                "data": [QUESTION, None, None, "default", None],
+                "data": [QUESTION, None, None, "default", None, None],
                 "fn_index": respond,
                 "session_hash": session,
             },
