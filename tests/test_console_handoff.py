@@ -193,3 +193,31 @@ def test_clean_reply_keeps_newlines() -> None:
     for bad in (None, 3, "", "\x00", "a\x07b"):
         with pytest.raises(gr.Error):
             clean_reply(bad)
+
+
+def test_the_gradio_chat_stays_quiet_while_a_person_has_the_conversation(
+    page: Page, stub: OpenAIStub
+) -> None:
+    from app.server.ui_chat import WITH_A_PERSON, ChatHandlers
+
+    state = page.client.app.state  # type: ignore[attr-defined]
+    handlers = ChatHandlers(state.services, state.throttles, state.assistants, state.handoffs)
+
+    def ask(text: str, session: str | None) -> tuple[Any, ...]:
+        *_, last = handlers.respond(text, [], session, "default", {}, None, REQUEST)
+        return last
+
+    answered = ask("How do returns work?", None)
+    session = answered[4]
+    assert isinstance(session, str) and "30 days" in answered[1][-1]["content"]
+    page.page.take_over(page.state, session, None)
+    calls = len(stub.requests)
+    quiet = ask("Is anybody there?", session)
+    assert quiet[0] == "" and quiet[1][-1]["content"] == WITH_A_PERSON
+    assert len(stub.requests) == calls  # no LLM while a person has it
+    transcript = state.conversation_admin.transcript(session)
+    assert transcript.messages[-1].role == "user"
+    assert transcript.messages[-1].content == "Is anybody there?"
+    page.page.confirm_hand_back(page.state, session, session, None)
+    again = ask("How do returns work?", session)
+    assert "30 days" in again[1][-1]["content"] and len(stub.requests) > calls
