@@ -178,9 +178,10 @@ def test_a_new_handoff_is_announced_once(page: Page, monkeypatch: pytest.MonkeyP
     p, state = page.page, page.state
     seen = p.tick(state, None, None)[4]  # the first look announces nothing
     assert told == []
-    session = page.waiting("Quiero hablar con una persona")
+    session = page.waiting("Quiero hablar con una persona <img src=x onerror=alert(1)>")
     ticked = p.tick(state, None, seen)
     assert len(told) == 1 and "Quiero hablar con una persona" in told[0]
+    assert "<img" not in told[0] and "&lt;img" in told[0]  # a toast renders HTML
     assert ticked[0][0][-1] == session and ticked[3] is not None
     p.tick(state, None, ticked[4])
     assert len(told) == 1  # not again

@@ -118,7 +118,9 @@ class HandoffConsole:
             f"<b>assistant</b> {html.escape(found.assistant or '-')} · "
             f"<b>handoff</b> {html.escape(state)}</p>"
         )
-        return f"<div id='kbchat-ho-lines'>{head}{''.join(rows) or '<p>No messages.</p>'}</div>"
+        style = "color:var(--body-text-color)"  # readable in dark mode too
+        lines = "".join(rows) or "<p>No messages.</p>"
+        return f"<div id='kbchat-ho-lines' style='{style}'>{head}{lines}</div>"
 
     def _recent(self) -> list[str]:
         if self.conversations is None:
@@ -147,7 +149,7 @@ class HandoffConsole:
         if notify and known is not None:
             for item in items:
                 if item.id in waiting - known:
-                    gr.Info(f"New handoff: {_label(item)}")
+                    gr.Info(f"New handoff: {html.escape(_label(item))}")  # toasts are HTML
         choices = [(_label(i), i.session_id) for i in items]
         if current and current not in {i.session_id for i in items}:
             choices.append((f"{current} (not in the queue)", current))
