@@ -15,6 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.server.assistant_schema import LANGUAGE_PATTERN, MAX_LANGUAGES, AssistantSettings
+from app.server.console_handoff_form import (
+    HANDOFF_FIELDS,
+    HANDOFF_LABELS,
+    HandoffFormError,
+    handoff_body,
+    handoff_values,
+)
 
 # The form's fields, in the order of the page's components and of `form_values`.
 FIELDS = (
@@ -33,6 +40,7 @@ FIELDS = (
     "lead_after",
     "webhook_url",
     "fullpage",
+    *HANDOFF_FIELDS,
 )
 # Per-language texts: greeting, suggested questions (one per line), lead consent.
 TEXTS = ("greeting", "suggestions", "consent")
@@ -59,6 +67,7 @@ LABELS = {
     "consent": "consent text",
     "webhook_url": "webhook URL",
     "origins": "Origins",
+    **HANDOFF_LABELS,
 }
 MAX_ERRORS = 8
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)
@@ -105,6 +114,7 @@ def form_values(settings: AssistantSettings) -> list[Any]:
         "lead_after": settings.leads.after_messages,
         "webhook_url": settings.leads.webhook_url or "",
         "fullpage": settings.fullpage,
+        **handoff_values(settings.handoff),
     }
     return [values[f] for f in FIELDS]
 
@@ -191,6 +201,11 @@ def settings_from(
         },
     }
     base = stored or {}
+    try:
+        saved = base.get("handoff")
+        body["handoff"] = handoff_body(values, saved if isinstance(saved, dict) else None)
+    except HandoffFormError as exc:
+        raise FormError(str(exc)) from exc
     body = {**base, **body}
     for group in ("caps", "leads"):  # the form's part of each group wins, the rest is kept
         if isinstance(base.get(group), dict):

@@ -50,7 +50,7 @@ def build_ui(
     `assistants` (the app's) fill the assistant picker, which offers only "None" without them,
     and the console's Assistants page; `parts` are the other operator services its pages use."""
     throttles = throttles or Throttles(services.settings.server)
-    chat = ChatHandlers(services, throttles, assistants)
+    chat = ChatHandlers(services, throttles, assistants, parts.handoffs if parts else None)
     console = ConsoleHandlers(services, throttles, assistants, parts)
     with gr.Blocks(title="kbchat", delete_cache=CACHE_CLEANUP) as blocks:
         gr.Markdown("# kbchat")

@@ -30,9 +30,11 @@ from app.server.ui_sources import source_cards
 
 if TYPE_CHECKING:
     from app.server.assistants import Assistants
+    from app.server.handoff import Handoffs
     from app.server.services import Services
 
 RATE_LIMITED = "⚠ Too many requests; try again in {s} s."
+WITH_A_PERSON = "A person has this conversation now; your message was passed on to them."
 Vote = Literal["up", "down"]
 NO_ASSISTANTS: list[tuple[str, str]] = [("None (knowledge base only)", "")]
 
@@ -63,9 +65,16 @@ class ChatHandlers:
     """Every handler of the chat tab, over the app's services, throttles and assistants."""
 
     def __init__(
-        self, services: Services, throttles: Throttles, assistants: Assistants | None
+        self,
+        services: Services,
+        throttles: Throttles,
+        assistants: Assistants | None,
+        handoffs: Handoffs | None = None,
     ) -> None:
+        """`handoffs`: while one of the session is waiting or active, no LLM answers here
+        either (as /api/chat): the message is stored for the person who has it."""
         self.services, self.throttles, self.assistants = services, throttles, assistants
+        self.handoffs = handoffs
         self.settings = services.settings
 
     # ------------------------------------------------------------------ lists
@@ -194,6 +203,16 @@ class ChatHandlers:
             chat.append({"role": "assistant", "content": RATE_LIMITED.format(s=wait)})
             yield skip, chat, chat, skip, skip, skip
             return
+        if self.handoffs is not None and session_id:
+            try:
+                if self.handoffs.open_state(session_id) is not None:
+                    self.handoffs.store_visitor_message(session_id, text)
+                    chat.append({"role": "assistant", "content": as_text(WITH_A_PERSON)})
+                    yield "", chat, chat, skip, skip, skip
+                    return
+            except Exception as exc:
+                yield refuse(user_error(exc))
+                return
         options = None
         if key is not None:
             chosen: str | None = key.settings.collection or self.settings.collection

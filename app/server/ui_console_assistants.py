@@ -209,6 +209,7 @@ def _form() -> list[Any]:
             label="Lead webhook URL (https://)", max_length=2048, elem_id="kbchat-ca-webhook"
         )
     fullpage = gr.Checkbox(label="Full page at /a/{id}", elem_id="kbchat-ca-fullpage")
+    handoff = _handoff_form()
     return [
         name,
         avatar,
@@ -225,4 +226,47 @@ def _form() -> list[Any]:
         lead_after,
         webhook_url,
         fullpage,
+        *handoff,
     ]
+
+
+def _handoff_form() -> list[Any]:
+    """The handoff settings' components, in HANDOFF_FIELDS order."""
+    with gr.Accordion("Human handoff", open=False, elem_id="kbchat-ca-handoff"):
+        with gr.Row():
+            enabled = gr.Checkbox(
+                label="Visitors may ask for a person", elem_id="kbchat-ca-handoff-enabled"
+            )
+            offer_after = gr.Number(
+                label="Offer a person after N unanswered (0: never)",
+                precision=0,
+                minimum=0,
+                maximum=20,
+                elem_id="kbchat-ca-handoff-offer",
+            )
+        with gr.Row():
+            timezone = gr.Textbox(
+                label="Time zone of the hours (IANA, e.g. Europe/Madrid)",
+                max_length=64,
+                elem_id="kbchat-ca-handoff-tz",
+            )
+            email = gr.Textbox(
+                label="Notify email (needs KBCHAT_SMTP_HOST)",
+                max_length=254,
+                elem_id="kbchat-ca-handoff-email",
+            )
+        schedule = gr.Textbox(
+            label="Opening hours: one weekday per line (mon 09:00-13:00 14:00-18:00); "
+            "empty: always open",
+            lines=3,
+            max_length=1000,
+            elem_id="kbchat-ca-handoff-schedule",
+        )
+        offline = gr.Textbox(
+            label="Offline message: one language per line (es: Volvemos el lunes.); "
+            "empty: says when the team is back",
+            lines=2,
+            max_length=25600,
+            elem_id="kbchat-ca-handoff-offline",
+        )
+    return [enabled, offer_after, timezone, schedule, offline, email]

@@ -1,0 +1,160 @@
+"""The human handoff end to end through the console, in Debian's headless Chromium against the
+REAL server (real E5 for the phrase detection, real Chroma, the loopback OpenAI stub): the
+operator has the console's Handoff page open; a visitor asks for a person in Spanish in the
+widget (the full page /a/{id}); the queue shows it without a click (the page's timer) with a
+notice; the operator picks it, reads the transcript (hostile text shown as text), replies; the
+widget shows the reply; the visitor's next message reaches the console's transcript, not the
+LLM; the operator hands back (with a confirmation) and the assistant answers again.
+Screenshots of the console (light and dark) and of the widget go to test-artifacts/console."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.server.handoff_phrase import HandoffPhrases
+from tests.browser import require_chromium, screenshot
+from tests.fakes import FakeEmbedder
+from tests.live_server import live_server
+from tests.openai_stub import OpenAIStub, condensing
+from tests.test_assistants import ADMIN, AUTH, DOCS, shop
+from tests.test_handoff_widget_browser import ask, tick_until
+
+pytestmark = pytest.mark.integration
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+QUESTION = "¿Puedo hablar con una persona real? <b>urgente</b>"
+REPLY = "Hola, soy Ana. ¿Qué talla necesitas? <img src=x onerror=window.__xss=1>"
+
+
+def build_app(tmp_path: Path, stub: OpenAIStub) -> Any:
+    """tests.test_handoff.build_app's app, with the Gradio UI (the console) mounted."""
+    from app.ingest import ingest_folder
+    from app.server.app import create_app
+    from app.settings import load_settings
+
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'conv.sqlite3'}",
+        admin_api_key=ADMIN,
+        ingest={"resync_on_start": False},
+        retrieval={"small_talk": False, "query_correction": "off", "min_score": 0.0},
+        openai_base_url=stub.base_url,
+        llm={"model": "stub-model", "max_retries": 0, "timeout": 5},
+    )
+    embedder = FakeEmbedder()
+    for collection, (name, text) in DOCS.items():
+        folder = settings.collections_dir / collection
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+        ingest_folder(settings, folder, collection, embedder=embedder)
+    return create_app(settings, embedder=embedder, with_ui=True)
+
+
+@pytest.fixture
+def served(tmp_path: Path, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
+    require_chromium()
+    with OpenAIStub(reply=condensing("Within 30 days [1].")) as stub:
+        app = build_app(tmp_path, stub)
+        phrases = HandoffPhrases.for_model(e5, PROMPTS)
+        assert phrases is not None
+        phrases.asks_for_person("hola")  # the model and the exemplars' vectors, loaded now
+        app.state.handoff_phrases = phrases.asks_for_person  # the real model's detector
+        with live_server(app) as url:
+            body = shop(fullpage=True, default_language="es", handoff={"enabled": True})
+            r = httpx.post(f"{url}/api/assistants", json=body, headers=AUTH)
+            assert r.status_code == 201, r.text
+            yield url, stub
+
+
+def open_handoff_page(browser: Any, url: str, theme: str) -> Any:
+    """A page of the app with the console unlocked and its Handoff tab shown."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1300})
+    page = context.new_page()
+    page.goto(f"{url}/?__theme={theme}")
+    page.get_by_role("tab", name="Console").click()
+    page.locator("#kbchat-console-key input").fill(ADMIN)
+    page.locator("#kbchat-console-unlock").click()
+    expect(page.locator("#kbchat-console-status")).to_contain_text("Console unlocked.")
+    page.get_by_role("tab", name="Handoff").click()
+    expect(page.locator("#kbchat-ho-queue")).to_be_visible()
+    return page
+
+
+def pick(console: Any, text: str) -> None:
+    console.locator("#kbchat-ho-picker input").click()
+    console.get_by_role("option").filter(has_text=text).first.click()
+
+
+def test_visitor_asks_operator_replies_in_the_console_and_hands_back(
+    browser: Any, served: tuple[str, OpenAIStub]
+) -> None:
+    from playwright.sync_api import expect
+
+    url, stub = served
+    console = open_handoff_page(browser, url, "light")
+    visitor_context = browser.new_context(locale="es-ES")
+    try:
+        widget = visitor_context.new_page()
+        widget.clock.install()
+        widget.goto(f"{url}/a/shoe-shop")
+        ask(widget, QUESTION)
+        expect(widget.locator(".kbchat-msg-assistant")).to_have_text(
+            "Una persona te responderá aquí en breve."
+        )
+        assert stub.requests == []
+
+        queue = console.locator("#kbchat-ho-queue")
+        expect(queue).to_contain_text("waiting", timeout=20_000)  # the timer, no click
+        expect(queue).to_contain_text(QUESTION)  # as text
+        toast = console.locator(".toast-body").filter(has_text="New handoff:").first
+        expect(toast).to_be_visible(timeout=10_000)
+        expect(toast).to_contain_text("<b>urgente</b>")  # the visitor's markup, as text
+        assert toast.locator("b").count() == 0
+        pick(console, "¿Puedo hablar")
+        transcript = console.locator("#kbchat-ho-transcript")
+        expect(transcript).to_contain_text(QUESTION)
+        expect(transcript).to_contain_text("Una persona te responderá aquí en breve.")
+        assert transcript.locator("b:text('urgente')").count() == 0  # markup shown as text
+
+        console.locator("#kbchat-ho-reply textarea").fill(REPLY)
+        console.locator("#kbchat-ho-send").click()
+        expect(console.locator("#kbchat-ho-status")).to_contain_text("Sent.")
+        expect(transcript).to_contain_text(REPLY)
+        expect(queue).to_contain_text("active")
+
+        operator = widget.locator(".kbchat-msg-operator")
+        tick_until(widget, lambda: operator.count() == 1, "the operator's reply in the widget")
+        expect(operator).to_contain_text("Hola, soy Ana. ¿Qué talla necesitas?")
+        assert operator.locator("img, script").count() == 0
+        screenshot(widget, "console", "handoff-widget-operator-reply.png")
+
+        ask(widget, "La talla 38, por favor")
+        expect(transcript).to_contain_text("La talla 38, por favor", timeout=20_000)  # live
+        assert stub.requests == []  # a person has it: no LLM
+        screenshot(console, "console", "handoff-light.png")
+        dark = open_handoff_page(browser, url, "dark")
+        pick(dark, "¿Puedo hablar")
+        expect(dark.locator("#kbchat-ho-transcript")).to_contain_text(REPLY)
+        screenshot(dark, "console", "handoff-dark.png")
+        dark.context.close()
+
+        console.locator("#kbchat-ho-back").click()
+        expect(console.locator("#kbchat-ho-confirm")).to_be_visible()
+        console.locator("#kbchat-ho-yes").click()
+        expect(console.locator("#kbchat-ho-status")).to_contain_text("Handed back")
+        expect(queue).not_to_contain_text("active")
+
+        ask(widget, "¿Cuánto tiempo tengo para devolver?")
+        expect(widget.locator(".kbchat-msg-assistant").last).to_contain_text("Within 30 days")
+        assert stub.requests  # the assistant answers again
+        assert console.evaluate("() => window.__xss") is None
+        assert widget.evaluate("() => window.__xss") is None
+    finally:
+        visitor_context.close()
+        console.context.close()
