@@ -44,12 +44,9 @@ def filters(**given: Any) -> tuple[Any, ...]:
 
 class Page:
     def __init__(self, tmp: Path) -> None:
-        settings = load_settings(
-            data_dir=tmp / "data",
-            database_url=f"sqlite:///{tmp / 'c.sqlite3'}",
-            admin_api_key=ADMIN,
-        )
-        self.store = ConversationStore(settings.database_url.get_secret_value())
+        url = f"sqlite:///{tmp / 'c.sqlite3'}"
+        settings = load_settings(data_dir=tmp / "data", database_url=url, admin_api_key=ADMIN)
+        self.store = ConversationStore(url)
         self.admin = ConversationAdmin(self.store.engine, settings)
         self.gate = Gate(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
         self.page = ConversationsConsole(
@@ -218,7 +215,7 @@ def test_a_transcript_shows_sources_feedback_lead_and_handoff_as_text(
 
     current, html, _, _ = p.page.open_session(p.state, listed["ids"], ids["en"])
     assert "returns.md" in html and "score 0.83" in html and "cited" in html
-    assert "https://shop.test/returns" in html and "👍" in html
+    assert "https://shop.test/returns" in html and "rated up" in html
 
     _, html, _, _ = p.page.open_session(p.state, listed["ids"], ids["hostile"])
     assert "<img" not in html and "&lt;img src=x onerror=" in html

@@ -50,8 +50,8 @@ _LANGUAGE = re.compile(LANGUAGE_PATTERN)
 _EMAIL = TypeAdapter(Annotated[EmailStr, Field(max_length=MAX_EMAIL)])
 RATINGS = [
     ("Any rating", ""),
-    ("👍 rated up", "up"),
-    ("👎 rated down", "down"),
+    ("Rated up", "up"),
+    ("Rated down", "down"),
     ("No feedback", "none"),
 ]
 ANY = ""

@@ -19,6 +19,15 @@ from app.server.conversation_admin import (
     Transcript,
 )
 
+# Inline styles (constants: nothing from the data reaches them), with Gradio's theme variables,
+# so the transcript reads the same in light and dark mode.
+_MESSAGE = (
+    "margin:0 0 10px;padding:8px 12px;border-left:4px solid var(--border-color-primary);"
+    "background:var(--background-fill-secondary);border-radius:4px"
+)
+_ACCENT = {"assistant": "var(--color-accent)", "operator": "var(--color-green-500, #22c55e)"}
+_TEXT = "white-space:pre-wrap;margin:4px 0"
+_WHO = "font-size:0.85em;font-weight:600;opacity:0.8"
 ROLES = {"user": "visitor", "assistant": "assistant", "operator": "operator"}
 LIST_HEADERS = [
     "Last message (UTC)",
@@ -27,8 +36,8 @@ LIST_HEADERS = [
     "Languages",
     "First question",
     "Messages",
-    "👍",
-    "👎",
+    "Rated up",
+    "Rated down",
     "Unanswered",
     "Handed over",
     "Lead",
@@ -103,7 +112,7 @@ def _message(m: MessageOut) -> str:
         meta += " · found nothing"
     if m.error:
         meta += f" · error: {e(m.error)}"
-    body = f"<div class='kbchat-cc-text'>{e(m.content)}</div>"
+    body = f"<div class='kbchat-cc-text' style='{_TEXT}'>{e(m.content)}</div>"
     extra = ""
     if m.sources:
         cited = set(m.cited or [])
@@ -111,9 +120,12 @@ def _message(m: MessageOut) -> str:
         extra += f"<div class='kbchat-cc-sources'><b>Sources</b><ul>{items}</ul></div>"
     if m.feedback:
         extra += "<ul class='kbchat-cc-feedback'>" + "".join(map(_feedback, m.feedback)) + "</ul>"
+    style = _MESSAGE
+    if m.role in _ACCENT:
+        style += f";border-left-color:{_ACCENT[m.role]}"
     return (
-        f"<div class='kbchat-cc-msg kbchat-cc-{e(role)}'><div class='kbchat-cc-who'>{meta}</div>"
-        f"{body}{extra}</div>"
+        f"<div class='kbchat-cc-msg' style='{style}'><div class='kbchat-cc-who' style='{_WHO}'>"
+        f"{meta}</div>{body}{extra}</div>"
     )
 
 
@@ -130,6 +142,6 @@ def _source(s: SourceOut, cited: bool) -> str:
 
 def _feedback(f: FeedbackOut) -> str:
     e = escape
-    mark = {"up": "👍", "down": "👎"}.get(f.rating, e(f.rating))
+    mark = {"up": "rated up", "down": "rated down"}.get(f.rating, e(f.rating))
     comment = f": {e(f.comment)}" if f.comment else ""
-    return f"<li>Feedback {mark}{comment} ({e(when(f.created))} UTC)</li>"
+    return f"<li><b>Feedback</b> {mark}{comment} ({e(when(f.created))} UTC)</li>"

@@ -20,6 +20,9 @@ from app.server.console_conversations import (
 from app.server.console_transcript import LIST_HEADERS
 from app.server.conversation_query import MAX_Q
 
+# the first question takes what the short columns leave (wrapped, so no sideways scrolling)
+COLUMN_WIDTHS = ["12%", "8%", "9%", "7%", "27%", "7%", "6%", "6%", "7%", "7%", "4%"]
+
 if TYPE_CHECKING:
     from app.server.ui_console import ConsoleHandlers, Gate
 
@@ -71,6 +74,8 @@ def layout(page: ConversationsConsole, gate: Gate) -> None:
         datatype="str",
         value=[[""] * len(LIST_HEADERS)],
         interactive=False,
+        wrap=True,
+        column_widths=COLUMN_WIDTHS,
         label="Conversations (click a row to open it)",
         elem_id="kbchat-cc-list",
     )
