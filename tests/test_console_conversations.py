@@ -95,6 +95,7 @@ def every_event(p: Page, ids: dict[str, str], state: Any) -> list[Any]:
         lambda: page.search(state, *EMPTY),
         lambda: page.next_page(state, None, None),
         lambda: page.reload(state, None),
+        lambda: page.reload_quietly(state, None),
         lambda: page.open_row(state, shown, select),
         lambda: page.open_session(state, shown, ids["en"]),
         lambda: page.export_csv(state, *EMPTY),
@@ -323,3 +324,26 @@ def test_erasing_by_email_needs_confirmation_and_reports_the_count(
     assert p._all() == {ids["en"], ids["hostile"]}
     again = p.page.confirm_erase_email(p.state, pending)[-1]
     assert again.startswith("Erased 0 conversations")
+
+
+def test_every_event_of_the_built_page_is_private_and_gated(tmp_path: Path) -> None:
+    """Through the shell: the page is built when the app has the service, and every one of its
+    events is private and takes the gate's state first."""
+    from app.server.ui_console import ConsoleHandlers, ConsoleParts, console_tab
+
+    p = Page(tmp_path)
+    services: Any = SimpleNamespace(settings=p.gate.services.settings, collections=lambda: [])
+    parts = ConsoleParts(conversations=p.admin)
+    with gr.Blocks() as blocks:
+        console_tab(ConsoleHandlers(services, None, None, parts), gr.Dropdown())  # type: ignore[arg-type]
+    config = blocks.get_config_file()
+    states = {c["id"] for c in config["components"] if c.get("type") == "state"}
+    fns = [
+        f
+        for f in blocks.fns.values()
+        if isinstance(getattr(f.fn, "__self__", None), ConversationsConsole)
+    ]
+    assert len(fns) >= 14
+    for fn in fns:
+        assert fn.api_visibility == "private", fn.name
+        assert fn.inputs and fn.inputs[0]._id in states, fn.name

@@ -134,6 +134,10 @@ class ConversationsConsole:
         filters = shown if isinstance(shown, ConversationFilter) else ConversationFilter()
         return self._page(filters, None, None)
 
+    def reload_quietly(self, state: Any, shown: Any) -> tuple[Any, ...]:
+        """`reload` without the status output, so an erasure's message stays on the page."""
+        return self.reload(state, shown)[:-1]
+
     def parse_filters(self, values: Sequence[Any]) -> ConversationFilter:
         """The form's values (assistant, knowledge base, language, since, until, rating,
         unanswered, handed over, lead, search text) as a filter; FilterError if any is not one

@@ -5,7 +5,6 @@ app.server.console_conversations."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -21,7 +20,19 @@ from app.server.console_transcript import LIST_HEADERS
 from app.server.conversation_query import MAX_Q
 
 # the first question takes what the short columns leave (wrapped, so no sideways scrolling)
-COLUMN_WIDTHS = ["12%", "8%", "9%", "7%", "27%", "7%", "6%", "6%", "7%", "7%", "4%"]
+COLUMN_WIDTHS: list[str | int] = [
+    "12%",
+    "8%",
+    "9%",
+    "7%",
+    "27%",
+    "7%",
+    "6%",
+    "6%",
+    "7%",
+    "7%",
+    "4%",
+]
 
 if TYPE_CHECKING:
     from app.server.ui_console import ConsoleHandlers, Gate
@@ -136,7 +147,7 @@ def layout(page: ConversationsConsole, gate: Gate) -> None:
     cancel.click(page.cancel, state, [pending, confirm_row, status], **private)
     confirm.click(
         page.confirm_erase, [state, pending, current], [pending, confirm_row, *opened], **private
-    ).then(partial(_reload, page), [state, shown], listed[:-1], **private)
+    ).then(page.reload_quietly, [state, shown], listed[:-1], **private)
     erase_email.click(
         page.ask_erase_email, [state, email], [pending_email, email_row, email_status], **private
     )
@@ -146,9 +157,4 @@ def layout(page: ConversationsConsole, gate: Gate) -> None:
         [state, pending_email],
         [pending_email, email_row, email, email_status],
         **private,
-    ).then(partial(_reload, page), [state, shown], listed[:-1], **private)
-
-
-def _reload(page: ConversationsConsole, state: Any, shown: Any) -> tuple[Any, ...]:
-    """The list again after an erasure, leaving the erasure's message in place."""
-    return page.reload(state, shown)[:-1]
+    ).then(page.reload_quietly, [state, shown], listed[:-1], **private)
