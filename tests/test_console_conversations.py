@@ -227,10 +227,12 @@ def test_a_transcript_shows_sources_feedback_lead_and_handoff_as_text(
 def test_forged_rows_and_session_ids_are_refused(seeded: tuple[Page, dict]) -> None:
     p, ids = seeded
     listed = p.listed(*filters(language="de"))["ids"]
-    for index in ([5, 0], [-1, 0], ["0", 0], None, [True, 0]):
+    listed = [*listed, ids["en"]]  # two rows, so that True (== 1) would name a row
+    for index in ([5, 0], [-1, 0], ["0", 0], None, [True, 0], [1.0, 0]):
         out = p.page.open_row(p.state, listed, gr.SelectData(None, {"index": index, "value": ""}))
         assert out[0] is None and out[-1] == console_conversations.PICK_ROW
     # a real conversation that the list shown does not hold, a made-up id, a path
+    listed = listed[:1]
     for picked in (ids["en"], "nope", "../../etc/passwd", None, ["x"]):
         out = p.page.open_session(p.state, listed, picked)
         assert out[0] is None and out[1] == "" and out[-1] == console_conversations.PICK_ROW

@@ -180,7 +180,7 @@ class ConversationsConsole:
         self.gate.check(state)
         index = evt.index
         row = index[0] if isinstance(index, list | tuple) and index else index
-        if not isinstance(ids, list) or not isinstance(row, int) or not 0 <= row < len(ids):
+        if not isinstance(ids, list) or type(row) is not int or not 0 <= row < len(ids):
             return self._opened(None, PICK_ROW)
         return self._open(ids[row])
 
