@@ -151,7 +151,8 @@ class ConversationsConsole:
         collection = _text("Knowledge base", collection, 200)
         if collection and collection not in self._collections():
             raise FilterError("Knowledge base: no such knowledge base.")
-        language = _text("Language", language, 35).lower()
+        primary, dash, region = _text("Language", language, 35).partition("-")
+        language = primary.lower() + dash + region  # "DE" finds "de"; "pt-BR" stays as stored
         if language and not _LANGUAGE.match(language):
             raise FilterError("Language: a code such as en, de or pt-BR.")
         rating = _text("Rating", rating, 8)
