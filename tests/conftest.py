@@ -97,7 +97,7 @@ class Cli:
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=900,  # a hang guard, not a speed test: a loaded 2-core machine needs minutes
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kbchat {args} failed ({proc.returncode}):\n{proc.stderr}")
