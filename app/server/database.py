@@ -7,10 +7,13 @@ never repeats the URL, which holds the password.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from filelock import FileLock
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -71,3 +74,26 @@ def make_engine(raw_url: str) -> Engine:
     if (path := sqlite_file(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     return create_engine(url, pool_pre_ping=True)
+
+
+@contextlib.contextmanager
+def exclusive_transaction(
+    engine: Engine, name: str, key: bytes, timeout: float
+) -> Iterator[Connection]:
+    """One connection in one transaction, held by one process of all replicas at a time until
+    it commits: on PostgreSQL a transaction-level advisory lock on `key` (up to 7 ASCII bytes,
+    recognisable in pg_locks; released by the commit, even if the process dies), on SQLite a
+    file lock `<database>.<name>.lock`."""
+    path = sqlite_file(engine.url)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{int(timeout)}s'"))
+            lock = int.from_bytes(key, "big")
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
+            yield conn
+    elif path is not None:
+        with FileLock(f"{path}.{name}.lock", timeout=timeout), engine.begin() as conn:
+            yield conn
+    else:  # in-memory SQLite: nobody else can see it
+        with engine.begin() as conn:
+            yield conn

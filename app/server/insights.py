@@ -27,18 +27,16 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from app.server.database import sqlite_file
+from app.server.database import exclusive_transaction
 from app.server.db import QuestionClusterRow, QuestionRow
 from app.server.insights_quality import Bucket, QualityRow, quality
 from app.server.insights_reports import (
@@ -59,7 +57,6 @@ REPORT_WAIT_S = 2.0  # how long a report waits for new questions to be clustered
 FALLBACK_LANGUAGE = "en"  # whose reference mean corrects questions in a language without one
 BATCH = 256  # questions embedded per forward pass and committed together
 MAX_CHARS = 2000  # a question longer than this is clustered by its beginning
-ADVISORY_LOCK_KEY = int.from_bytes(b"kbinsig", "big")  # pg_locks shows "kbinsig" in ASCII
 LOCK_TIMEOUT_S = 300
 _PROCESS_LOCK = threading.Lock()
 log = logging.getLogger(__name__)
@@ -471,19 +468,6 @@ def delete_for_sessions(db: Session | Connection, session_ids: Sequence[str]) ->
     return len(gone)
 
 
-@contextlib.contextmanager
-def _refresh_lock(engine: Engine) -> Iterator[Connection]:
-    """One connection in one transaction, held by this process alone until it commits."""
-    path = sqlite_file(engine.url)
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-            yield conn
-    elif path is not None:
-        lock = FileLock(f"{Path(path)}.insights.lock", timeout=LOCK_TIMEOUT_S)
-        with lock, engine.begin() as conn:
-            yield conn
-    else:
-        with engine.begin() as conn:
-            yield conn
+def _refresh_lock(engine: Engine) -> contextlib.AbstractContextManager[Connection]:
+    """One clustering process of all replicas at a time (see `exclusive_transaction`)."""
+    return exclusive_transaction(engine, "insights", b"kbinsig", LOCK_TIMEOUT_S)

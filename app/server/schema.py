@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from filelock import FileLock
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.exc import OperationalError
 
-from app.server.database import DatabaseUnavailableError, sqlite_file
+from app.server.database import DatabaseUnavailableError, exclusive_transaction
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key: any fixed bigint; "kbchat" in ASCII, so it is recognisable in pg_locks
-ADVISORY_LOCK_KEY = int.from_bytes(b"kbchat", "big")
 LOCK_TIMEOUT_S = 300  # a migration that holds the lock longer is stuck, not slow
 # Alembic's `context` and `op` are module-level proxies: one migration at a time per process
 _ALEMBIC = threading.Lock()
@@ -77,18 +74,6 @@ def _legacy_revision(conn: Connection) -> str | None:
     return "0002" if "error" in columns else "0001"
 
 
-@contextlib.contextmanager
-def _migration_lock(engine: Engine) -> Iterator[Connection]:
-    """One connection in one transaction, held by this process alone until it commits."""
-    path = sqlite_file(engine.url)
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-            yield conn
-    elif path is not None:
-        with FileLock(f"{path}.migrate.lock", timeout=LOCK_TIMEOUT_S), engine.begin() as conn:
-            yield conn
-    else:  # in-memory SQLite: nobody else can see it
-        with engine.begin() as conn:
-            yield conn
+def _migration_lock(engine: Engine) -> contextlib.AbstractContextManager[Connection]:
+    """One migrating process of all replicas at a time (see `exclusive_transaction`)."""
+    return exclusive_transaction(engine, "migrate", b"kbchat", LOCK_TIMEOUT_S)
