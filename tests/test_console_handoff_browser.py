@@ -13,61 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from app.server.handoff_phrase import HandoffPhrases
-from tests.browser import require_chromium, screenshot
-from tests.fakes import FakeEmbedder
-from tests.live_server import live_server
-from tests.openai_stub import OpenAIStub, condensing
-from tests.test_assistants import ADMIN, AUTH, DOCS, shop
+from tests.browser import screenshot
+from tests.openai_stub import OpenAIStub
+from tests.test_assistants import ADMIN
+from tests.test_handoff_e2e_browser import serve_handoff
 from tests.test_handoff_widget_browser import ask, tick_until
 
 pytestmark = pytest.mark.integration
-PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 QUESTION = "¿Puedo hablar con una persona real? <b>urgente</b>"
 REPLY = "Hola, soy Ana. ¿Qué talla necesitas? <img src=x onerror=window.__xss=1>"
 
 
-def build_app(tmp_path: Path, stub: OpenAIStub) -> Any:
-    """tests.test_handoff.build_app's app, with the Gradio UI (the console) mounted."""
-    from app.ingest import ingest_folder
-    from app.server.app import create_app
-    from app.settings import load_settings
-
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'conv.sqlite3'}",
-        admin_api_key=ADMIN,
-        ingest={"resync_on_start": False},
-        retrieval={"small_talk": False, "query_correction": "off", "min_score": 0.0},
-        openai_base_url=stub.base_url,
-        llm={"model": "stub-model", "max_retries": 0, "timeout": 5},
-    )
-    embedder = FakeEmbedder()
-    for collection, (name, text) in DOCS.items():
-        folder = settings.collections_dir / collection
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-        ingest_folder(settings, folder, collection, embedder=embedder)
-    return create_app(settings, embedder=embedder, with_ui=True)
-
-
 @pytest.fixture
 def served(tmp_path: Path, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
-    require_chromium()
-    with OpenAIStub(reply=condensing("Within 30 days [1].")) as stub:
-        app = build_app(tmp_path, stub)
-        phrases = HandoffPhrases.for_model(e5, PROMPTS)
-        assert phrases is not None
-        phrases.asks_for_person("hola")  # the model and the exemplars' vectors, loaded now
-        app.state.handoff_phrases = phrases.asks_for_person  # the real model's detector
-        with live_server(app) as url:
-            body = shop(fullpage=True, default_language="es", handoff={"enabled": True})
-            r = httpx.post(f"{url}/api/assistants", json=body, headers=AUTH)
-            assert r.status_code == 201, r.text
-            yield url, stub
+    with serve_handoff(tmp_path, e5, with_ui=True) as got:  # the console is in the Gradio UI
+        yield got
 
 
 def open_handoff_page(browser: Any, url: str, theme: str) -> Any:

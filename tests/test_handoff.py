@@ -23,8 +23,16 @@ SUNDAY_10 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 HOURS = {"timezone": "Europe/Madrid", "schedule": {"mon": ["09:00-13:00", "14:00-18:00"]}}
 
 
-def build_app(tmp_path: Path, stub: OpenAIStub, min_score: float = 0.0, **overrides: Any) -> Any:
-    """test_assistants.make_app's two knowledge bases, with a relevance cut-off to choose."""
+def build_app(
+    tmp_path: Path,
+    stub: OpenAIStub,
+    min_score: float = 0.0,
+    *,
+    with_ui: bool = False,
+    **overrides: Any,
+) -> Any:
+    """test_assistants.make_app's two knowledge bases, with a relevance cut-off to choose (and
+    the Gradio UI, the console, with `with_ui`)."""
     from app.ingest import ingest_folder
     from app.server.app import create_app
     from app.settings import load_settings
@@ -45,7 +53,7 @@ def build_app(tmp_path: Path, stub: OpenAIStub, min_score: float = 0.0, **overri
         folder.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")
         ingest_folder(settings, folder, collection, embedder=embedder)
-    return create_app(settings, embedder=embedder, with_ui=False)
+    return create_app(settings, embedder=embedder, with_ui=with_ui)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ API, and the widget's poll brings the reply (sanitised) into the page; the LLM i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,13 @@ pytestmark = pytest.mark.integration
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 
 
-@pytest.fixture
-def served(tmp_path: Path, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
+@contextlib.contextmanager
+def serve_handoff(tmp_path: Path, e5: Any, *, with_ui: bool = False) -> Iterator[Any]:
+    """The handoff app (tests.test_handoff.build_app) with the real model's phrase detector and
+    a full-page assistant with handoff on, live on loopback: yields (url, stub)."""
     require_chromium()
     with OpenAIStub(reply=condensing("Within 30 days [1].")) as stub:
-        app = build_app(tmp_path, stub)
+        app = build_app(tmp_path, stub, with_ui=with_ui)
         phrases = HandoffPhrases.for_model(e5, PROMPTS)
         assert phrases is not None
         phrases.asks_for_person("hola")  # the model and the exemplars' vectors, loaded now
@@ -38,6 +41,12 @@ def served(tmp_path: Path, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
             r = httpx.post(f"{url}/api/assistants", json=body, headers=AUTH)
             assert r.status_code == 201, r.text
             yield url, stub
+
+
+@pytest.fixture
+def served(tmp_path: Path, e5: Any) -> Iterator[tuple[str, OpenAIStub]]:
+    with serve_handoff(tmp_path, e5) as got:
+        yield got
 
 
 def test_spanish_request_operator_reply_in_the_page(
