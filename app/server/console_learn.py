@@ -1,0 +1,395 @@
+"""The handlers of the console's Learn page (laid out by app.server.ui_console_learn): top
+questions, content gaps, source usage and conversation quality over time, all read through
+app.server.insights.InsightsService, the service behind /api/insights (no SQL here).
+
+Every event checks the shell's gate first. The filters come from the browser and are checked as
+the admin routes check theirs (app.server.routes_insights): the assistant and the knowledge base
+must be ones the server lists now, languages real ISO 639 codes, dates real days, a period at
+most MAX_DAYS long. Everything shown is plain text: table cells are one line of text (Gradio's
+"str" cells are not rendered as Markdown or HTML), and messages go through `plain`.
+
+Clustering new questions runs in the service's background thread: `start` only kicks it and
+says how many wait, so the page says "clustering N new questions…" at once; `report` then reads
+what is clustered so far and, while questions still wait, turns on a timer that reads again."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import pandas as pd
+from pydantic import TypeAdapter, ValidationError
+
+from app.server.insights_quality import Bucket, QualityRow
+from app.server.insights_reports import ClusterReport, Filters, SourceUsage, utc_today
+from app.server.routes_insights import MAX_DAYS, Language
+from app.server.ui_assistant import preferred_languages
+from app.server.ui_knowledge_tables import cell, plain
+
+if TYPE_CHECKING:
+    from app.server.insights import InsightsService
+    from app.server.ui_console import ConsoleHandlers, Gate
+
+log = logging.getLogger(__name__)
+
+CLUSTERS = 20  # clusters per table
+EXAMPLES = 5  # example questions per cluster
+DOCUMENTS = 50  # rows per source table
+EXAMPLE_CHARS = 200  # an example longer than this is cut in the tables
+PERIODS = {"7": 7, "30": 30, "90": 90}
+CUSTOM = "custom"
+SPLITS = ("language", "assistant")
+BUCKETS = ("day", "week")
+NO_QUESTIONS = "No questions in this period."
+NO_ASSISTANT = "(none)"
+READ_FAILED = "The reports could not be read; the server log says why."
+TOP_HEADERS = ["#", "Representative question", "Questions", "Languages", "Answer rate"]
+GAP_HEADERS = ["#", "Representative question", "Questions", "Languages", "Why a gap", "Examples"]
+EXAMPLE_HEADERS = ["#", "Language", "Example question"]
+CITED_HEADERS = ["Knowledge base", "Document", "Cited", "Shown", "Citations per language"]
+NEVER_HEADERS = ["Knowledge base", "Document", "Shown (not cited)"]
+# (chart key, its title) in the order the page lays the plots out
+CHARTS = [
+    ("conversations", "Conversations"),
+    ("messages", "Messages"),
+    ("answered", "Questions answered vs not"),
+    ("feedback_rate", "Feedback rate (ratings per answer)"),
+    ("score", "Feedback score (share of thumbs-up)"),
+    ("handovers", "Handovers to a person"),
+]
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LANGUAGE = TypeAdapter(Language)
+
+
+@dataclass(frozen=True)
+class LearnQuery:
+    """The page's filters once checked: the report filters and how to show them."""
+
+    filters: Filters
+    operator_language: str | None = None
+    bucket: str = "day"
+    split: str = "language"
+
+
+@dataclass
+class LearnView:
+    """Everything one read of the page shows, in the order `outputs` gives it."""
+
+    status: str
+    top: list[list[str]] = field(default_factory=list)
+    top_examples: list[list[str]] = field(default_factory=list)
+    gaps: list[list[str]] = field(default_factory=list)
+    gap_examples: list[list[str]] = field(default_factory=list)
+    cited: list[list[str]] = field(default_factory=list)
+    never: list[list[str]] = field(default_factory=list)
+    charts: dict[str, pd.DataFrame] = field(default_factory=dict)
+    pending: int = 0
+
+    def outputs(self) -> tuple[Any, ...]:
+        """status, top, top examples, gaps, gap examples, cited, never cited, charts note,
+        charts column, each chart, timer."""
+        has_charts = bool(self.charts)
+        return (
+            self.status,
+            _table(self.top, TOP_HEADERS),
+            _table(self.top_examples, EXAMPLE_HEADERS),
+            _table(self.gaps, GAP_HEADERS),
+            _table(self.gap_examples, EXAMPLE_HEADERS),
+            _table(self.cited, CITED_HEADERS),
+            _table(self.never, NEVER_HEADERS),
+            gr.update(visible=not has_charts),
+            gr.update(visible=has_charts),
+            *(self.charts.get(key, _empty_chart()) for key, _ in CHARTS),
+            gr.Timer(active=self.pending > 0),
+        )
+
+
+class LearnConsole:
+    """The page's handlers; each takes the gate's state first."""
+
+    def __init__(self, handlers: ConsoleHandlers, insights: InsightsService, gate: Gate) -> None:
+        self.handlers, self.insights, self.gate = handlers, insights, gate
+
+    # ------------------------------------------------------------ choices
+    def assistant_ids(self) -> list[tuple[str, str]]:
+        registry = self.handlers.assistants
+        return [] if registry is None else [(a.name, a.id) for a in registry.all()]
+
+    def collection_names(self) -> list[str]:
+        return [str(c["name"]) for c in self.handlers.services.collections()]
+
+    def options(self, state: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """On unlock: the assistants and knowledge bases to filter by, and the operator's
+        language from the browser's Accept-Language (else English)."""
+        self.gate.check(state)
+        assistants = [("All assistants", "")] + [
+            (f"{cell(name)} ({slug})", slug) for name, slug in self.assistant_ids()
+        ]
+        kbs = [("All knowledge bases", "")] + [(n, n) for n in self.collection_names()]
+        header = request.headers.get("accept-language") if request is not None else None
+        return (
+            gr.update(choices=assistants, value=""),
+            gr.update(choices=kbs, value=""),
+            operator_language(header),
+        )
+
+    # ------------------------------------------------------------ checks
+    def query(
+        self,
+        assistant: Any,
+        collection: Any,
+        language: Any,
+        period: Any,
+        since: Any,
+        until: Any,
+        operator: Any,
+        bucket: Any = "day",
+        split: Any = "language",
+    ) -> LearnQuery:
+        """The filters as the browser sent them, checked; ValueError with a short message."""
+        chosen = _text(assistant, "assistant", 64)
+        if chosen and chosen not in {slug for _, slug in self.assistant_ids()}:
+            raise ValueError("Choose an assistant from the list.")
+        kb = _text(collection, "knowledge base", 128)
+        if kb and kb not in self.collection_names():
+            raise ValueError("Choose a knowledge base from the list.")
+        if bucket not in BUCKETS:
+            raise ValueError("Show the charts per day or per week.")
+        if split not in SPLITS:
+            raise ValueError("Split the charts by language or by assistant.")
+        first, last = period_days(period, since, until)
+        return LearnQuery(
+            Filters(chosen or None, kb or None, language_code(language, "language"), first, last),
+            language_code(operator, "your language"),
+            str(bucket),
+            str(split),
+        )
+
+    # ------------------------------------------------------------ events
+    def start(self, state: Any, *filters: Any) -> str:
+        """Check the filters, start clustering new questions in the background and say so."""
+        self.gate.check(state)
+        self._checked(*filters)
+        waiting = self._call(lambda: self.insights.catch_up(0))
+        return f"Clustering {waiting} new questions…" if waiting else "Reading the reports…"
+
+    def report(self, state: Any, *filters: Any) -> tuple[Any, ...]:
+        return self.report_view(state, *filters).outputs()
+
+    def report_view(self, state: Any, *filters: Any) -> LearnView:
+        """The four reports for the filters (clusters as far as clustered now)."""
+        self.gate.check(state)
+        q = self._checked(*filters)
+        lang = q.operator_language
+        top = self._call(
+            lambda: self.insights.top_questions(
+                q.filters, limit=CLUSTERS, examples=EXAMPLES, language=lang
+            )
+        )
+        gaps = self._call(
+            lambda: self.insights.content_gaps(
+                q.filters, limit=CLUSTERS, examples=EXAMPLES, language=lang
+            )
+        )
+        usage = self._call(lambda: self.insights.source_usage(q.filters, limit=DOCUMENTS))
+        bucket: Bucket = "week" if q.bucket == "week" else "day"
+        rows = self._call(lambda: self.insights.quality(q.filters, bucket))
+        pending = self._call(self.insights.pending)
+        view = LearnView(
+            status=summary(q.filters, top, pending),
+            top=cluster_rows(top, gaps=False),
+            top_examples=example_rows(top),
+            gaps=cluster_rows(gaps, gaps=True),
+            gap_examples=example_rows(gaps),
+            charts=charts(rows, q.split),
+            pending=pending,
+        )
+        view.cited, view.never = source_rows(usage)
+        return view
+
+    def _checked(self, *filters: Any) -> LearnQuery:
+        try:
+            return self.query(*filters)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def _call(self, work: Any) -> Any:
+        try:
+            return work()
+        except Exception:  # a short message on the page; the log has the rest
+            log.exception("the Learn page could not read the insights")
+            raise gr.Error(READ_FAILED) from None
+
+
+# ---------------------------------------------------------------- filters
+def _text(value: Any, what: str, most: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > most:
+        raise ValueError(f"That {what} is not one the server knows.")
+    return value.strip()
+
+
+def language_code(value: Any, what: str) -> str | None:
+    """A language code as the questions store them, or None for blank."""
+    wrong = f"Type {what} as an ISO 639 code such as 'de' or 'und', or leave it blank."
+    try:
+        text = _text(value, what, 8).lower()
+        return str(_LANGUAGE.validate_python(text)) if text else None
+    except (ValueError, ValidationError):
+        raise ValueError(wrong) from None
+
+
+def _day(value: Any, what: str) -> date | None:
+    text = _text(value, what, 10)
+    if not text:
+        return None
+    try:
+        if not _DAY.fullmatch(text):
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"Type the {what} day as YYYY-MM-DD.") from None
+
+
+def period_days(period: Any, since: Any, until: Any) -> tuple[date, date]:
+    """(first, last day) of the chosen period, as the admin routes bound it."""
+    today = utc_today()
+    if period in PERIODS:
+        return today - timedelta(days=PERIODS[period] - 1), today
+    if period != CUSTOM:
+        raise ValueError("Choose a period from the list.")
+    last = _day(until, "until") or today
+    first = _day(since, "since") or last - timedelta(days=29)
+    if first > last:
+        raise ValueError("The period's first day must not be after its last.")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise ValueError(f"A period is at most {MAX_DAYS} days.")
+    return first, last
+
+
+def operator_language(accept_language: str | None) -> str:
+    """The base language of the browser's first Accept-Language that is a real code, else en."""
+    for tag in preferred_languages(accept_language):
+        try:
+            return language_code(tag.split("-")[0], "language") or "en"
+        except ValueError:
+            continue
+    return "en"
+
+
+# ---------------------------------------------------------------- tables
+def languages_cell(counts: dict[str, int]) -> str:
+    return ", ".join(f"{cell(lang or 'unknown')} {n}" for lang, n in counts.items())
+
+
+def why_gap(c: ClusterReport) -> str:
+    reasons = [
+        (c.unanswered, "found nothing"),
+        (c.thumbs_down, "thumbs-down"),
+        (c.handed_over, "handed over"),
+    ]
+    return ", ".join(f"{n} {what}" for n, what in reasons if n)
+
+
+def _example(text: str) -> str:
+    flat = " ".join(str(text).split())
+    return cell(flat if len(flat) <= EXAMPLE_CHARS else flat[: EXAMPLE_CHARS - 1] + "…")
+
+
+def cluster_rows(clusters: list[ClusterReport], *, gaps: bool) -> list[list[str]]:
+    rows = []
+    for n, c in enumerate(clusters, 1):
+        row = [
+            str(n),
+            _example(c.representative.text),
+            str(c.questions),
+            languages_cell(c.languages),
+        ]
+        if gaps:
+            shown = " | ".join(f"[{e.language}] {_example(e.text)}" for e in c.examples[:3])
+            row += [why_gap(c), cell(shown)]
+        else:
+            row.append(f"{c.answer_rate:.0%}")
+        rows.append(row)
+    return rows
+
+
+def example_rows(clusters: list[ClusterReport]) -> list[list[str]]:
+    """Each cluster's examples, one a row, numbered as the cluster's table row."""
+    return [
+        [str(n), cell(e.language or "unknown"), _example(e.text)]
+        for n, c in enumerate(clusters, 1)
+        for e in c.examples
+    ]
+
+
+def source_rows(usage: SourceUsage) -> tuple[list[list[str]], list[list[str]]]:
+    cited = [
+        [
+            cell(d.collection),
+            cell(d.source),
+            str(d.cited),
+            str(d.shown),
+            languages_cell(d.languages),
+        ]
+        for d in usage.cited
+    ]
+    never = [[cell(d.collection), cell(d.source), str(d.shown)] for d in usage.never_cited]
+    return cited, never
+
+
+def summary(f: Filters, top: list[ClusterReport], pending: int) -> str:
+    period = f"{f.since} to {f.until}"
+    if pending:
+        head = f"Clustering {pending} new questions… the tables show those clustered so far"
+        return plain(f"{head} ({period}); they read again by themselves.")
+    if not top:
+        return plain(f"{NO_QUESTIONS} ({period})")
+    asked = sum(c.questions for c in top)
+    return plain(f"{period}: {asked} questions in the {len(top)} largest clusters.")
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> Any:
+    return pd.DataFrame(rows, columns=headers)
+
+
+# ---------------------------------------------------------------- charts
+def _empty_chart() -> pd.DataFrame:
+    return pd.DataFrame({"day": pd.Series([], dtype="datetime64[ns]"), "group": [], "value": []})
+
+
+def charts(rows: list[QualityRow], split: str) -> dict[str, pd.DataFrame]:
+    """Per chart, a long table (day, group, value); empty when no question was asked."""
+    if not rows or not any(r.questions for r in rows):
+        return {}
+    frame = pd.DataFrame([r.model_dump() for r in rows])
+    frame["day"] = pd.to_datetime(frame["period"])
+    if split == "assistant":
+        frame["group"] = frame["assistant"].fillna(NO_ASSISTANT).map(cell)
+    else:
+        frame["group"] = frame["language"].replace("", "unknown").map(cell)
+    frame["up"] = frame["score"].fillna(0) * frame["feedback"]
+    frame["answers"] = frame["answered"] + frame["unanswered"]
+    sums = frame.groupby(["day", "group"], as_index=False)[
+        ["conversations", "messages", "feedback", "up", "answers", "handovers"]
+    ].sum()
+    out = {
+        key: sums[["day", "group", key]].rename(columns={key: "value"})
+        for key in ("conversations", "messages", "handovers")
+    }
+    rated = sums[sums["answers"] > 0]
+    out["feedback_rate"] = rated.assign(value=rated["feedback"] / rated["answers"])[
+        ["day", "group", "value"]
+    ]
+    scored = sums[sums["feedback"] > 0]
+    out["score"] = scored.assign(value=scored["up"] / scored["feedback"])[["day", "group", "value"]]
+    answered = frame.groupby("day", as_index=False)[["answered", "unanswered"]].sum()
+    out["answered"] = answered.melt(
+        id_vars="day", value_vars=["answered", "unanswered"], var_name="group", value_name="value"
+    )
+    return out
