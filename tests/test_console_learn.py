@@ -159,11 +159,10 @@ def test_tables_and_charts_from_a_seeded_database(learn: Learn) -> None:
     assert [row[:3] for row in view.cited] == [["default", "monorail.md", "2"]]
     assert ["shop", "returns.md", "0"] in view.never
     conversations = view.charts["conversations"]
-    assert dict(zip(conversations["group"], conversations["value"], strict=True)) == {
-        "de": 2,
-        "en": 3,
-        "es": 1,
-    }
+    today = conversations[conversations["day"] == str(utc_today())]
+    assert dict(zip(today["group"], today["value"], strict=True)) == {"de": 2, "en": 3, "es": 1}
+    assert len(conversations) == 30 * 3  # every day of the period, zeros included: a line
+    assert conversations["value"].sum() == 6
     answered = view.charts["answered"].set_index("group")["value"].to_dict()
     assert answered == {"answered": 4, "unanswered": 2}
     score = view.charts["score"].set_index("group")["value"].to_dict()

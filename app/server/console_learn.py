@@ -61,6 +61,7 @@ CHARTS = [
     ("score", "Feedback score (share of thumbs-up)"),
     ("handovers", "Handovers to a person"),
 ]
+SHARES = ("feedback_rate", "score")  # charts of a share between 0 and 1
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LANGUAGE = TypeAdapter(Language)
 
@@ -103,7 +104,7 @@ class LearnView:
             _table(self.never, NEVER_HEADERS),
             gr.update(visible=not has_charts),
             gr.update(visible=has_charts),
-            *(self.charts.get(key, _empty_chart()) for key, _ in CHARTS),
+            *(_chart(self.charts.get(key), key in SHARES) for key, _ in CHARTS),
             gr.Timer(active=self.pending > 0),
         )
 
@@ -205,7 +206,7 @@ class LearnConsole:
             top_examples=example_rows(top),
             gaps=cluster_rows(gaps, gaps=True),
             gap_examples=example_rows(gaps),
-            charts=charts(rows, q.split),
+            charts=charts(rows, q.split, periods(q.filters, q.bucket)),
             pending=pending,
         )
         view.cited, view.never = source_rows(usage)
@@ -359,12 +360,39 @@ def _table(rows: list[list[str]], headers: list[str]) -> Any:
 
 
 # ---------------------------------------------------------------- charts
+def _chart(frame: pd.DataFrame | None, share: bool) -> Any:
+    """A plot's value; a plot with nothing to draw (no ratings yet) is hidden, not garbled, and
+    one of zeros only gets a 0-1 axis (an axis from 0 to 0 is labelled NaN)."""
+    if frame is None or frame.empty:
+        return gr.update(value=_empty_chart(), visible=False)
+    flat = share or not (frame["value"] > 0).any()
+    return gr.update(value=frame, visible=True, y_lim=[0, 1] if flat else [0, None])
+
+
 def _empty_chart() -> pd.DataFrame:
     return pd.DataFrame({"day": pd.Series([], dtype="datetime64[ns]"), "group": [], "value": []})
 
 
-def charts(rows: list[QualityRow], split: str) -> dict[str, pd.DataFrame]:
-    """Per chart, a long table (day, group, value); empty when no question was asked."""
+def periods(f: Filters, bucket: str) -> list[date]:
+    """Every day (or Monday of a week) of the period, so counts draw a line with its zeros."""
+    assert f.since is not None and f.until is not None
+    step = 7 if bucket == "week" else 1
+    first = f.since - timedelta(days=f.since.weekday()) if bucket == "week" else f.since
+    return [first + timedelta(days=n) for n in range(0, (f.until - first).days + 1, step)]
+
+
+def _filled(sums: pd.DataFrame, key: str, days: list[date]) -> pd.DataFrame:
+    """`key` per (day, group) with a zero for each period a group had none."""
+    index = pd.MultiIndex.from_product(
+        [pd.to_datetime(days), sorted(sums["group"].unique())], names=["day", "group"]
+    )
+    series = sums.set_index(["day", "group"])[key].reindex(index, fill_value=0)
+    return series.rename("value").reset_index()
+
+
+def charts(rows: list[QualityRow], split: str, days: list[date]) -> dict[str, pd.DataFrame]:
+    """Per chart, a long table (day, group, value); none when no question was asked. Counts
+    have a row for every period (zeros included); rates only where they are defined."""
     if not rows or not any(r.questions for r in rows):
         return {}
     frame = pd.DataFrame([r.model_dump() for r in rows])
@@ -378,10 +406,7 @@ def charts(rows: list[QualityRow], split: str) -> dict[str, pd.DataFrame]:
     sums = frame.groupby(["day", "group"], as_index=False)[
         ["conversations", "messages", "feedback", "up", "answers", "handovers"]
     ].sum()
-    out = {
-        key: sums[["day", "group", key]].rename(columns={key: "value"})
-        for key in ("conversations", "messages", "handovers")
-    }
+    out = {key: _filled(sums, key, days) for key in ("conversations", "messages", "handovers")}
     rated = sums[sums["answers"] > 0]
     out["feedback_rate"] = rated.assign(value=rated["feedback"] / rated["answers"])[
         ["day", "group", "value"]
@@ -389,7 +414,8 @@ def charts(rows: list[QualityRow], split: str) -> dict[str, pd.DataFrame]:
     scored = sums[sums["feedback"] > 0]
     out["score"] = scored.assign(value=scored["up"] / scored["feedback"])[["day", "group", "value"]]
     answered = frame.groupby("day", as_index=False)[["answered", "unanswered"]].sum()
-    out["answered"] = answered.melt(
+    kinds = answered.melt(
         id_vars="day", value_vars=["answered", "unanswered"], var_name="group", value_name="value"
     )
+    out["answered"] = _filled(kinds, "value", days)
     return out

@@ -16,6 +16,7 @@ from app.server.console_learn import (
     GAP_HEADERS,
     NEVER_HEADERS,
     NO_QUESTIONS,
+    SHARES,
     TOP_HEADERS,
     LearnConsole,
 )
@@ -23,6 +24,9 @@ from app.server.console_learn import (
 if TYPE_CHECKING:
     from app.server.ui_console import ConsoleHandlers, Gate
 
+# counts of one day draw as lines over the period (zeros included), answered vs not as stacked
+# bars; rates, undefined on days without answers or ratings, as points
+PLOTS: dict[str, Any] = {"answered": gr.BarPlot}
 POLL_S = 5.0  # while questions wait to be clustered, the page reads again this often
 
 
@@ -67,11 +71,11 @@ def learn_page(handlers: ConsoleHandlers, gate: Gate) -> None:
     status = gr.Markdown("", elem_id="kbchat-learn-status")
 
     gr.Markdown("### Top questions")
-    top = _table(TOP_HEADERS, "kbchat-learn-top")
+    top = _table(TOP_HEADERS, "kbchat-learn-top", widths=["4%", "56%", "10%", "18%", "12%"])
     with gr.Accordion("Examples per cluster", open=False, elem_id="kbchat-learn-top-more"):
         top_examples = _table(EXAMPLE_HEADERS, "kbchat-learn-top-examples")
     gr.Markdown("### Content gaps: found nothing, thumbs-down or handed over")
-    gaps = _table(GAP_HEADERS, "kbchat-learn-gaps")
+    gaps = _table(GAP_HEADERS, "kbchat-learn-gaps", widths=["4%", "28%", "9%", "11%", "14%", "34%"])
     with gr.Accordion("Examples per gap", open=False, elem_id="kbchat-learn-gaps-more"):
         gap_examples = _table(EXAMPLE_HEADERS, "kbchat-learn-gap-examples")
     gr.Markdown("### Source usage")
@@ -99,16 +103,20 @@ def learn_page(handlers: ConsoleHandlers, gate: Gate) -> None:
         for i in range(0, len(CHARTS), 2):
             with gr.Row():
                 for key, title in CHARTS[i : i + 2]:
-                    plot = gr.BarPlot if key in ("answered", "handovers") else gr.LinePlot
+                    share = key in SHARES
+                    plot = PLOTS.get(key, gr.ScatterPlot if share else gr.LinePlot)
+                    shares: dict[str, Any] = {"y_axis_format": ".0%", "y_lim": [0, 1]}
+                    counts: dict[str, Any] = {"y_axis_format": "~s"}
                     plots.append(
                         plot(
                             x="day",
                             y="value",
                             color="group",
                             title=title,
-                            x_title="",
-                            y_title="",
+                            x_title="Day",
+                            y_title="Share" if share else "Count",
                             color_title="",
+                            **(shares if share else counts),
                             height=240,
                             elem_id=f"kbchat-learn-{key.replace('_', '-')}",
                         )
@@ -142,7 +150,12 @@ def learn_page(handlers: ConsoleHandlers, gate: Gate) -> None:
     timer.tick(learn.report, inputs, outputs, **private)
 
 
-def _table(headers: list[str], elem_id: str, label: str | None = None) -> gr.Dataframe:
+def _table(
+    headers: list[str],
+    elem_id: str,
+    label: str | None = None,
+    widths: list[str | int] | None = None,
+) -> gr.Dataframe:
     """A read-only table of plain-text cells (datatype "str": no Markdown, no HTML)."""
     return gr.Dataframe(
         headers=headers,
@@ -152,4 +165,5 @@ def _table(headers: list[str], elem_id: str, label: str | None = None) -> gr.Dat
         show_label=label is not None,
         elem_id=elem_id,
         wrap=True,
+        column_widths=widths,
     )
