@@ -5,6 +5,7 @@ built from a seeded database, per language and per assistant."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -187,3 +188,33 @@ def test_an_empty_period_says_so_instead_of_empty_charts(learn: Learn) -> None:
     assert NO_QUESTIONS.rstrip(".") in view.status
     outputs = view.outputs()
     assert outputs[7] == gr.update(visible=True) and outputs[8] == gr.update(visible=False)
+
+
+class HeldEncoder(TopicEncoder):
+    """The topic encoder, held until `release` is set: clustering that takes its time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def encode(self, texts: list[str]) -> Any:
+        self.release.wait(60)
+        return super().encode(texts)
+
+
+def test_the_page_says_clustering_instead_of_waiting_and_reads_again_later(learn: Learn) -> None:
+    seed(learn)
+    insights = learn.page.insights
+    held = HeldEncoder()
+    insights.encoder, insights.report_wait_s = held, 0.05
+    try:
+        assert learn.page.start(learn.state, *ALL) == "Clustering 6 new questions…"
+        outputs = learn.page.report(learn.state, *ALL)
+        assert "Clustering 6 new questions" in outputs[0]
+        assert outputs[-1].active  # the timer reads again while questions wait
+    finally:
+        held.release.set()
+    insights._worker.join(60)
+    view = learn.view()
+    assert view.pending == 0 and view.top[0][2] == "3"
+    assert not view.outputs()[-1].active
