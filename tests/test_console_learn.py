@@ -214,7 +214,9 @@ def test_the_page_says_clustering_instead_of_waiting_and_reads_again_later(learn
         assert outputs[-1].active  # the timer reads again while questions wait
     finally:
         held.release.set()
-    insights._worker.join(60)
+    worker = insights._worker
+    assert worker is not None
+    worker.join(60)
     view = learn.view()
     assert view.pending == 0 and view.top[0][2] == "3"
     assert not view.outputs()[-1].active
