@@ -46,6 +46,7 @@ class Learn:
         )
         self.gate = Gate(services)
         self.page = LearnConsole(handlers, insights, self.gate)
+        self.handlers, self.app = handlers, app
         self.state = handlers.unlock(ADMIN, REQUEST)[0]
         app.state.assistants.create(AssistantCreate(id="pip", name="Pip"))
 
@@ -220,3 +221,21 @@ def test_the_page_says_clustering_instead_of_waiting_and_reads_again_later(learn
     view = learn.view()
     assert view.pending == 0 and view.top[0][2] == "3"
     assert not view.outputs()[-1].active
+
+
+def test_every_learn_event_is_private_and_gated(learn: Learn) -> None:
+    """Through the built page: each Learn event is private and takes the gate's state first."""
+    from app.server.ui import build_ui
+
+    h = learn.handlers
+    blocks = build_ui(h.services, h.throttles, h.assistants, h.parts)
+    config = blocks.get_config_file()
+    states = {c["id"] for c in config["components"] if c.get("type") == "state"}
+    fns = [
+        f for f in blocks.fns.values() if isinstance(getattr(f.fn, "__self__", None), LearnConsole)
+    ]
+    # unlock: options, start, report; Refresh: start, report; the timer: report
+    assert len(fns) == 6
+    for fn in fns:
+        assert fn.api_visibility == "private", fn.name
+        assert fn.inputs and fn.inputs[0]._id in states, fn.name
