@@ -16,12 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.server.assistant_schema import AssistantCreate
-from app.server.console_learn import (
-    NO_QUESTIONS,
-    LearnConsole,
-    LearnView,
-    operator_language,
-)
+from app.server.console_learn import LearnConsole, LearnView, operator_language
+from app.server.console_learn_tables import NO_QUESTIONS
 from app.server.insights_reports import utc_today
 from app.server.ui_console import CONSOLE_LOCKED, ConsoleHandlers, ConsoleParts, Gate
 from tests.test_assistants import ADMIN, make_app

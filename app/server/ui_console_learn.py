@@ -8,17 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.server.console_learn import (
+from app.server.console_learn import CUSTOM, LearnConsole
+from app.server.console_learn_tables import (
     CHARTS,
     CITED_HEADERS,
-    CUSTOM,
     EXAMPLE_HEADERS,
     GAP_HEADERS,
     NEVER_HEADERS,
     NO_QUESTIONS,
     SHARES,
     TOP_HEADERS,
-    LearnConsole,
 )
 
 if TYPE_CHECKING:
