@@ -235,3 +235,19 @@ def test_every_learn_event_is_private_and_gated(learn: Learn) -> None:
     for fn in fns:
         assert fn.api_visibility == "private", fn.name
         assert fn.inputs and fn.inputs[0]._id in states, fn.name
+
+
+def test_the_timer_stops_with_a_message_when_the_page_locks_or_filters_go_wrong(
+    learn: Learn,
+) -> None:
+    seed(learn)
+    assert len(learn.page.poll(learn.state, *ALL)) == len(learn.page.report(learn.state, *ALL))
+    wrong = [*ALL[:2], "<b>", *ALL[3:]]
+    for state, filters, message in [
+        ("0" * 64, ALL, CONSOLE_LOCKED),
+        (learn.state, wrong, "ISO 639 code"),
+    ]:
+        outputs = learn.page.poll(state, *filters)
+        assert message in outputs[0].replace("\\", "")
+        assert all(o == gr.skip() for o in outputs[1:-1])  # the tables stay as they were
+        assert not outputs[-1].active

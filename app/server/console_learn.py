@@ -45,7 +45,7 @@ from app.server.insights_quality import Bucket
 from app.server.insights_reports import Filters, utc_today
 from app.server.routes_insights import MAX_DAYS, Language
 from app.server.ui_assistant import preferred_languages
-from app.server.ui_knowledge_tables import cell
+from app.server.ui_knowledge_tables import cell, plain
 
 if TYPE_CHECKING:
     from app.server.insights import InsightsService
@@ -61,6 +61,7 @@ CUSTOM = "custom"
 SPLITS = ("language", "assistant")
 BUCKETS = ("day", "week")
 READ_FAILED = "The reports could not be read; the server log says why."
+OUTPUTS = 10 + len(CHARTS)  # what `report` returns: see LearnView.outputs
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LANGUAGE = TypeAdapter(Language)
 
@@ -179,6 +180,15 @@ class LearnConsole:
 
     def report(self, state: Any, *filters: Any) -> tuple[Any, ...]:
         return self.report_view(state, *filters).outputs()
+
+    def poll(self, state: Any, *filters: Any) -> tuple[Any, ...]:
+        """The timer's read: like `report`, but a page locked (a rotated key) or filters made
+        wrong since stop the timer with a message instead of an error every few seconds."""
+        try:
+            return self.report(state, *filters)
+        except gr.Error as exc:
+            kept = [gr.skip()] * (OUTPUTS - 2)
+            return (plain(str(exc.message)), *kept, gr.Timer(active=False))
 
     def report_view(self, state: Any, *filters: Any) -> LearnView:
         """The four reports for the filters (clusters as far as clustered now)."""

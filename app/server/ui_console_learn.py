@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.server.console_learn import CUSTOM, LearnConsole
+from app.server.console_learn import CUSTOM, OUTPUTS, LearnConsole
 from app.server.console_learn_tables import (
     CHARTS,
     CITED_HEADERS,
@@ -146,7 +146,8 @@ def learn_page(handlers: ConsoleHandlers, gate: Gate) -> None:
     refresh.click(learn.start, inputs, status, **private).success(
         learn.report, inputs, outputs, **private
     )
-    timer.tick(learn.report, inputs, outputs, **private)
+    assert len(outputs) == OUTPUTS
+    timer.tick(learn.poll, inputs, outputs, **private)
 
 
 def _table(
