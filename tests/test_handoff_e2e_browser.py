@@ -65,6 +65,8 @@ def test_spanish_request_operator_reply_in_the_page(
             "Una persona te responderá aquí en breve."
         )
         assert stub.requests == []  # the chain was never asked
+        notice = page.locator(".kbchat-msg-assistant")
+        expect(notice.locator(".kbchat-actions")).to_have_count(0)  # not an answer to rate
 
         [queued] = httpx.get(f"{url}/api/handoffs", headers=AUTH).json()
         assert queued["reason"] == "phrase"

@@ -1270,6 +1270,7 @@
     if (sessionId) body.session_id = sessionId;
     controller = typeof AbortController === "function" ? new AbortController() : null;
     var gotText = false;
+    var handedOff = false; // a `handoff` event came: the reply is the hand-over notice
     var failed = false;
     var finished = false; // the `done` event came
 
@@ -1297,11 +1298,13 @@
         if (d.language) answer.node.setAttribute("lang", String(d.language).slice(0, 20));
         if (gotText) {
           renderAnswer(answer, true);
-          renderActions(answer, d.message_id, null);
+          // the hand-over notice is not an answer: nothing to rate or copy under it
+          if (!handedOff) renderActions(answer, d.message_id, null);
         }
         handoffAfterAnswer(d); // handoff section: the offer
         scrollToEnd();
       } else if (ev.event === "handoff") { // handoff section: a person takes this conversation
+        handedOff = true;
         removeTyping();
         handoffFromChat(d);
       } else if (ev.event === "error") {
