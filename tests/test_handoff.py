@@ -329,3 +329,33 @@ def test_handoff_messages_are_redacted_like_the_others(tmp_path: Path, stub: Ope
         texts = [m["content"] for m in stored]
         assert "Call me on [phone], please" in texts and "Sure, or write to [email]" in texts
         assert not any("901820" in t or "example.com" in t for t in texts)
+
+
+def test_two_requests_at_once_open_one_handoff_and_notify_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second of two simultaneous requests (a double click, two replicas) finds no open
+    handoff either; the unique index on open handoffs refuses its insert and it reads the
+    first's instead: one row, one notification."""
+    headers = assistant(client)
+    session = chat(client, headers, "How do returns work?")["session_id"]
+    handoffs = client.app.state.handoffs  # type: ignore[attr-defined]
+    sent: list[Any] = []
+    monkeypatch.setattr(
+        handoffs, "notifier", type("N", (), {"requested": lambda *a, **k: sent.append(k)})()
+    )
+    real_open, calls = handoffs._open, []
+
+    def blind_once(db: Any, session_id: str) -> Any:
+        calls.append(session_id)
+        if len(calls) == 1:  # the second request looks before the first's row is visible
+            return None
+        return real_open(db, session_id)
+
+    assert client.post("/api/handoff", json={"session_id": session}, headers=headers).is_success
+    monkeypatch.setattr(handoffs, "_open", blind_once)
+    r = client.post("/api/handoff", json={"session_id": session}, headers=headers)
+    assert r.status_code == 200 and r.json()["state"] == "waiting", r.text
+    queue = client.get("/api/handoffs?state=waiting", headers=AUTH).json()
+    assert [h["session_id"] for h in queue].count(session) == 1
+    assert len(sent) == 1 and len(calls) == 2  # the refused insert was retried, once

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, Text, func, select
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, func, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from app.chat.types import ChatResult, Turn
@@ -114,6 +114,15 @@ class Handoff(Base):
     button, a phrase asking for a person, or the assistant's offer after failing to answer."""
 
     __tablename__ = "handoffs"
+    __table_args__ = (  # one open handoff per conversation (revision 0008)
+        Index(
+            "ux_handoffs_open",
+            "session_id",
+            unique=True,
+            sqlite_where=text("state IN ('waiting', 'active')"),
+            postgresql_where=text("state IN ('waiting', 'active')"),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from app.server.db import AssistantRow, ChatSession, Handoff, Message
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 OPEN = ("waiting", "active")
+T = TypeVar("T")
+
+
+def _once_more_if_raced(work: Callable[[], T]) -> T:
+    """Run one transaction again when another request (or replica) opened the session's handoff
+    between our check and our insert: the unique index on open handoffs (revision 0008) refused
+    ours, and the second run finds theirs."""
+    try:
+        return work()
+    except IntegrityError:
+        return work()
+
+
 MAX_UPDATES = 100  # messages per poll; the widget asks again from the last id it got
 MAX_QUEUE = 200
 Reason = Literal["button", "phrase", "offer", "operator"]
@@ -126,20 +140,27 @@ class Handoffs:
         or return the open one. The visitor's text is in `language` (default: the session's
         last question's, else the assistant's default language)."""
         now = self.clock()
-        with self._session.begin() as db:
-            if db.get(ChatSession, session_id) is None:
-                raise NoHandoff("no such session")
-            row = self._open(db, session_id)
-            created = row is None
-            if row is None:
-                row = Handoff(session_id=session_id, state="waiting", reason=reason, created=now)
-                db.add(row)
-                db.flush()
-            language = language or self._language(db, session_id) or config.default_language
-            question = self._first_question(db, session_id)
-            secret = db.scalar(
-                select(AssistantRow.webhook_secret).where(AssistantRow.id == assistant)
-            )
+
+        def start() -> tuple[Handoff, bool, str, str, str | None]:
+            with self._session.begin() as db:
+                if db.get(ChatSession, session_id) is None:
+                    raise NoHandoff("no such session")
+                row = self._open(db, session_id)
+                created = row is None
+                if row is None:
+                    row = Handoff(
+                        session_id=session_id, state="waiting", reason=reason, created=now
+                    )
+                    db.add(row)
+                    db.flush()
+                spoken = language or self._language(db, session_id) or config.default_language
+                question = self._first_question(db, session_id)
+                secret = db.scalar(
+                    select(AssistantRow.webhook_secret).where(AssistantRow.id == assistant)
+                )
+                return row, created, spoken, question, secret
+
+        row, created, language, question, secret = _once_more_if_raced(start)
         hours = config.handoff.hours
         offline = row.state == "waiting" and not hours.is_open(now)
         if offline:
@@ -284,18 +305,24 @@ class Handoffs:
     def take_over(self, session_id: str) -> State:
         """An operator takes the conversation (asked for or not): the handoff is active."""
         now = self.clock()
-        with self._session.begin() as db:
-            if db.get(ChatSession, session_id) is None:
-                raise NoHandoff("no such session")
-            row = self._open(db, session_id)
-            if row is None:
-                row = Handoff(session_id=session_id, state="active", reason="operator", created=now)
-                db.add(row)
-            if row.state != "active":
-                row.state = "active"
-            if row.accepted is None:
-                row.accepted = now
-            return "active"
+
+        def take() -> State:
+            with self._session.begin() as db:
+                if db.get(ChatSession, session_id) is None:
+                    raise NoHandoff("no such session")
+                row = self._open(db, session_id)
+                if row is None:
+                    row = Handoff(
+                        session_id=session_id, state="active", reason="operator", created=now
+                    )
+                    db.add(row)
+                if row.state != "active":
+                    row.state = "active"
+                if row.accepted is None:
+                    row.accepted = now
+                return "active"
+
+        return _once_more_if_raced(take)
 
     def reply(self, session_id: str, text: str) -> int:
         """The operator's message to the visitor (role "operator"); takes the conversation
