@@ -260,9 +260,10 @@ def test_gradio_unlock_is_throttled_without_sleeping(kb_dir: Path, tmp_path: Pat
     request = gr.Request(client={"host": "192.0.2.1"})
     for _ in range(2):
         assert unlock("wrong", request)[3] == "Wrong admin key."
-    ok, _, _, message = unlock(ADMIN, request)
-    assert ok is False and "Too many wrong keys" in message
-    assert unlock(ADMIN, gr.Request(client={"host": "192.0.2.2"}))[0] is True
+    opened, _, _, message = unlock(ADMIN, request)  # the gate's state: None while locked
+    assert opened is None and "Too many wrong keys" in message
+    opened = unlock(ADMIN, gr.Request(client={"host": "192.0.2.2"}))[0]
+    assert isinstance(opened, str) and opened  # unlocked: the key's digest
 
 
 # ------------------------------------------------------------------------- proxies, hosts
