@@ -44,7 +44,10 @@ def known_variables() -> frozenset[str]:
         names.add(PREFIX + field.upper())
         group = _group(field)
         if group is not None:
-            names.update(f"{PREFIX}{field.upper()}_{sub.upper()}" for sub in group.model_fields)
+            names.update(  # a group's field is read by its alias where it has one (SMTP_FROM)
+                f"{PREFIX}{field.upper()}_{(sub_info.alias or sub).upper()}"
+                for sub, sub_info in group.model_fields.items()
+            )
     return frozenset(names)
 
 
