@@ -81,3 +81,20 @@ def screenshot(page: Any, folder: str, name: str) -> None:
     target = (Path(base) if base else REPO / "test-artifacts") / folder
     target.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target / name))
+
+
+def open_console(
+    browser: Any, url: str, key: str, *, theme: str, locale: str, width: int, height: int
+) -> Any:
+    """A new page of the app at `url` with the Console tab unlocked by `key` (its panel shown);
+    the caller picks the console page it tests."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.goto(f"{url}/?__theme={theme}")
+    page.get_by_role("tab", name="Console").click()
+    page.locator("#kbchat-console-key input").fill(key)
+    page.locator("#kbchat-console-unlock").click()
+    expect(page.locator("#kbchat-console")).to_be_visible(timeout=30_000)
+    return page

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium, screenshot, serve_docs
+from tests.browser import open_console, require_chromium, screenshot, serve_docs
 from tests.fakes import FakeEmbedder
 
 pytestmark = pytest.mark.integration
@@ -37,17 +37,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         yield url, settings.data_dir
 
 
-def open_console(browser: Any, url: str, theme: str) -> Any:
+def open_knowledge(browser: Any, url: str, theme: str) -> Any:
     """A page of the app with the console unlocked and its Knowledge page loaded."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1500})
-    page = context.new_page()
-    page.goto(f"{url}/?__theme={theme}")
-    page.get_by_role("tab", name="Console").click()
-    page.locator("#kbchat-console-key input").fill(ADMIN)
-    page.locator("#kbchat-console-unlock").click()
-    expect(page.locator("#kbchat-console")).to_be_visible(timeout=30_000)
+    page = open_console(browser, url, ADMIN, theme=theme, locale="en-US", width=1280, height=1500)
     expect(page.locator("#kbchat-console-status")).to_contain_text("Console unlocked.")
     expect(page.locator("#kbchat-kb-docs")).to_contain_text("welcome.md", timeout=30_000)
     return page
@@ -59,7 +53,7 @@ def test_create_upload_see_the_failure_and_delete_a_document(
     from playwright.sync_api import expect
 
     url, data_dir = server
-    page = open_console(browser, url, "light")
+    page = open_knowledge(browser, url, "light")
     page.locator("#kbchat-kb-new textarea, #kbchat-kb-new input").fill("manuals")
     page.locator("#kbchat-kb-create").click()
     status = page.locator("#kbchat-kb-status")
@@ -113,7 +107,7 @@ def test_create_upload_see_the_failure_and_delete_a_document(
 def test_knowledge_page_in_dark_mode(browser: Any, server: tuple[str, Path]) -> None:
     from playwright.sync_api import expect
 
-    page = open_console(browser, server[0], "dark")
+    page = open_knowledge(browser, server[0], "dark")
     page.locator("#kbchat-kb-delete").click()
     expect(page.locator("#kbchat-kb-confirm")).to_contain_text("This cannot be undone")
     screenshot(page, "console", "knowledge-dark.png")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium, screenshot, serve_docs
+from tests.browser import open_console, require_chromium, screenshot, serve_docs
 from tests.conversation_seed import add_lead, conversation
 from tests.fakes import FakeEmbedder
 
@@ -52,13 +52,7 @@ def open_page(browser: Any, url: str, theme: str) -> Any:
     """The app with the console unlocked on its Conversations page, the list loaded."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(locale="en-US", viewport={"width": 1440, "height": 1600})
-    page = context.new_page()
-    page.goto(f"{url}/?__theme={theme}")
-    page.get_by_role("tab", name="Console").click()
-    page.locator("#kbchat-console-key input").fill(ADMIN)
-    page.locator("#kbchat-console-unlock").click()
-    expect(page.locator("#kbchat-console")).to_be_visible(timeout=30_000)
+    page = open_console(browser, url, ADMIN, theme=theme, locale="en-US", width=1440, height=1600)
     page.get_by_role("tab", name="Conversations").click()
     listed = re.compile(r"\d+ conversations?\.")
     expect(page.locator("#kbchat-cc-status")).to_contain_text(listed, timeout=30_000)

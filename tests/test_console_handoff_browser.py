@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import screenshot
+from tests.browser import open_console, screenshot
 from tests.openai_stub import OpenAIStub
 from tests.test_assistants import ADMIN
 from tests.test_handoff_e2e_browser import serve_handoff
@@ -36,12 +36,7 @@ def open_handoff_page(browser: Any, url: str, theme: str) -> Any:
     """A page of the app with the console unlocked and its Handoff tab shown."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 1300})
-    page = context.new_page()
-    page.goto(f"{url}/?__theme={theme}")
-    page.get_by_role("tab", name="Console").click()
-    page.locator("#kbchat-console-key input").fill(ADMIN)
-    page.locator("#kbchat-console-unlock").click()
+    page = open_console(browser, url, ADMIN, theme=theme, locale="en-US", width=1280, height=1300)
     expect(page.locator("#kbchat-console-status")).to_contain_text("Console unlocked.")
     page.get_by_role("tab", name="Handoff").click()
     expect(page.locator("#kbchat-ho-queue")).to_be_visible()

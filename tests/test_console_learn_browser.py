@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import require_chromium, screenshot
+from tests.browser import open_console, require_chromium, screenshot
 from tests.fakes import FakeEmbedder
 from tests.test_insights import TopicEncoder, answer
 
@@ -61,13 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def open_learn(browser: Any, url: str, theme: str) -> Any:
     from playwright.sync_api import expect
 
-    context = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 2700})
-    page = context.new_page()
-    page.goto(f"{url}/?__theme={theme}")
-    page.get_by_role("tab", name="Console").click()
-    page.locator("#kbchat-console-key input").fill(ADMIN)
-    page.locator("#kbchat-console-unlock").click()
-    expect(page.locator("#kbchat-console")).to_be_visible(timeout=30_000)
+    page = open_console(browser, url, ADMIN, theme=theme, locale="de-DE", width=1280, height=2700)
     page.get_by_role("tab", name="Learn").click()
     expect(page.locator("#kbchat-learn-top")).to_contain_text("shipping", timeout=60_000)
     return page
