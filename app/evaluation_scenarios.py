@@ -95,7 +95,9 @@ class CachedEmbeddings(E5Embeddings):
         self.path = None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            ident = f"{inner.spec.model_id}|{inner.spec.weights}"  # remote: its own tag
+            spec = inner.spec  # remote weights carry their own tag; int8 is cached apart
+            ident = f"{spec.model_id}|{spec.weights}"
+            ident += "" if spec.backend == "torch" else f"|{spec.backend}"
             self.path = cache_dir / f"vectors-{_digest(ident)[:16]}.npz"
             if self.path.exists():
                 with np.load(self.path) as stored:

@@ -125,8 +125,18 @@ def open_collection(
             name, metadata={"hnsw:space": "cosine", **wanted}, embedding_function=None
         )
     collection = client.get_collection(name, embedding_function=None)
-    check_compatible(name, dict(collection.metadata or {}), wanted, chunking=chunk_meta is not None)
+    stored = dict(collection.metadata or {})
+    check_compatible(name, stored, wanted, chunking=chunk_meta is not None)
+    if chunk_meta is not None:  # ingestion writes: record every backend that wrote vectors
+        backends = recorded_backends(stored) | {spec.backend}
+        if backends != recorded_backends(stored) or "kbchat_backend" not in stored:
+            update_metadata(collection, kbchat_backend="+".join(sorted(backends)))
     return collection
+
+
+def recorded_backends(meta: dict[str, Any]) -> set[str]:
+    """Backends that wrote a collection's vectors; collections older than the record: torch."""
+    return set(str(meta.get("kbchat_backend") or "torch").split("+"))
 
 
 def langchain_store(client: ClientAPI, name: str, embedder: Any) -> Chroma:

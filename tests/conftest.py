@@ -31,6 +31,10 @@ def e5_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("HF_HUB_OFFLINE", "1")
         resolved = resolve_model(BUNDLED_MODEL_ID, MODELS_DIR)
     assert resolved.source == "bundled"
+    from app.embeddings.onnx_export import prepare_onnx
+
+    with FileLock(str(MODELS_DIR / ".materialise.lock")):  # the default (int8) encoder's copy,
+        prepare_onnx(MODELS_DIR, resolved)  # made once beside the model: CLIs find it there
     return resolved.path
 
 
@@ -42,6 +46,18 @@ def e5(e5_model_dir: Path) -> Any:
     from app.embeddings.resolve import resolve_model
 
     return E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+
+
+@pytest.fixture(scope="session")
+def e5_int8(e5_model_dir: Path) -> Any:
+    """The int8 ONNX encoder (the default on a CPU) of the same model, for the whole session."""
+    from app.embeddings.onnx_encoder import OnnxE5Embeddings
+    from app.embeddings.profiles import PrefixProfile
+    from app.embeddings.resolve import resolve_model
+
+    return OnnxE5Embeddings(
+        resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"), MODELS_DIR
+    )
 
 
 @pytest.fixture(scope="session")

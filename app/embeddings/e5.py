@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,9 +30,11 @@ class EmbeddingSpec:
     scheme: str
     dimension: int
     max_tokens: int
+    backend: str = "torch"  # recorded, not compared: int8 and fp32 are measured equivalent
 
     def as_metadata(self) -> dict[str, str | int]:
         return {
+            "kbchat_backend": self.backend,
             "kbchat_model": self.model_id,
             "kbchat_weights": self.weights,
             "kbchat_prefix": self.scheme,
@@ -155,4 +158,26 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             timeout=emb.remote_timeout,
             retries=emb.remote_retries,
         )
+    if choose_backend(emb.backend, emb.device) == "onnx-int8":
+        from app.embeddings.onnx_encoder import OnnxE5Embeddings
+
+        return OnnxE5Embeddings(
+            resolved,
+            profile,
+            settings.models_dir,
+            batch_size=emb.batch_size,
+            threads=emb.threads,
+        )
     return E5Embeddings(resolved, profile, device=emb.device, batch_size=emb.batch_size)
+
+
+def choose_backend(backend: str, device: str, *, nvidia: bool | None = None) -> str:
+    """auto: torch where a GPU is asked for or present (an NVIDIA driver), else int8 on CPU;
+    decided without importing torch, which is what the int8 path saves."""
+    if backend != "auto":
+        return backend
+    if nvidia is None:
+        nvidia = Path("/proc/driver/nvidia").exists()
+    if device in {"cuda", "mps"} or (device == "auto" and nvidia):
+        return "torch"
+    return "onnx-int8"

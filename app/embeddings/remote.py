@@ -139,7 +139,12 @@ class RemoteE5Embeddings(E5Embeddings):
                 "hidden_size); remote vectors cannot be checked against it"
             )
         return EmbeddingSpec(
-            self.resolved.model_id, self.weights, self.profile.scheme, dim, self.max_tokens
+            self.resolved.model_id,
+            self.weights,
+            self.profile.scheme,
+            dim,
+            self.max_tokens,
+            backend="remote",
         )
 
     # -- encoding -----------------------------------------------------------------------------

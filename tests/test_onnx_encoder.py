@@ -1,0 +1,167 @@
+"""The int8 ONNX encoder: the same tokens and (within 0.99 cosine) the same vectors as fp32 torch,
+made once, found again, no torch on the serving path, and interchangeable in a collection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.embeddings.e5 import choose_backend
+
+DATA = Path(__file__).parent / "data"
+PROBE: list[str] = json.loads((DATA / "probe.json").read_text(encoding="utf-8"))
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "gpu", "expected"),
+    [
+        ("auto", "auto", False, "onnx-int8"),
+        ("auto", "cpu", True, "onnx-int8"),
+        ("auto", "cuda", False, "torch"),
+        ("auto", "mps", False, "torch"),
+        ("auto", "auto", True, "torch"),
+        ("torch", "cpu", False, "torch"),
+        ("onnx-int8", "cuda", True, "onnx-int8"),
+    ],
+)
+def test_backend_choice(backend: str, device: str, gpu: bool, expected: str) -> None:
+    assert choose_backend(backend, device, nvidia=gpu) == expected
+
+
+def test_pooling_other_than_mean_is_refused(tmp_path: Path) -> None:
+    from app.embeddings.onnx_export import OnnxExportError, check_pooling
+    from app.embeddings.resolve import ResolvedModel
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode": "cls"}')
+    with pytest.raises(OnnxExportError, match=r"mean pooling.*KBCHAT_EMBEDDING_BACKEND=torch"):
+        check_pooling(ResolvedModel("x/cls-model", tmp_path, "local", "local"))
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    check_pooling(ResolvedModel("x/mean-model", tmp_path, "local", "local"))
+
+
+def test_a_broken_or_older_copy_is_not_used(tmp_path: Path) -> None:
+    from app.embeddings.onnx_export import FORMAT, INFO_FILE, read_info
+
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert read_info(tmp_path) is None  # no record: an export that stopped half way
+    (tmp_path / INFO_FILE).write_text(json.dumps({"format": FORMAT - 1}))
+    assert read_info(tmp_path) is None
+    (tmp_path / INFO_FILE).write_text("[not json")
+    assert read_info(tmp_path) is None
+    (tmp_path / INFO_FILE).write_text(json.dumps({"format": FORMAT}))
+    assert read_info(tmp_path) == {"format": FORMAT}
+    (tmp_path / "model.onnx").unlink()
+    assert read_info(tmp_path) is None
+
+
+@pytest.mark.integration
+def test_the_copy_records_its_quality_and_is_made_once(e5_int8: Any) -> None:
+    from app.embeddings.onnx_export import onnx_dir, prepare_onnx
+
+    _ = e5_int8.model
+    assert e5_int8.info["min_cosine_vs_fp32"] >= 0.99
+    folder = onnx_dir(e5_int8.models_dir, e5_int8.resolved)
+    stamp = (folder / "model.onnx").stat().st_mtime_ns
+    again, info = prepare_onnx(e5_int8.models_dir, e5_int8.resolved)
+    assert again == folder and info == e5_int8.info
+    assert (folder / "model.onnx").stat().st_mtime_ns == stamp
+    assert e5_int8.spec.as_metadata()["kbchat_backend"] == "onnx-int8"
+
+
+@pytest.mark.integration
+def test_tokens_are_the_models_own(e5_int8: Any) -> None:
+    expected = json.loads((DATA / "probe_xlmr_ids.json").read_text(encoding="utf-8"))["ids"]
+    for text in PROBE:
+        assert e5_int8.tokenizer.encode(text).ids == expected[text], text
+
+
+@pytest.mark.integration
+def test_vectors_match_fp32(e5: Any, e5_int8: Any) -> None:
+    queries = [f"query: {t}" for t in PROBE]
+    cos_q = (e5.encode(queries) * e5_int8.encode(queries)).sum(axis=1)
+    cos_p = (e5.encode_passages(PROBE) * e5_int8.encode_passages(PROBE)).sum(axis=1)
+    assert cos_q.min() >= 0.99 and cos_p.min() >= 0.99
+    vectors = e5_int8.encode_passages(PROBE)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.integration
+def test_long_text_is_truncated_as_torch_does(e5: Any, e5_int8: Any) -> None:
+    long = " ".join(PROBE * 4)  # about 1,300 tokens in a dozen languages
+    assert len(e5_int8.tokenizer.encode(long).ids) > 1000  # counting sees every token
+    fed = e5.model.tokenizer([f"passage: {long}"], truncation=True, max_length=512)["input_ids"][0]
+    runner = e5_int8.model
+    ours = runner._ids(runner.tokenizer.encode(f"passage: {long}", add_special_tokens=False))
+    assert len(fed) == 512 and ours == fed
+    cos = float(e5.encode_passages([long])[0] @ e5_int8.encode_passages([long])[0])
+    assert cos >= 0.99
+
+
+@pytest.mark.integration
+def test_batches_keep_order_and_do_not_depend_on_company(e5_int8: Any) -> None:
+    texts = ["query: hi", "passage: " + "word " * 300, "query: Wie spät ist es?", "passage: ok"]
+    together = e5_int8.encode(texts)
+    alone = np.stack([e5_int8.encode([t])[0] for t in texts])
+    assert np.allclose((together * alone).sum(axis=1), 1.0, atol=1e-3)
+    assert e5_int8.encode([]).shape == (0, 384)
+
+
+@pytest.mark.integration
+def test_a_collection_is_shared_by_both_backends(tmp_path: Path, e5: Any, e5_int8: Any) -> None:
+    from app.ingest import ingest_folder
+    from app.search import search
+    from app.settings import load_settings
+    from app.store import make_client
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "warranty.md").write_text("# Warranty\n\nThe battery has a two-year warranty.\n")
+    (docs / "noise.md").write_text("# Noise\n\nThe mower is as quiet as a conversation.\n")
+    settings = load_settings(data_dir=tmp_path / "data")
+    client = make_client(settings)
+    ingest_folder(settings, docs, "kb", embedder=e5, client=client)
+    assert client.get_collection("kb").metadata["kbchat_backend"] == "torch"
+    hits = search(
+        settings, "How long is the battery warranty?", "kb", embedder=e5_int8, client=client
+    )
+    assert hits[0].source == "warranty.md"
+    (docs / "pets.md").write_text("# Pets\n\nKeep hedgehogs safe: do not mow at night.\n")
+    ingest_folder(settings, docs, "kb", embedder=e5_int8, client=client)
+    assert client.get_collection("kb").metadata["kbchat_backend"] == "onnx-int8+torch"
+    hits = search(settings, "Is it safe for hedgehogs at night?", "kb", embedder=e5, client=client)
+    assert hits[0].source == "pets.md"
+
+
+@pytest.mark.integration
+def test_serving_path_imports_no_torch(e5_model_dir: Path, tmp_path: Path) -> None:
+    """What `kbchat serve` and `kbchat search` pay for: onnxruntime and tokenizers only."""
+    code = (
+        "import sys\n"
+        "from app.settings import load_settings\n"
+        "from app.embeddings.e5 import build_embeddings\n"
+        "e = build_embeddings(load_settings())\n"
+        "v = e.embed_query('Wann wurde das Unternehmen gegründet?')\n"
+        "assert len(v) == 384, len(v)\n"
+        "print(type(e).__name__, sorted(m for m in ('torch', 'transformers', "
+        "'sentence_transformers') if m in sys.modules))\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "KBCHAT_DATA_DIR": str(tmp_path / "data"),
+        "KBCHAT_EMBEDDING_MODEL": str(e5_model_dir),
+        "HF_HUB_OFFLINE": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["OnnxE5Embeddings", "[]"]
