@@ -165,3 +165,48 @@ def test_serving_path_imports_no_torch(e5_model_dir: Path, tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["OnnxE5Embeddings", "[]"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "outcome", "expected"),
+    [
+        ("auto", {"min_cosine_vs_fp32": 0.998}, "OnnxE5Embeddings"),
+        ("auto", {"min_cosine_vs_fp32": 0.95}, "E5Embeddings"),  # misses the bar: fp32
+        ("auto", "fails", "E5Embeddings"),  # an export error is a warning, not a dead server
+        ("onnx-int8", {"min_cosine_vs_fp32": 0.95}, "OnnxE5Embeddings"),  # asked for: used
+        ("onnx-int8", "fails", "error"),
+        ("torch", "fails", "E5Embeddings"),  # never even tried
+    ],
+)
+def test_auto_falls_back_to_torch(
+    backend: str,
+    outcome: Any,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import app.embeddings.onnx_export as export
+    from app.embeddings.e5 import build_embeddings
+    from app.embeddings.resolve import ResolvedModel
+    from app.settings import load_settings
+
+    def fake_prepare(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str, Any]]:
+        if outcome == "fails":
+            raise export.OnnxExportError("exporting x failed; set KBCHAT_EMBEDDING_BACKEND=torch")
+        return tmp_path, {"format": export.FORMAT, **outcome}
+
+    monkeypatch.setattr(export, "prepare_onnx", fake_prepare)
+    model = tmp_path / "model"
+    model.mkdir()
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        embedding={"model": str(model), "backend": backend, "device": "cpu"},
+    )
+    if expected == "error":
+        with pytest.raises(export.OnnxExportError, match="BACKEND=torch"):
+            build_embeddings(settings)
+        return
+    assert type(build_embeddings(settings)).__name__ == expected
+    if backend == "auto" and expected == "E5Embeddings":
+        assert "torch" in caplog.text

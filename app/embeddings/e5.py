@@ -158,7 +158,9 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             timeout=emb.remote_timeout,
             retries=emb.remote_retries,
         )
-    if choose_backend(emb.backend, emb.device) == "onnx-int8":
+    if choose_backend(emb.backend, emb.device) == "onnx-int8" and _int8_usable(
+        settings.models_dir, resolved, asked=emb.backend == "onnx-int8"
+    ):
         from app.embeddings.onnx_encoder import OnnxE5Embeddings
 
         return OnnxE5Embeddings(
@@ -169,6 +171,35 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             threads=emb.threads,
         )
     return E5Embeddings(resolved, profile, device=emb.device, batch_size=emb.batch_size)
+
+
+def _int8_usable(models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:
+    """Make (once) and check the int8 copy. Chosen by `auto`, a copy that cannot be made or
+    misses the quality bar falls back to torch with a warning; asked for, it is used anyway
+    (with the warning) or its error is the user's to see."""
+    import logging
+
+    from app.embeddings.onnx_export import MIN_COSINE, OnnxExportError, prepare_onnx
+
+    log = logging.getLogger(__name__)
+    try:
+        _, info = prepare_onnx(models_dir, resolved)
+    except OnnxExportError as exc:
+        if asked:
+            raise
+        log.warning("%s; using the torch encoder", exc)
+        return False
+    cosine = float(info.get("min_cosine_vs_fp32", 0.0))
+    if cosine < MIN_COSINE:
+        log.warning(
+            "the int8 copy of %s reaches cosine %.4f against fp32 (bar %.2f)%s",
+            resolved.model_id,
+            cosine,
+            MIN_COSINE,
+            "" if not asked else "; used because KBCHAT_EMBEDDING_BACKEND=onnx-int8",
+        )
+        return asked
+    return True
 
 
 def choose_backend(backend: str, device: str, *, nvidia: bool | None = None) -> str:
