@@ -496,6 +496,7 @@ def _model_info() -> dict[str, Any]:
         "passage_form": profile.passage("{text}"),
         "dimension": resolved.dimension,
         "max_tokens": resolved.max_tokens,
+        "backend": embedder.spec.backend,  # onnx-int8: the copy is made by build_embeddings
         **_remote_info(embedder),
     }
 
@@ -518,7 +519,8 @@ def _remote_info(embedder: Any) -> dict[str, Any]:
 
 @model_app.command("prepare")
 def model_prepare() -> None:
-    """Make the model available offline now (download, or materialise the bundled one)."""
+    """Make the model available offline now (download, or materialise the bundled one, and its
+    int8 copy when that is the encoder)."""
     with _user_errors():
         info = _model_info()
     out.print(f"model ready: {info['model_id']} at {info['path']} ({info['source']})")
