@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--per-language", type=int, default=None)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/kbchat-eval-cache"))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--encoders", default="fp32,int8,fp32+int8,int8+fp32")
     args = parser.parse_args()
 
     from app.embeddings.e5 import build_embeddings
@@ -92,12 +93,13 @@ def main() -> None:
         ),
         args.cache,
     )
-    encoders = {
+    every = {
         "fp32": fp32,
         "int8": int8,
-        "fp32 passages, int8 queries": Routed(fp32, int8),
-        "int8 passages, fp32 queries": Routed(int8, fp32),
+        "fp32+int8": Routed(fp32, int8),  # passages by the first, queries by the second
+        "int8+fp32": Routed(int8, fp32),
     }
+    encoders = {name: every[name] for name in args.encoders.split(",")}
     data = Dataset(args.data)
     results: dict[str, Any] = {}
     for scenario in args.scenarios.split(","):
@@ -111,7 +113,7 @@ def main() -> None:
             results[f"{scenario} / {name}"] = row
             raw, ranked = row["raw"], row["corrected"]
             print(
-                f"{scenario:10s} {name:28s} recall@1 raw {raw['overall']['recall@1']:.4f}"
+                f"{scenario:10s} {name:10s} recall@1 raw {raw['overall']['recall@1']:.4f}"
                 f"  kbchat {ranked['overall']['recall@1']:.4f}  "
                 + " ".join(
                     f"{lang} {v['recall@1']:.3f}"
