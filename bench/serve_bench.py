@@ -2,16 +2,22 @@
 
 Starts the real server as a subprocess on loopback over the example knowledge base, then measures
 for POST /api/chat (streaming) with 1, 8 and 32 concurrent clients: requests per second and
-p50/p95 time to first token, next to the chain's own retrieval time (reported by the server);
-then the server's RSS after 100 requests and after --soak requests (default 10,000).
-All traffic stays on 127.0.0.1; request loops are bounded. Usage:
-  .venv/bin/python bench/serve_bench.py [--requests 160] [--soak 10000]
+p50/p95 time to first token, next to the chain's own retrieval time (reported by the server),
+and the CPU time per request of the server and of this process (the clients and the LLM stub
+share the machine's cores with the server); then the server's RSS after 100 requests and after
+--soak requests (default 10,000). `--embedder instant` answers query encodings from a table
+(bench/instant_serve.py): what the rest of the request path allows when the encoder is free.
+`--data-dir` keeps the ingested knowledge base between runs. All traffic stays on 127.0.0.1;
+request loops are bounded. Usage:
+  .venv/bin/python bench/serve_bench.py [--requests 160] [--soak 10000] [--embedder instant]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -20,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from server_process import REPO, bench_env, kbchat_serve, status_kb
+from server_process import REPO, bench_env, cpu_seconds, kbchat_serve, status_kb
 
 QUESTIONS = [
     "¿Cuántos años de garantía tiene la batería?",
@@ -56,11 +62,20 @@ def one_chat(client: httpx.Client, base: str, i: int) -> tuple[float, float, flo
     return (first if first is not None else total), total, retrieval
 
 
-def run_level(base: str, clients: int, requests: int) -> dict[str, float]:
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_level(base: str, clients: int, requests: int, server_pid: int) -> dict[str, float]:
+    if requests <= 0:
+        return {}
     with httpx.Client() as client, ThreadPoolExecutor(clients) as pool:
         started = time.perf_counter()
+        server_cpu, own_cpu = cpu_seconds(server_pid), own_cpu_seconds()
         results = list(pool.map(lambda i: one_chat(client, base, i), range(requests)))
         wall = time.perf_counter() - started
+        server_cpu, own_cpu = cpu_seconds(server_pid) - server_cpu, own_cpu_seconds() - own_cpu
     ttft = sorted(r[0] for r in results)
     return {
         "clients": clients,
@@ -69,57 +84,86 @@ def run_level(base: str, clients: int, requests: int) -> dict[str, float]:
         "ttft_p50_ms": 1000 * statistics.median(ttft),
         "ttft_p95_ms": 1000 * ttft[int(0.95 * (len(ttft) - 1))],
         "retrieval_p50_ms": statistics.median(r[2] for r in results),
+        "server_cpu_ms": 1000 * server_cpu / requests,
+        "bench_cpu_ms": 1000 * own_cpu / requests,
     }
+
+
+def ingested(env: dict[str, str], data_dir: str) -> None:
+    """The example knowledge base in `data_dir` (kept from an earlier run when already there)."""
+    marker = os.path.join(data_dir, ".serve-bench-ingested")
+    if os.path.exists(marker):
+        return
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
+        env=env,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    open(marker, "w").close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=160, help="requests per level")
     parser.add_argument("--soak", type=int, default=10_000, help="requests before last RSS")
+    parser.add_argument("--levels", default="1,8,32", help="concurrent clients, comma-separated")
+    parser.add_argument(
+        "--embedder",
+        choices=("model", "instant"),
+        default="model",
+        help="instant: query encodings from a table (bench/instant_serve.py)",
+    )
+    parser.add_argument("--data-dir", help="keep the ingested data here between runs")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from tests.live_server import free_port
     from tests.openai_stub import OpenAIStub
 
+    levels = [int(n) for n in args.levels.split(",")]
+    command = None
+    if args.embedder == "instant":
+        command = [sys.executable, str(REPO / "bench" / "instant_serve.py")]
     with tempfile.TemporaryDirectory() as tmp, OpenAIStub(reply="Answer [1].") as stub:
+        data_dir = args.data_dir or tmp
+        os.makedirs(data_dir, exist_ok=True)
         env = bench_env(
-            tmp,
+            data_dir,
             OPENAI_BASE_URL=stub.base_url,
             KBCHAT_LLM_MODEL="stub",
             KBCHAT_SERVER_RATE_LIMIT="1000000/minute",
         )
-        subprocess.run(
-            [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
-            env=env,
-            check=True,
-            cwd=REPO,
-            capture_output=True,
-        )
+        ingested(env, data_dir)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        with kbchat_serve(env, port) as server:
-            run_level(base, 4, 20)  # warm up
+        with kbchat_serve(env, port, command) as server:
+            run_level(base, 4, 20, server.pid)  # warm up
             print(
-                f"{'clients':>7} {'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} {'retrieval p50':>14}"
+                f"{'clients':>7} {'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} "
+                f"{'retrieval p50':>14} {'server CPU/req':>15} {'bench CPU/req':>14}"
             )
             done = 20
-            for clients in (1, 8, 32):
-                r = run_level(base, clients, args.requests)
+            for clients in levels:
+                r = run_level(base, clients, args.requests, server.pid)
                 done += args.requests
                 print(
                     f"{clients:>7} {r['rps']:>7.1f} {r['ttft_p50_ms']:>7.0f}ms "
-                    f"{r['ttft_p95_ms']:>7.0f}ms {r['retrieval_p50_ms']:>12.1f}ms"
+                    f"{r['ttft_p95_ms']:>7.0f}ms {r['retrieval_p50_ms']:>12.1f}ms "
+                    f"{r['server_cpu_ms']:>13.1f}ms {r['bench_cpu_ms']:>12.1f}ms",
+                    flush=True,
                 )
             rss_start = rss_mb(server.pid)
             print(f"RSS after {done} requests: {rss_start:.0f} MB")
-            run_level(base, 8, 100)
+            run_level(base, 8, 100, server.pid)
             done += 100
             rss_100 = rss_mb(server.pid)
-            print(f"RSS after {done} requests: {rss_100:.0f} MB")
+            print(f"RSS after {done} requests: {rss_100:.0f} MB", flush=True)
             started = time.perf_counter()
-            run_level(base, 8, max(args.soak - done, 0))
+            run_level(base, 8, args.soak - done, server.pid)
+            done = max(done, args.soak)
             print(
-                f"RSS after {args.soak} requests: {rss_mb(server.pid):.0f} MB "
+                f"RSS after {done} requests: {rss_mb(server.pid):.0f} MB "
                 f"(growth {rss_mb(server.pid) - rss_100:+.0f} MB; soak took "
                 f"{time.perf_counter() - started:.0f} s)"
             )
