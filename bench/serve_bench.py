@@ -15,6 +15,7 @@ request loops are bounded. Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -42,12 +43,18 @@ def rss_mb(pid: int) -> float:
     return status_kb(pid, "VmRSS") / 1024
 
 
+REQUEST_NUMBERS = itertools.count()
+
+
 def one_chat(client: httpx.Client, base: str, i: int) -> tuple[float, float, float]:
-    """(time to first token, total, server retrieval ms) for one streamed answer."""
+    """(time to first token, total, server retrieval ms) for one streamed answer. Every
+    question is new to the server (numbered), so its query-vector cache never answers for the
+    encoder."""
     started = time.perf_counter()
     first = None
     retrieval = 0.0
-    body = {"message": QUESTIONS[i % len(QUESTIONS)], "stream": True}
+    question = f"{QUESTIONS[i % len(QUESTIONS)]} ({next(REQUEST_NUMBERS)})"
+    body = {"message": question, "stream": True}
     with client.stream("POST", f"{base}/api/chat", json=body, timeout=120) as response:
         response.raise_for_status()
         event = ""
