@@ -15,6 +15,7 @@ request loops are bounded. Usage:
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import json
 import os
@@ -97,7 +98,10 @@ def run_level(base: str, clients: int, requests: int, server_pid: int) -> dict[s
 
 
 def ingested(env: dict[str, str], data_dir: str) -> None:
-    """The example knowledge base in `data_dir` (kept from an earlier run when already there)."""
+    """The example knowledge base in `data_dir` (kept from an earlier run when already there);
+    the conversations database starts empty at every run, so runs compare alike."""
+    for path in glob.glob(os.path.join(data_dir, "kbchat.sqlite3*")):
+        os.remove(path)
     marker = os.path.join(data_dir, ".serve-bench-ingested")
     if os.path.exists(marker):
         return
