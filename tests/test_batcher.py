@@ -56,7 +56,15 @@ def test_a_query_seen_recently_is_not_encoded_again() -> None:
         calls.append(list(texts))
         return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
 
-    batcher = QueryBatcher(encode, wait_ms=1, cache_size=2)
+    batches: list[int] = []
+    cached: list[bool] = []
+    batcher = QueryBatcher(
+        encode,
+        wait_ms=1,
+        cache_size=2,
+        on_batch=batches.append,
+        on_cached=lambda: cached.append(True),
+    )
     first = batcher.embed("query: a")
     again = batcher.embed("query: a")
     assert again.tolist() == first.tolist() == [8.0, 1.0]
@@ -67,6 +75,7 @@ def test_a_query_seen_recently_is_not_encoded_again() -> None:
     batcher.embed("query: ccc")  # the cache holds two: "query: a" is the oldest, dropped
     batcher.embed("query: a")
     assert calls == [["query: a"], ["query: bb"], ["query: ccc"], ["query: a"]]
+    assert batches == [1, 1, 1, 1] and cached == [True]  # what the server's metrics count
 
 
 def test_the_same_query_in_flight_many_times_is_encoded_once() -> None:

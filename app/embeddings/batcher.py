@@ -32,8 +32,14 @@ class QueryBatcher:
         max_batch: int = 32,
         wait_ms: float = 2.0,
         cache_size: int = 1024,
+        on_batch: Callable[[int], None] | None = None,
+        on_cached: Callable[[], None] | None = None,
     ) -> None:
+        """`on_batch(n)`: n texts went to one encode call; `on_cached()`: a query was answered
+        from the cache (the server's metrics count both)."""
         self._encode = encode
+        self._on_batch = on_batch
+        self._on_cached = on_cached
         self._max_batch = max_batch
         self._wait = wait_ms / 1000
         self._queue: queue.Queue[tuple[str, Future[np.ndarray]]] = queue.Queue()
@@ -48,7 +54,10 @@ class QueryBatcher:
             vector = self._cache.get(text)
             if vector is not None:
                 self._cache.move_to_end(text)
-                return vector
+        if vector is not None:
+            if self._on_cached is not None:
+                self._on_cached()
+            return vector
         future: Future[np.ndarray] = Future()
         self._queue.put((text, future))
         self._ensure_worker()
@@ -79,6 +88,8 @@ class QueryBatcher:
                 except queue.Empty:
                     break
             texts = list(dict.fromkeys(text for text, _ in batch))
+            if self._on_batch is not None:
+                self._on_batch(len(texts))
             try:
                 vectors = self._encode(texts)
             except Exception as exc:  # every waiting caller gets the error, none hangs

@@ -127,11 +127,14 @@ class E5Embeddings(Embeddings):
             return self._batcher.embed(self.profile.query(text)).tolist()
         return self.encode([self.profile.query(text)])[0].tolist()
 
-    def batch_concurrent_queries(self, max_batch: int = 32, wait_ms: float = 2.0) -> None:
-        """For servers: queries arriving together are embedded in one forward pass."""
+    def batch_concurrent_queries(
+        self, max_batch: int = 32, wait_ms: float = 2.0, **observers: Any
+    ) -> None:
+        """For servers: queries arriving together are embedded in one forward pass, recent ones
+        not again. `observers`: QueryBatcher's on_batch / on_cached."""
         from app.embeddings.batcher import QueryBatcher
 
-        self._batcher = QueryBatcher(self.encode, max_batch=max_batch, wait_ms=wait_ms)
+        self._batcher = QueryBatcher(self.encode, max_batch=max_batch, wait_ms=wait_ms, **observers)
 
 
 def build_embeddings(settings: Settings) -> E5Embeddings:
