@@ -3,8 +3,9 @@
 Starts the real server as a subprocess on loopback over the example knowledge base, then measures
 for POST /api/chat (streaming) with 1, 8 and 32 concurrent clients: requests per second and
 p50/p95 time to first token, next to the chain's own retrieval time (reported by the server),
-and the CPU time per request of the server and of this process (the clients and the LLM stub
-share the machine's cores with the server); then the server's RSS after 100 requests and after
+the CPU time per request of the server and of this process (the clients and the LLM stub share
+the machine's cores with the server), and the mean number of questions per encode call of the
+server's query batcher (from /metrics); then the server's RSS after 100 requests and after
 --soak requests (default 10,000). `--embedder instant` answers query encodings from a table
 (bench/instant_serve.py): what the rest of the request path allows when the encoder is free.
 `--data-dir` keeps the ingested knowledge base between runs. All traffic stays on 127.0.0.1;
@@ -75,15 +76,34 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+ADMIN_KEY = "serve-bench-admin-key"
+
+
+def batches(base: str) -> tuple[float, float]:
+    """(encode calls, questions encoded) of the server's query batcher so far (/metrics)."""
+    text = httpx.get(
+        f"{base}/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+    ).text
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("kbchat_query_batch")
+    )
+    return (
+        float(values.get("kbchat_query_batch_size_count", 0)),
+        float(values.get("kbchat_query_batch_size_sum", 0)),
+    )
+
+
 def run_level(base: str, clients: int, requests: int, server_pid: int) -> dict[str, float]:
     if requests <= 0:
         return {}
     with httpx.Client() as client, ThreadPoolExecutor(clients) as pool:
         started = time.perf_counter()
         server_cpu, own_cpu = cpu_seconds(server_pid), own_cpu_seconds()
+        calls, encoded = batches(base)
         results = list(pool.map(lambda i: one_chat(client, base, i), range(requests)))
         wall = time.perf_counter() - started
         server_cpu, own_cpu = cpu_seconds(server_pid) - server_cpu, own_cpu_seconds() - own_cpu
+        calls_after, encoded_after = batches(base)
     ttft = sorted(r[0] for r in results)
     return {
         "clients": clients,
@@ -94,6 +114,7 @@ def run_level(base: str, clients: int, requests: int, server_pid: int) -> dict[s
         "retrieval_p50_ms": statistics.median(r[2] for r in results),
         "server_cpu_ms": 1000 * server_cpu / requests,
         "bench_cpu_ms": 1000 * own_cpu / requests,
+        "batch_mean": (encoded_after - encoded) / max(calls_after - calls, 1),
     }
 
 
@@ -144,6 +165,7 @@ def main() -> None:
             OPENAI_BASE_URL=stub.base_url,
             KBCHAT_LLM_MODEL="stub",
             KBCHAT_SERVER_RATE_LIMIT="1000000/minute",
+            KBCHAT_ADMIN_API_KEY=ADMIN_KEY,  # for /metrics: the batcher's batch sizes
         )
         ingested(env, data_dir)
         port = free_port()
@@ -152,7 +174,7 @@ def main() -> None:
             run_level(base, 4, 20, server.pid)  # warm up
             print(
                 f"{'clients':>7} {'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} "
-                f"{'retrieval p50':>14} {'server CPU/req':>15} {'bench CPU/req':>14}"
+                f"{'retrieval p50':>14} {'server CPU/req':>15} {'bench CPU/req':>14} {'batch':>6}"
             )
             done = 20
             for clients in levels:
@@ -161,7 +183,8 @@ def main() -> None:
                 print(
                     f"{clients:>7} {r['rps']:>7.1f} {r['ttft_p50_ms']:>7.0f}ms "
                     f"{r['ttft_p95_ms']:>7.0f}ms {r['retrieval_p50_ms']:>12.1f}ms "
-                    f"{r['server_cpu_ms']:>13.1f}ms {r['bench_cpu_ms']:>12.1f}ms",
+                    f"{r['server_cpu_ms']:>13.1f}ms {r['bench_cpu_ms']:>12.1f}ms "
+                    f"{r['batch_mean']:>6.1f}",
                     flush=True,
                 )
             rss_start = rss_mb(server.pid)
