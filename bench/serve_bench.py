@@ -148,6 +148,12 @@ def main() -> None:
         help="instant: query encodings from a table (bench/instant_serve.py)",
     )
     parser.add_argument("--data-dir", help="keep the ingested data here between runs")
+    parser.add_argument(
+        "--reply-words",
+        type=int,
+        default=0,
+        help="the LLM stub's answer in words, one streamed piece each (0: 'Answer [1].')",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from tests.live_server import free_port
@@ -157,7 +163,8 @@ def main() -> None:
     command = None
     if args.embedder == "instant":
         command = [sys.executable, str(REPO / "bench" / "instant_serve.py")]
-    with tempfile.TemporaryDirectory() as tmp, OpenAIStub(reply="Answer [1].") as stub:
+    reply = "Answer [1]." if args.reply_words <= 0 else " ".join(["word"] * args.reply_words)
+    with tempfile.TemporaryDirectory() as tmp, OpenAIStub(reply=reply) as stub:
         data_dir = args.data_dir or tmp
         os.makedirs(data_dir, exist_ok=True)
         env = bench_env(
