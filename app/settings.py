@@ -49,6 +49,13 @@ class EmbeddingSettings(BaseModel):
         description="Texts per encode batch (or remote request); unset: 8 on CPU (fastest"
         " there), 64 on a GPU or per remote request.",
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of the local encoder (torch intra-op); unset: one fewer than"
+        " the CPU cores, at least 1, so the server's own threads keep a core.",
+    )
     hub_timeout: float = Field(
         2.0, gt=0, description="Seconds to wait for the model hub before treating it as offline."
     )

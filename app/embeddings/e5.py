@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -53,7 +54,10 @@ class E5Embeddings(Embeddings):
         *,
         device: str = "auto",
         batch_size: int | None = None,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: torch's intra-op threads once loaded (None: see `encoder_threads`)."""
+        self.threads = threads
         self.resolved = model
         self.profile = profile
         self.device = None if device == "auto" else device
@@ -74,7 +78,10 @@ class E5Embeddings(Embeddings):
         return self._model is not None
 
     def _load(self) -> Any:
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(encoder_threads(self.threads))
 
         st = SentenceTransformer(str(self.resolved.path), device=self.device, local_files_only=True)
         if st.max_seq_length is None or st.max_seq_length > self.max_tokens:
@@ -137,6 +144,22 @@ class E5Embeddings(Embeddings):
         self._batcher = QueryBatcher(self.encode, max_batch=max_batch, wait_ms=wait_ms, **observers)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def encoder_threads(configured: int | None) -> int:
+    """The local encoder's intra-op threads: as configured, else one core fewer than usable (at
+    least one). The rest of the process needs a core (a server's request threads hold the GIL,
+    ingest parses files), and intra-op threads that wait for a busy core spin: with 2 threads on
+    a busy 2-core machine one query took 20-60x longer than with 1."""
+    return configured if configured is not None else max(1, usable_cores() - 1)
+
+
 def build_embeddings(settings: Settings) -> E5Embeddings:
     """Resolve the configured model (downloading or materialising it if needed) and wrap it; with
     KBCHAT_EMBEDDING_URL set, the vectors come from that server (app/embeddings/remote.py)."""
@@ -158,4 +181,6 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             timeout=emb.remote_timeout,
             retries=emb.remote_retries,
         )
-    return E5Embeddings(resolved, profile, device=emb.device, batch_size=emb.batch_size)
+    return E5Embeddings(
+        resolved, profile, device=emb.device, batch_size=emb.batch_size, threads=emb.threads
+    )
