@@ -48,18 +48,19 @@ class EmbeddingSettings(BaseModel):
         " the data dir, about 3x faster on CPU, vectors within 0.99 cosine of fp32) or torch"
         " (fp32 sentence-transformers); auto: torch when the device is a GPU, else onnx-int8.",
     )
-    threads: int = Field(
-        0,
-        ge=0,
-        le=256,
-        description="CPU threads of one onnx-int8 forward pass; 0: one per core.",
-    )
     batch_size: int | None = Field(
         None,
         ge=1,
         le=4096,
         description="Texts per encode batch (or remote request); unset: 8 on CPU (fastest"
         " there), 64 on a GPU or per remote request.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads of the local encoder (torch or onnxruntime intra-op); unset:"
+        " one fewer than the CPU cores, at least 1, so the server's own threads keep a core.",
     )
     hub_timeout: float = Field(
         2.0, gt=0, description="Seconds to wait for the model hub before treating it as offline."

@@ -32,11 +32,21 @@ def status_kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def kbchat_serve(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`kbchat serve` on 127.0.0.1:port, yielded once /api/ready answers 200."""
+def kbchat_serve(
+    env: dict[str, str], port: int, command: list[str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`kbchat serve` on 127.0.0.1:port, yielded once /api/ready answers 200. `command`: what
+    runs instead of `python -m app.cli serve` (given `--port PORT` after it)."""
+    command = command or [sys.executable, "-m", "app.cli", "serve"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        [*command, "--port", str(port)],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

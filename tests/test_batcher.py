@@ -45,3 +45,52 @@ def test_an_encode_error_reaches_every_caller_and_the_worker_survives() -> None:
         batcher.embed("x")
     fail = False
     assert batcher.embed("y").tolist() == [1.0, 1.0]
+
+
+def test_a_query_seen_recently_is_not_encoded_again() -> None:
+    """A chat turn embeds its question twice (the small-talk check, then retrieval), and a
+    widget's visitors ask the same questions: the vector is the same, so it is kept."""
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    batches: list[int] = []
+    cached: list[bool] = []
+    batcher = QueryBatcher(
+        encode,
+        wait_ms=1,
+        cache_size=2,
+        on_batch=batches.append,
+        on_cached=lambda: cached.append(True),
+    )
+    first = batcher.embed("query: a")
+    again = batcher.embed("query: a")
+    assert again.tolist() == first.tolist() == [8.0, 1.0]
+    assert calls == [["query: a"]]
+    with pytest.raises(ValueError):  # callers share the kept vector: nobody may change it
+        again[0] = 0.0
+    batcher.embed("query: bb")
+    batcher.embed("query: ccc")  # the cache holds two: "query: a" is the oldest, dropped
+    batcher.embed("query: a")
+    assert calls == [["query: a"], ["query: bb"], ["query: ccc"], ["query: a"]]
+    assert batches == [1, 1, 1, 1] and cached == [True]  # what the server's metrics count
+
+
+def test_the_same_query_in_flight_many_times_is_encoded_once() -> None:
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        gate.wait(5)
+        calls.append(list(texts))
+        return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+
+    batcher = QueryBatcher(encode, max_batch=16, wait_ms=50, cache_size=0)  # no cache
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(batcher.embed, t) for t in ["x", "yy", "x", "x", "yy", "zzz"]]
+        gate.set()
+        results = [f.result(timeout=10).tolist() for f in futures]
+    assert results == [[1.0], [2.0], [1.0], [1.0], [2.0], [3.0]]
+    assert all(len(c) == len(set(c)) for c in calls)  # no text twice in one encode call

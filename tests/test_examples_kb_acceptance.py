@@ -35,7 +35,7 @@ def test_the_questions_cover_every_document_in_every_language() -> None:
 
 
 @pytest.fixture(scope="module")
-def examples_kb(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> tuple[Any, Any]:
+def examples_kb(tmp_path_factory: pytest.TempPathFactory, e5_int8: Any) -> tuple[Any, Any]:
     from app.ingest import ingest_folder
     from app.settings import load_settings
     from app.store import make_client
@@ -44,7 +44,7 @@ def examples_kb(tmp_path_factory: pytest.TempPathFactory, e5: Any) -> tuple[Any,
     shutil.copytree(EXAMPLES, root / "kb")
     settings = load_settings(data_dir=root / "data")
     client = make_client(settings)
-    report = ingest_folder(settings, root / "kb", "examples", embedder=e5, client=client)
+    report = ingest_folder(settings, root / "kb", "examples", embedder=e5_int8, client=client)
     assert not report.failed and not report.skipped
     return settings, client
 
@@ -73,13 +73,13 @@ def _case(row: dict[str, str]) -> Any:
 
 @pytest.mark.parametrize("row", [_case(r) for r in ROWS])
 def test_question_ranks_its_document_first(
-    row: dict[str, str], examples_kb: tuple[Any, Any], e5: Any
+    row: dict[str, str], examples_kb: tuple[Any, Any], e5_int8: Any
 ) -> None:
     from app.search import search
 
     settings, client = examples_kb
     hits = search(
-        settings, row["question"], collection_name="examples", k=8, embedder=e5, client=client
+        settings, row["question"], collection_name="examples", k=8, embedder=e5_int8, client=client
     )
     seen = [f"{h.source} (cosine {h.score:.4f}, ranking {h.ranking_score})" for h in hits]
     assert hits and hits[0].source == row["source"], (

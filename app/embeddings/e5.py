@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -56,7 +57,10 @@ class E5Embeddings(Embeddings):
         *,
         device: str = "auto",
         batch_size: int | None = None,
+        threads: int | None = None,
     ) -> None:
+        """`threads`: torch's intra-op threads once loaded (None: see `encoder_threads`)."""
+        self.threads = threads
         self.resolved = model
         self.profile = profile
         self.device = None if device == "auto" else device
@@ -77,7 +81,10 @@ class E5Embeddings(Embeddings):
         return self._model is not None
 
     def _load(self) -> Any:
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(encoder_threads(self.threads))
 
         st = SentenceTransformer(str(self.resolved.path), device=self.device, local_files_only=True)
         if st.max_seq_length is None or st.max_seq_length > self.max_tokens:
@@ -130,11 +137,30 @@ class E5Embeddings(Embeddings):
             return self._batcher.embed(self.profile.query(text)).tolist()
         return self.encode([self.profile.query(text)])[0].tolist()
 
-    def batch_concurrent_queries(self, max_batch: int = 32, wait_ms: float = 2.0) -> None:
-        """For servers: queries arriving together are embedded in one forward pass."""
+    def batch_concurrent_queries(
+        self, max_batch: int = 32, wait_ms: float = 2.0, **observers: Any
+    ) -> None:
+        """For servers: queries arriving together are embedded in one forward pass, recent ones
+        not again. `observers`: QueryBatcher's on_batch / on_cached."""
         from app.embeddings.batcher import QueryBatcher
 
-        self._batcher = QueryBatcher(self.encode, max_batch=max_batch, wait_ms=wait_ms)
+        self._batcher = QueryBatcher(self.encode, max_batch=max_batch, wait_ms=wait_ms, **observers)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def encoder_threads(configured: int | None) -> int:
+    """The local encoder's intra-op threads: as configured, else one core fewer than usable (at
+    least one). The rest of the process needs a core (a server's request threads hold the GIL,
+    ingest parses files), and intra-op threads that wait for a busy core spin: with 2 threads on
+    a busy 2-core machine one query took 20-60x longer than with 1."""
+    return configured if configured is not None else max(1, usable_cores() - 1)
 
 
 def build_embeddings(settings: Settings) -> E5Embeddings:
@@ -170,7 +196,9 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             batch_size=emb.batch_size,
             threads=emb.threads,
         )
-    return E5Embeddings(resolved, profile, device=emb.device, batch_size=emb.batch_size)
+    return E5Embeddings(
+        resolved, profile, device=emb.device, batch_size=emb.batch_size, threads=emb.threads
+    )
 
 
 def _int8_usable(models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.embeddings.e5 import E5Embeddings, EmbeddingSpec
+from app.embeddings.e5 import E5Embeddings, EmbeddingSpec, encoder_threads
 from app.embeddings.profiles import PrefixProfile
 from app.embeddings.resolve import ResolvedModel
 
@@ -35,12 +35,14 @@ BACKEND = "onnx-int8"
 class OnnxRunner:
     """One onnxruntime session and its tokenizer; `encode` takes prefixed texts."""
 
-    def __init__(self, folder: Path, max_tokens: int, *, pad_id: int, threads: int = 0) -> None:
+    def __init__(
+        self, folder: Path, max_tokens: int, *, pad_id: int, threads: int | None = None
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
+        options.intra_op_num_threads = encoder_threads(threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
@@ -98,11 +100,10 @@ class OnnxE5Embeddings(E5Embeddings):
         models_dir: Path,
         *,
         batch_size: int | None = None,
-        threads: int = 0,
+        threads: int | None = None,
     ) -> None:
-        super().__init__(model, profile, device="cpu", batch_size=batch_size)
+        super().__init__(model, profile, device="cpu", batch_size=batch_size, threads=threads)
         self.models_dir = models_dir
-        self.threads = threads
         self.info: dict[str, Any] = {}
 
     def _load(self) -> OnnxRunner:

@@ -85,6 +85,17 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.query_batch = Histogram(
+            "kbchat_query_batch_size",
+            "Questions embedded together in one forward pass by the query batcher.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.query_cached = Counter(
+            "kbchat_query_vectors_cached",
+            "Question embeddings answered from the batcher's cache of recent queries.",
+            registry=r,
+        )
         self.lead_webhooks = Counter(
             "kbchat_lead_webhooks",
             "Lead webhook deliveries, by outcome (delivered, or failed after its retries).",

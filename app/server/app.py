@@ -83,9 +83,11 @@ def create_app(
         from app.chat.llm import build_chat_model
 
         llm = build_chat_model(settings)
-    if hasattr(embedder, "batch_concurrent_queries"):
-        embedder.batch_concurrent_queries()
     metrics = Metrics()
+    if hasattr(embedder, "batch_concurrent_queries"):
+        embedder.batch_concurrent_queries(
+            on_batch=metrics.query_batch.observe, on_cached=metrics.query_cached.inc
+        )
     own_client = client is None  # what the app opens itself, it closes at shutdown
     own_conversations = conversations is None
     services = Services(

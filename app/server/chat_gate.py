@@ -80,49 +80,64 @@ async def run_sync(func: Callable[[], T]) -> T:
 
 
 async def with_keepalive(events: Iterator[T], interval: float) -> AsyncIterator[T | None]:
-    """The items of a blocking iterator, each fetched in a worker thread; None after every
-    `interval` seconds without an item, for the caller to send a keep-alive.
+    """The items of a blocking iterator, read by one worker thread from start to end; None after
+    every `interval` seconds without an item, for the caller to send a keep-alive. (A worker
+    thread call per item cost ~0.1 ms of CPU each: 20 ms for a 200-token answer.)
 
-    When the caller stops early (the client closed the stream: the widget's Stop), the iterator
-    is closed, so a generator's `finally` and `with` blocks run: the chain closes its stream to
-    the LLM rather than paying for the rest of an answer nobody reads."""
-    done = object()
-    task: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            task = asyncio.ensure_future(anyio.to_thread.run_sync(next, events, done))
-            while not (await asyncio.wait({task}, timeout=interval))[0]:
-                yield None
-            item = task.result()
-            if item is done:
-                task = None  # exhausted: nothing to close
-                return
-            yield item
-    finally:
-        if task is not None:
-            close_when_idle(events, task)
+    When the caller stops early (the client closed the stream: the widget's Stop), the reading
+    thread closes the iterator after the item in flight (a generator cannot be closed while it
+    runs), so a generator's `finally` and `with` blocks run: the chain closes its stream to the
+    LLM rather than paying for the rest of an answer nobody reads."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
 
-
-def close_when_idle(events: Iterator[Any], pending: asyncio.Future[Any] | None) -> None:
-    """Close a generator in a worker thread once no thread is inside it (a generator cannot be
-    closed while it runs: the `next` in flight ends with the LLM's next token)."""
-    close = getattr(events, "close", None)
-    if close is None:
-        return
-
-    def close_quietly() -> None:
+    def hand_over(kind: str, value: Any) -> None:
         try:
-            close()
+            loop.call_soon_threadsafe(items.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+            stop.set()
+
+    def read_all() -> None:
+        try:
+            for item in events:
+                if stop.is_set():
+                    break
+                hand_over("item", item)
+            else:
+                hand_over("end", None)
+                return
+        except Exception as exc:  # the caller raises it, as if it had called next() itself
+            hand_over("error", exc)
+            return
+        try:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
         except Exception:
             log.exception("closing an abandoned chat stream failed")
 
-    def start(_: object = None) -> None:
-        threading.Thread(target=close_quietly, name="kbchat-close-stream", daemon=True).start()
+    reader = asyncio.ensure_future(anyio.to_thread.run_sync(read_all))
+    try:
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(items.get(), interval)
+            except TimeoutError:
+                yield None
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.add_done_callback(_log_failure)
 
-    if pending is None or pending.done():
-        start()
-    else:
-        pending.add_done_callback(start)
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("chat stream reader failed", exc_info=task.exception())
 
 
 async def slot_with_keepalive(

@@ -11,9 +11,10 @@ import contextlib
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -71,9 +72,26 @@ def sqlite_file(url: URL) -> Path | None:
 
 def make_engine(raw_url: str) -> Engine:
     url = database_url(raw_url)
-    if (path := sqlite_file(url)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url, pool_pre_ping=True)
+    if (path := sqlite_file(url)) is None:
+        return create_engine(url, pool_pre_ping=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    event.listen(engine, "connect", _write_ahead_log)
+    return engine
+
+
+def _write_ahead_log(dbapi_connection: Any, _: Any) -> None:
+    """SQLite in WAL mode: a commit appends to the log and syncs it once (the rollback journal
+    is written, synced and deleted at every commit, about 3x the time on the test machine),
+    and readers no longer wait for the writer. Every chat turn writes, so this sets how many
+    turns a second one SQLite file takes. synchronous=FULL: a committed turn survives a power
+    cut too. The mode is stored in the file; setting it again on each connection is free."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
 
 
 @contextlib.contextmanager

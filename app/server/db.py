@@ -145,6 +145,19 @@ class SessionOwner:
     assistant: str | None
 
 
+@dataclass(frozen=True)
+class TurnSession:
+    """The session a chat turn belongs to. A `new` one is not stored yet: `add_exchange` stores
+    it with the turn's question and answer, in one transaction, so a turn costs the database one
+    write (SQLite has one writer at a time), and a turn that never finishes leaves no empty
+    session behind."""
+
+    id: str
+    collection: str
+    assistant: str | None
+    new: bool
+
+
 class ConversationStore:
     """Every read and write of conversations goes through here. Constructing it brings the
     database to the newest schema (safe when several replicas start at once). With `redact`
@@ -177,6 +190,21 @@ class ConversationStore:
             db.add(ChatSession(id=new_id, collection=collection, assistant=assistant))
             return new_id
 
+    def turn_session(
+        self, session_id: str | None, collection: str, assistant: str | None = None
+    ) -> TurnSession:
+        """Like `open_session`, but writes nothing: a known session is checked (UnknownSession
+        when it is another assistant's), an unknown or absent id gets a fresh random id (never
+        the caller's), stored by `add_exchange`."""
+        if session_id:
+            with self._session() as db:
+                known = db.get(ChatSession, session_id)
+                if known is not None:
+                    if known.assistant != assistant:
+                        raise UnknownSession(session_id)
+                    return TurnSession(known.id, known.collection, known.assistant, new=False)
+        return TurnSession(uuid.uuid4().hex, collection, assistant, new=True)
+
     def owner(self, session_id: str) -> SessionOwner | None:
         """The session's collection and assistant; None when there is no such session."""
         with self._session() as db:
@@ -200,9 +228,18 @@ class ConversationStore:
             )
             return [Turn("user" if m.role == "user" else "assistant", m.content) for m in rows]
 
-    def add_exchange(self, session_id: str, question: str, result: ChatResult) -> int:
-        """Store the question and the answer with its sources; returns the answer's id."""
+    def add_exchange(self, session: str | TurnSession, question: str, result: ChatResult) -> int:
+        """Store the question and the answer with its sources (and the session, when it is a
+        new `TurnSession`) in one transaction; returns the answer's id."""
+        session_id = session if isinstance(session, str) else session.id
         with self._session.begin() as db:
+            if isinstance(session, TurnSession) and session.new:
+                db.add(
+                    ChatSession(
+                        id=session.id, collection=session.collection, assistant=session.assistant
+                    )
+                )
+                db.flush()  # the session row before its messages (no ORM relationship orders them)
             db.add(
                 Message(
                     session_id=session_id,

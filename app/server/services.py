@@ -126,17 +126,17 @@ class Services:
         conversation this is; a session of another assistant is NotFound, like an unknown one."""
         name = collection or self.settings.collection
         chain = self.chain(name)
-        try:
-            session = self.conversations.open_session(session_id, name, assistant)
+        try:  # nothing is written before the answer: the turn is stored in one transaction
+            session = self.conversations.turn_session(session_id, name, assistant)
         except UnknownSession as exc:
             raise NotFound("no such session") from exc
-        history = self.conversations.history(session)
+        history = [] if session.new else self.conversations.history(session.id)
         for event in self.metrics.observe_chat(
             chain.stream(message, history, deadline=deadline, options=options)
         ):
             if isinstance(event, Done):
                 message_id = self.conversations.add_exchange(session, message, event.result)
-                yield Completed(event.result, session, message_id)
+                yield Completed(event.result, session.id, message_id)
             else:
                 yield event
 
