@@ -27,8 +27,8 @@ from app.embeddings.resolve import ResolvedModel
 
 log = logging.getLogger(__name__)
 INFO_FILE = "kbchat_onnx.json"
-FORMAT = 2  # bump when the export or quantisation changes, so old copies are made again
-OUTLIER_RATIO = 90.0  # peak / standard deviation of a MatMul's input: above it, kept in fp32
+FORMAT = 3  # bump when the export or quantisation changes, so old copies are made again
+QUANTISATION = "int8 embedding table; MatMulNBits 8-bit weights, blocks of 32, int8 compute"
 MIN_COSINE = 0.99  # the quality bar of issue 12: below it, the int8 copy is not used by default
 CHECK_SENTENCES = (  # languages and scripts of several families, queries and passages
     "query: When was the company founded?",
@@ -119,13 +119,14 @@ def prepare_onnx(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str
 
 def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
     try:
-        import onnx  # noqa: F401  (quantisation needs it; say so before torch's long export)
+        import onnx  # noqa: F401  (quantisation needs them; say so before torch's long export)
+        import onnx_ir  # noqa: F401
         import torch
-        from onnxruntime.quantization import QuantType, quantize_dynamic
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise OnnxExportError(
-            f"making the int8 encoder needs {exc.name}: `pip install onnx` (kbchat installs it), "
+            f"making the int8 encoder needs {exc.name}: `pip install onnx onnx-ir` (kbchat "
+            "installs them), "
             "or set KBCHAT_EMBEDDING_BACKEND=torch"
         ) from exc
 
@@ -155,14 +156,7 @@ def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
                 opset_version=17,
                 dynamo=False,
             )
-        kept = outlier_matmuls(fp32, tokenizer)
-        quantize_dynamic(
-            str(fp32),
-            str(work / "model.onnx"),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=kept,
-        )
+        _quantise(fp32, work)
     except Exception as exc:  # the exporters raise many kinds; the user needs one message
         raise OnnxExportError(
             f"exporting {model.model_id} to int8 ONNX failed ({type(exc).__name__}: {exc}); "
@@ -181,8 +175,7 @@ def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
         "format": FORMAT,
         "model_id": model.model_id,
         "weights": model.weights,
-        "quantisation": "dynamic int8, weights per channel (onnxruntime quantize_dynamic)",
-        "kept_fp32": kept,
+        "quantisation": QUANTISATION,
         "max_tokens": model.max_tokens,
         "dimension": int(reference.shape[1]),
         "pad_id": _pad_id(tokenizer),
@@ -194,42 +187,33 @@ def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
     return info
 
 
-def outlier_matmuls(fp32: Path, tokenizer: Any) -> list[str]:
-    """MatMuls whose input has outlier activations, to keep in fp32.
-
-    Dynamic quantisation gives an activation tensor one scale; a few huge values in it (BERT's
-    feed-forward outputs have them, Bondarenko et al. 2021) crush every other value to a few
-    levels. Measured on multilingual-e5-small: the FFN output of layer 4 reaches 69 with a
-    standard deviation of 0.5 (ratio 134; most MatMul inputs stay below 45); keeping the three
-    layers above OUTLIER_RATIO in fp32 took the mean cosine against fp32 on 180 XQuAD texts from
-    0.9966 to 0.998 for 3 of 72 MatMuls (docs/performance.md)."""
+def _quantise(fp32: Path, work: Path) -> None:
+    """Embedding table: int8 per tensor; every weight MatMul: MatMulNBits, 8-bit weights in
+    blocks of 32 with int8 compute (accuracy level 4), so activations are quantised per block of
+    32 values of a row, not per tensor."""
     import onnx
-    import onnxruntime as ort
-
-    graph = onnx.load(str(fp32))
-    weights = {init.name for init in graph.graph.initializer}
-    watched = {
-        node.name: node.input[0]
-        for node in graph.graph.node
-        if node.op_type == "MatMul" and node.input[1] in weights
-    }
-    for tensor in dict.fromkeys(watched.values()):
-        graph.graph.output.append(
-            onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = list(dict.fromkeys(watched.values()))
-    peak = dict.fromkeys(names, 0.0)
-    spread = dict.fromkeys(names, 0.0)
-    for text in CHECK_SENTENCES:
-        ids = np.array([tokenizer(text)["input_ids"]], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        for name, value in zip(names, session.run(names, feeds), strict=True):
-            peak[name] = max(peak[name], float(np.abs(value).max()))
-            spread[name] += float(value.std()) / len(CHECK_SENTENCES)
-    return sorted(
-        node for node, tensor in watched.items() if peak[tensor] >= OUTLIER_RATIO * spread[tensor]
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
     )
+
+    table = work / "model.gather8.onnx"
+    quantize_dynamic(
+        str(fp32), str(table), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"]
+    )
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=32,
+        is_symmetric=True,
+        accuracy_level=4,
+        bits=8,
+        op_types_to_quantize=("MatMul",),
+        quant_axes=(("MatMul", 0),),
+    )
+    quantiser = MatMulNBitsQuantizer(onnx.load(str(table)), algo_config=config)
+    quantiser.process()
+    quantiser.model.save_model_to_file(str(work / "model.onnx"), False)
+    table.unlink()
 
 
 def _pad_id(tokenizer: Any) -> int:
