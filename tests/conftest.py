@@ -36,12 +36,21 @@ def e5_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def e5(e5_model_dir: Path) -> Any:
-    """One loaded E5Embeddings for the whole session."""
+    """One loaded E5 model for the whole session that remembers the vector of every text it
+    has embedded (app.evaluation_scenarios.CachedEmbeddings, in memory).
+
+    Every fresh data dir computes the query-correction statistics of each language it meets
+    from the same 200 shipped sentences in two forms (app/query_correction.py), every app
+    embeds the same small-talk exemplars, and many modules ingest the same documents: the
+    model runs once per text and session instead, with the vectors it gave the first time.
+    """
     from app.embeddings.e5 import E5Embeddings
     from app.embeddings.profiles import PrefixProfile
     from app.embeddings.resolve import resolve_model
+    from app.evaluation_scenarios import CachedEmbeddings
 
-    return E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+    model = E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+    return CachedEmbeddings(model)
 
 
 @pytest.fixture(scope="session")
