@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,21 @@ def e5_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def e5(e5_model_dir: Path) -> Any:
-    """One loaded E5Embeddings for the whole session."""
+    """One loaded E5 model for the whole session that remembers the vector of every text it
+    has embedded (app.evaluation_scenarios.CachedEmbeddings, in memory).
+
+    Every fresh data dir computes the query-correction statistics of each language it meets
+    from the same 200 shipped sentences in two forms (app/query_correction.py), every app
+    embeds the same small-talk exemplars, and many modules ingest the same documents: the
+    model runs once per text and session instead, with the vectors it gave the first time.
+    """
     from app.embeddings.e5 import E5Embeddings
     from app.embeddings.profiles import PrefixProfile
     from app.embeddings.resolve import resolve_model
+    from app.evaluation_scenarios import CachedEmbeddings
 
-    return E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+    model = E5Embeddings(resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"))
+    return CachedEmbeddings(model)
 
 
 @pytest.fixture(scope="session")
@@ -123,9 +132,33 @@ class Cli:
         return json.loads(self.run(*args, "--json", **env).stdout)
 
 
+@pytest.fixture(scope="session")
+def seed_language_reference(e5: Any) -> Callable[[Path, Iterable[str]], None]:
+    """Writes query correction's statistics of these languages into a data dir, the files
+    `kbchat` itself leaves there on first meeting a language (app/query_correction.py, checked
+    on load against the model and the sentences). Each is 400 reference sentences through the
+    model, which a fresh `kbchat` process would otherwise embed again for every test; here the
+    session's model has usually embedded them already."""
+
+    def seed(data_dir: Path, languages: Iterable[str]) -> None:
+        from app.query_correction import QueryCorrection
+
+        correction = QueryCorrection(e5, data_dir / "language_reference")
+        for language in languages:
+            assert correction.reference(language) is not None, f"no sentences in {language}"
+
+    return seed
+
+
 @pytest.fixture
-def cli(tmp_path: Path, e5_model_dir: Path) -> Iterator[Cli]:
-    yield Cli(tmp_path / "data", e5_model_dir)
+def cli(request: pytest.FixtureRequest, tmp_path: Path, e5_model_dir: Path) -> Iterator[Cli]:
+    """`kbchat` with a fresh data dir; a test marked `reference_languages("en", ...)` finds
+    the statistics of those languages there already (see seed_language_reference)."""
+    data_dir = tmp_path / "data"
+    marker = request.node.get_closest_marker("reference_languages")
+    if marker is not None:
+        request.getfixturevalue("seed_language_reference")(data_dir, marker.args)
+    yield Cli(data_dir, e5_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -205,20 +205,36 @@ def test_scenarios_through_the_pipeline(
     assert calls == []
 
 
+@pytest.fixture
+def vector_cache(dataset: Path, tmp_path: Path, e5: Any) -> Path:
+    """A `--cache-dir` holding every vector the CLI runs below need (the dataset's passages,
+    sentences and questions, the statistics' reference sentences of its languages): the
+    session's model has embedded them already, so the subprocesses need not do it again."""
+    from app.evaluation_scenarios import CachedEmbeddings, run_scenario
+
+    cache = tmp_path / "vectors"
+    embedder = CachedEmbeddings(e5, cache)
+    run_scenario(load_settings(), Dataset(dataset), "pooled", embedder, k=3)
+    embedder.save()
+    return cache
+
+
 @pytest.mark.integration
 def test_eval_cli_with_a_dataset_writes_json_and_a_chart(
-    dataset: Path, tmp_path: Path, cli: Any
+    dataset: Path, tmp_path: Path, cli: Any, vector_cache: Path
 ) -> None:
     chart = tmp_path / "chart.html"
-    result = cli.json(
-        "eval", "--dataset", str(dataset), "-s", "mixed", "-s", "single:en", "--chart", str(chart)
-    )
+    (stored,) = vector_cache.iterdir()
+    before = stored.read_bytes()
+    run = ("eval", "--dataset", str(dataset), "--cache-dir", str(vector_cache))
+    result = cli.json(*run, "-s", "mixed", "-s", "single:en", "--chart", str(chart))
     assert set(result["scenarios"]) == {"mixed", "single:en"}
     mixed = result["scenarios"]["mixed"]
     assert mixed["queries"] == len(QUESTIONS) and mixed["raw"]["queries"] == len(QUESTIONS)
     assert set(mixed["by_language"]) == set(mixed["raw"]["by_language"]) == {"de", "en", "fr"}
-    sample = cli.json("eval", "--dataset", str(dataset), "--per-language", "2", "--langs", "en,fr")
+    sample = cli.json(*run, "--per-language", "2", "--langs", "en,fr")
     assert sample["scenarios"]["mixed"]["queries_by_language"] == {"en": 2, "fr": 2}
     assert chart.read_text(encoding="utf-8").count("<svg") == 2
+    assert stored.read_bytes() == before  # every vector came from the cache: nothing embedded
     table = cli.run("eval", "--dataset", str(dataset), "-s", "blend", check=False)
     assert table.returncode == 2 and "unknown scenario 'blend'" in table.stderr

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 pytestmark = pytest.mark.integration
+# Each test's `kbchat` processes start from a fresh data dir: `reference_languages` puts query
+# correction's statistics of the test's languages there (conftest.seed_language_reference).
 
 DOCS = {
     "en/volcano.md": "# Mount Vesuvius\n\nMount Vesuvius is a volcano near Naples in Italy. Its "
@@ -64,6 +66,7 @@ def chroma_client(data_dir: Path) -> Any:
     )
 
 
+@pytest.mark.reference_languages("en", "de", "es", "zh", "ja", "ar", "fr")
 def test_cross_lingual_ingest_search_and_sync(cli: Any, tmp_path: Path, e5: Any) -> None:
     from app.search import search
     from app.settings import load_settings
@@ -129,6 +132,7 @@ def test_cross_lingual_ingest_search_and_sync(cli: Any, tmp_path: Path, e5: Any)
     assert hits[0]["source"] == "fr/fromage.md"
 
 
+@pytest.mark.reference_languages("en", "de")
 def test_changed_embedding_config_is_refused(cli: Any, tmp_path: Path) -> None:
     kb = tmp_path / "kb"
     write_docs(kb, {k: DOCS[k] for k in list(DOCS)[:2]})
@@ -154,6 +158,7 @@ def _done_files(manifest: Path) -> int:
         return 0
 
 
+@pytest.mark.reference_languages("en")
 def test_kill_at_any_moment_then_rerun_leaves_no_duplicates_or_orphans(
     cli: Any, tmp_path: Path
 ) -> None:
@@ -206,6 +211,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.reference_languages("en", "de", "es", "zh", "ja", "ar")
 def test_chroma_server_mode(cli: Any, tmp_path: Path) -> None:
     import chromadb
 
@@ -273,6 +279,7 @@ def test_unreachable_chroma_server_is_a_clear_error(cli: Any, tmp_path: Path) ->
     assert "chroma run" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.reference_languages("en", "fr")
 def test_ingest_report_names_cut_and_guessed_files(cli: Any, tmp_path: Path) -> None:
     """The terminal report (not only --json) says which files were cut short, and why."""
     kb = tmp_path / "kb"
