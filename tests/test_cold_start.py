@@ -169,3 +169,51 @@ def test_the_ui_sends_no_telemetry_and_checks_no_version(
     blocks = build_ui(services)
     assert calls == []  # the usage report is sent from Blocks() itself (in its own thread)
     assert blocks.analytics_enabled is False  # what gates the version-check thread
+
+
+def test_serve_starts_loading_the_model_before_it_builds_the_app(
+    tmp_path: Path, e5_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model loads while the server, its database and the UI are built (it used to start
+    only once the app was built and uvicorn started it), and only one loader runs."""
+    import threading
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import app.observability.logging_setup
+    import app.server.app
+    from app.cli import app as cli_app
+    from app.embeddings.e5 import E5Embeddings
+
+    release = threading.Event()
+    loads: list[int] = []
+
+    def slow_load(self: E5Embeddings) -> object:
+        loads.append(1)
+        release.wait(30)
+        return object()
+
+    seen: dict[str, object] = {}
+
+    def fake_create_app(settings: object, *, embedder: E5Embeddings | None = None) -> object:
+        seen["loading"] = [t.name for t in threading.enumerate() if t.name == "e5-preload"]
+        assert embedder is not None
+        embedder.preload()  # the app's start asks again
+        seen["after_second"] = [t.name for t in threading.enumerate() if t.name == "e5-preload"]
+        return object()
+
+    monkeypatch.setattr(E5Embeddings, "_load", slow_load)
+    monkeypatch.setattr(app.server.app, "create_app", fake_create_app)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(app.observability.logging_setup, "configure_logging", lambda *a: None)
+    monkeypatch.setenv("KBCHAT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("KBCHAT_EMBEDDING_MODEL", str(e5_model_dir))
+    try:
+        result = CliRunner().invoke(cli_app, ["serve", "--port", str(free_port())])
+    finally:
+        release.set()
+    assert result.exit_code == 0, result.output
+    assert seen == {"loading": ["e5-preload"], "after_second": ["e5-preload"]}
+    assert loads == [1]
