@@ -11,7 +11,7 @@ total can be read step by step, `import torch, sentence_transformers` (the torch
 among them. Every figure is wall seconds and CPU seconds (all threads): on a machine shared with
 other work the wall time swings with the load, the CPU time much less, so compare CPU seconds
 between runs made at different times. All traffic stays on 127.0.0.1.
-Usage:  .venv/bin/python bench/cold_start.py [--repeats 3]
+Usage:  .venv/bin/python bench/cold_start.py [--repeats 3] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -145,20 +145,28 @@ def _row(label: str, values: list[Timing]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--data-dir",
+        help="a data dir that already holds the example knowledge base (ingesting it into a"
+        " fresh one takes minutes on a busy machine)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from tests.openai_stub import OpenAIStub
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp, OpenAIStub(reply="Answer [1].") as stub:
-        env = bench_env(tmp, OPENAI_BASE_URL=stub.base_url, KBCHAT_LLM_MODEL="stub")
-        subprocess.run(
-            [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
-            env=env,
-            check=True,
-            cwd=REPO,
-            capture_output=True,
+        env = bench_env(
+            args.data_dir or tmp, OPENAI_BASE_URL=stub.base_url, KBCHAT_LLM_MODEL="stub"
         )
+        if args.data_dir is None:
+            subprocess.run(
+                [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
+                env=env,
+                check=True,
+                cwd=REPO,
+                capture_output=True,
+            )
         results: dict[str, list[Timing]] = {}
         heavy: list[str] = []
         for _ in range(args.repeats):
