@@ -465,19 +465,12 @@ def serve(
     port = port or settings.server.port
     if (problem := unavailable(host, port)) is not None:
         _fail(problem)
-    from app.embeddings.e5 import build_embeddings
-
-    with _user_errors():
-        embedder = build_embeddings(settings)
-    # the model loads while the server, its database and the UI are built: /api/ready waits
-    # for both, and a first request never pays for the model
-    embedder.preload()
     import uvicorn
 
     from app.server.app import create_app
 
     with _user_errors():
-        application = create_app(settings, embedder=embedder)
+        application = create_app(settings)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     out.print(f"kbchat UI:        {base}/", highlight=False)
     out.print(f"API docs:         {base}/docs", highlight=False)

@@ -61,7 +61,6 @@ class E5Embeddings(Embeddings):
         self._model: Any = None
         self._batcher: QueryBatcher | None = None
         self._lock = threading.Lock()
-        self._preloading: threading.Thread | None = None
 
     @property
     def model(self) -> Any:
@@ -83,13 +82,8 @@ class E5Embeddings(Embeddings):
         return st
 
     def preload(self) -> None:
-        """Load the model in the background while the caller does other start-up work. Once:
-        `kbchat serve` starts it before building the app, and the app's start asks again."""
-        if self._preloading is None:
-            self._preloading = threading.Thread(
-                target=lambda: self.model, name="e5-preload", daemon=True
-            )
-            self._preloading.start()
+        """Load the model in the background while the caller does other start-up work."""
+        threading.Thread(target=lambda: self.model, name="e5-preload", daemon=True).start()
 
     @property
     def tokenizer(self) -> Tokenizer:
