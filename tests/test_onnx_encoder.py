@@ -107,15 +107,15 @@ def test_long_text_is_truncated_as_torch_does(e5: Any, e5_int8: Any) -> None:
 
 
 @pytest.mark.integration
-def test_batches_keep_order_and_barely_depend_on_company(e5_int8: Any) -> None:
-    """Dynamic int8 scales a whole activation tensor at once, so a text's vector depends a
-    little on what shares its batch (measured ≥ 0.996 cosine); order must be kept exactly."""
+def test_batches_keep_order_and_do_not_depend_on_company(e5_int8: Any) -> None:
+    """Activations are quantised per block of a row, so a text's vector is the same whatever
+    shares its batch (per-tensor dynamic int8 moved it by up to 0.004 cosine: the batch's
+    largest activation set everyone's scale), and the query batcher gives load-independent
+    vectors."""
     texts = ["query: hi", "passage: " + "word " * 300, "query: Wie spät ist es?", "passage: ok"]
     together = e5_int8.encode(texts)
     alone = np.stack([e5_int8.encode([t])[0] for t in texts])
-    cosines = together @ alone.T
-    assert (np.diag(cosines) >= 0.99).all()
-    assert (cosines.argmax(axis=1) == np.arange(len(texts))).all()
+    assert np.allclose((together * alone).sum(axis=1), 1.0, atol=1e-4)
     assert e5_int8.encode([]).shape == (0, 384)
 
 

@@ -226,5 +226,7 @@ def _torch_vectors(model: ResolvedModel) -> np.ndarray:
 
     st = SentenceTransformer(str(model.path), device="cpu", local_files_only=True)
     st.max_seq_length = model.max_tokens
-    vectors = st.encode(list(CHECK_SENTENCES), batch_size=1, normalize_embeddings=True)
+    vectors = st.encode(
+        list(CHECK_SENTENCES), batch_size=1, normalize_embeddings=True, show_progress_bar=False
+    )
     return np.asarray(vectors, dtype=np.float32)
