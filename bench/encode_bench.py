@@ -4,7 +4,7 @@ For fp32 torch and the int8 ONNX copy of the configured model: p50/p95 of encodi
 alone (XQuAD dev questions in 12 languages, after a warm-up), and texts per second for passages
 (XQuAD paragraphs) in the encoder's own batches. Threads as configured (KBCHAT_EMBEDDING_THREADS;
 unset: cores - 1). Usage:
-  .venv/bin/python bench/encode_bench.py [--queries 300] [--passages 96] [--backends torch,onnx-int8]
+  .venv/bin/python bench/encode_bench.py [--queries N] [--passages N] [--backends torch,onnx-int8]
 """
 
 from __future__ import annotations
