@@ -503,7 +503,8 @@ def _model_info() -> dict[str, Any]:
         "passage_form": profile.passage("{text}"),
         "dimension": resolved.dimension,
         "max_tokens": resolved.max_tokens,
-        "backend": embedder.spec.backend,  # onnx-int8: the copy is made by build_embeddings
+        "backend": embedder.spec.backend,  # what stored passage vectors are made by
+        "query_backend": embedder.query_backend,  # onnx-int8: the copy is made by now
         **_remote_info(embedder),
     }
 

@@ -214,3 +214,21 @@ def test_auto_falls_back_to_torch(
     assert type(build_embeddings(settings)).__name__ == expected
     if backend == "auto" and expected == "E5Embeddings":
         assert "torch" in caplog.text
+
+
+@pytest.mark.integration
+def test_auto_embeds_questions_int8_and_passages_fp32(e5: Any, e5_model_dir: Path) -> None:
+    from app.embeddings.onnx_encoder import OnnxE5Embeddings
+    from app.embeddings.profiles import PrefixProfile
+    from app.embeddings.resolve import resolve_model
+    from tests.conftest import MODELS_DIR
+
+    resolved = resolve_model(str(e5_model_dir), MODELS_DIR)
+    auto = OnnxE5Embeddings(resolved, PrefixProfile("e5"), MODELS_DIR, passages_by_torch=True)
+    assert auto.spec.backend == "torch" and auto.query_backend == "onnx-int8"
+    passages = PROBE[:4]
+    assert np.allclose(auto.encode_passages(passages), e5.encode_passages(passages), atol=1e-5)
+    question = "Wann wurde das Unternehmen gegründet?"
+    int8 = np.asarray(auto.embed_query(question))
+    fp32 = np.asarray(e5.embed_query(question))
+    assert 0.999 <= float(int8 @ fp32) < 0.99999  # close to fp32, but not fp32's own vector

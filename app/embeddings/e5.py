@@ -126,6 +126,11 @@ class E5Embeddings(Embeddings):
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    @property
+    def query_backend(self) -> str:
+        """What embeds questions (the int8 encoder may leave passages to torch)."""
+        return self.spec.backend
+
     def encode_passages(self, texts: list[str]) -> np.ndarray:
         return self.encode([self.profile.passage(t) for t in texts])
 
@@ -195,6 +200,7 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             settings.models_dir,
             batch_size=emb.batch_size,
             threads=emb.threads,
+            passages_by_torch=emb.backend == "auto",
         )
     return E5Embeddings(
         resolved, profile, device=emb.device, batch_size=emb.batch_size, threads=emb.threads
