@@ -465,12 +465,21 @@ def serve(
     port = port or settings.server.port
     if (problem := unavailable(host, port)) is not None:
         _fail(problem)
+    from app.embeddings.e5 import build_embeddings
+
+    with _user_errors():
+        embedder = build_embeddings(settings)
+    if embedder.query_backend == "onnx-int8":
+        # the int8 copy loads in native code, so it overlaps the imports below (about 1 s off
+        # the start); torch's import is Python and would fight them for the GIL (measured: no
+        # gain on a quiet machine, slower on a busy one), so torch loads in the lifespan
+        embedder.preload()
     import uvicorn
 
     from app.server.app import create_app
 
     with _user_errors():
-        application = create_app(settings)
+        application = create_app(settings, embedder=embedder)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     out.print(f"kbchat UI:        {base}/", highlight=False)
     out.print(f"API docs:         {base}/docs", highlight=False)
