@@ -218,17 +218,25 @@ def test_auto_falls_back_to_torch(
 
 @pytest.mark.integration
 def test_auto_embeds_questions_int8_and_passages_fp32(e5: Any, e5_model_dir: Path) -> None:
-    from app.embeddings.onnx_encoder import OnnxE5Embeddings
+    from app.embeddings.onnx_encoder import LONG_TOKENS, OnnxE5Embeddings
     from app.embeddings.profiles import PrefixProfile
     from app.embeddings.resolve import resolve_model
     from tests.conftest import MODELS_DIR
 
     resolved = resolve_model(str(e5_model_dir), MODELS_DIR)
     auto = OnnxE5Embeddings(resolved, PrefixProfile("e5"), MODELS_DIR, passages_by_torch=True)
-    assert auto.spec.backend == "torch" and auto.query_backend == "onnx-int8"
-    passages = PROBE[:4]
-    assert np.allclose(auto.encode_passages(passages), e5.encode_passages(passages), atol=1e-5)
+    assert auto.spec.backend == "onnx-int8+torch" and auto.query_backend == "onnx-int8"
+    long = " ".join(PROBE)  # hundreds of tokens: torch
+    short = PROBE[1]  # a sentence: the int8 copy, and torch is not even loaded for it
+    assert (
+        len(auto.tokenizer.encode(short).ids) < LONG_TOKENS < len(auto.tokenizer.encode(long).ids)
+    )
+    vectors = auto.encode_passages([short])
+    assert auto._torch is None
+    assert 0.999 <= float(vectors[0] @ e5.encode_passages([short])[0]) < 0.99999
+    both = auto.encode_passages([long, short])
+    assert np.allclose(both[0], e5.encode_passages([long])[0], atol=1e-5)  # fp32's own vector
+    assert np.allclose(both[1], vectors[0], atol=1e-5)
     question = "Wann wurde das Unternehmen gegründet?"
     int8 = np.asarray(auto.embed_query(question))
-    fp32 = np.asarray(e5.embed_query(question))
-    assert 0.999 <= float(int8 @ fp32) < 0.99999  # close to fp32, but not fp32's own vector
+    assert 0.999 <= float(int8 @ np.asarray(e5.embed_query(question))) < 0.99999

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BACKEND = "onnx-int8"
+# From this many tokens a passage goes to torch under `auto`: on the 2-core machine the int8
+# copy embeds a 15-token question in ~10 ms against torch's 24, and a 300-token paragraph in
+# ~220 ms against torch's ~100 (docs/performance.md); 64 lies between, not tuned.
+LONG_TOKENS = 64
 
 
 class OnnxRunner:
@@ -139,7 +143,7 @@ class OnnxE5Embeddings(E5Embeddings):
             self.profile.scheme,
             dim,
             self.max_tokens,
-            backend="torch" if self.passages_by_torch else BACKEND,  # what stored vectors are
+            backend=f"{BACKEND}+torch" if self.passages_by_torch else BACKEND,  # stored vectors
         )
 
     @property
@@ -147,8 +151,24 @@ class OnnxE5Embeddings(E5Embeddings):
         return BACKEND  # questions are always embedded by the int8 copy
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
-        if not self.passages_by_torch:
+        """With `passages_by_torch`, only texts of LONG_TOKENS or more go to torch: short ones
+        (sentence vectors, extractive answers' sentences, reference sentences) are faster on
+        the int8 copy, and a server answering questions never loads torch for them."""
+        if not self.passages_by_torch or not texts:
             return super().encode_passages(texts)
+        prefixed = [self.profile.passage(t) for t in texts]
+        runner: OnnxRunner = self.model
+        lengths = [len(e.ids) for e in runner.tokenizer.encode_batch(prefixed)]
+        long = [i for i, n in enumerate(lengths) if n >= LONG_TOKENS]
+        out = np.zeros((len(texts), self.spec.dimension), np.float32)
+        short = [i for i, n in enumerate(lengths) if n < LONG_TOKENS]
+        if short:
+            out[short] = self.encode([prefixed[i] for i in short])
+        if long:
+            out[long] = self._fp32().encode_passages([texts[i] for i in long])
+        return out
+
+    def _fp32(self) -> E5Embeddings:
         with self._torch_lock:
             if self._torch is None:
                 self._torch = E5Embeddings(
@@ -158,7 +178,7 @@ class OnnxE5Embeddings(E5Embeddings):
                     batch_size=self.batch_size,
                     threads=self.threads,
                 )
-        return self._torch.encode_passages(texts)
+            return self._torch
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
