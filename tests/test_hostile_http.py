@@ -297,7 +297,7 @@ def test_kbchat_serve_leaves_forwarded_headers_to_the_app(monkeypatch: pytest.Mo
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
-    monkeypatch.setattr("app.server.app.create_app", lambda settings: object())
+    monkeypatch.setattr("app.server.app.create_app", lambda settings, **injected: object())
     cli.serve(host="127.0.0.1", port=8123)
     assert seen["proxy_headers"] is False
 
