@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
-from server_process import REPO, bench_env
+from server_process import REPO, bench_env, ingest_examples
 
 # Where the time goes, one step at a time in one fresh interpreter (no overlap, unlike `serve`):
 # wall and CPU seconds per step. The app is built once without, then once with the UI.
@@ -160,13 +160,7 @@ def main() -> None:
             args.data_dir or tmp, OPENAI_BASE_URL=stub.base_url, KBCHAT_LLM_MODEL="stub"
         )
         if args.data_dir is None:
-            subprocess.run(
-                [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
-                env=env,
-                check=True,
-                cwd=REPO,
-                capture_output=True,
-            )
+            ingest_examples(env)
         results: dict[str, list[Timing]] = {}
         heavy: list[str] = []
         for _ in range(args.repeats):

@@ -22,14 +22,20 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from server_process import REPO, bench_env, cpu_seconds, kbchat_serve, status_kb
+from server_process import (
+    REPO,
+    bench_env,
+    cpu_seconds,
+    ingest_examples,
+    kbchat_serve,
+    status_kb,
+)
 
 QUESTIONS = [
     "¿Cuántos años de garantía tiene la batería?",
@@ -126,13 +132,7 @@ def ingested(env: dict[str, str], data_dir: str) -> None:
     marker = os.path.join(data_dir, ".serve-bench-ingested")
     if os.path.exists(marker):
         return
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
-        env=env,
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-    )
+    ingest_examples(env)
     open(marker, "w").close()
 
 

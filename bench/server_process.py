@@ -24,6 +24,17 @@ def bench_env(data_dir: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "KBCHAT_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1", **extra}
 
 
+def ingest_examples(env: dict[str, str]) -> None:
+    """`kbchat ingest examples/kb` into the environment's data dir, as a user would run it."""
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "ingest", str(REPO / "examples/kb"), "--json"],
+        env=env,
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+
+
 def status_kb(pid: int, field: str) -> int:
     """A /proc/PID/status memory field (VmRSS, VmHWM) in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -99,9 +99,10 @@ def prepare_onnx(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str
     from filelock import FileLock
 
     for place in (models_dir, model.path.parent):
-        info = read_info(onnx_dir(place, model))
+        found = onnx_dir(place, model)
+        info = read_info(found)
         if info is not None:
-            return onnx_dir(place, model), info
+            return found, info
     folder = onnx_dir(models_dir, model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):  # replicas starting together make it once
