@@ -98,6 +98,7 @@ class CachedEmbeddings(E5Embeddings):
             spec = inner.spec  # remote weights carry their own tag; int8 is cached apart
             ident = f"{spec.model_id}|{spec.weights}"
             ident += "" if spec.backend == "torch" else f"|{spec.backend}"
+            ident += f"|{inner.vectors_version}" if inner.vectors_version else ""
             self.path = cache_dir / f"vectors-{_digest(ident)[:16]}.npz"
             if self.path.exists():
                 with np.load(self.path) as stored:

@@ -89,7 +89,9 @@ def test_vectors_match_fp32(e5: Any, e5_int8: Any) -> None:
     queries = [f"query: {t}" for t in PROBE]
     cos_q = (e5.encode(queries) * e5_int8.encode(queries)).sum(axis=1)
     cos_p = (e5.encode_passages(PROBE) * e5_int8.encode_passages(PROBE)).sum(axis=1)
-    assert cos_q.min() >= 0.99 and cos_p.min() >= 0.99
+    # plain dynamic int8 reached min 0.993 here: the outlier channels and query/key/value
+    # projections kept in fp32 are what bring it within recall's tolerance
+    assert cos_q.min() >= 0.999 and cos_p.min() >= 0.999
     vectors = e5_int8.encode_passages(PROBE)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
 
@@ -108,14 +110,14 @@ def test_long_text_is_truncated_as_torch_does(e5: Any, e5_int8: Any) -> None:
 
 @pytest.mark.integration
 def test_batches_keep_order_and_do_not_depend_on_company(e5_int8: Any) -> None:
-    """Activations are quantised per block of a row, so a text's vector is the same whatever
-    shares its batch (per-tensor dynamic int8 moved it by up to 0.004 cosine: the batch's
-    largest activation set everyone's scale), and the query batcher gives load-independent
-    vectors."""
+    """One text per run (several on parallel threads), so a text's vector is the same whatever
+    shares its call (a batched run moved it by up to 0.004 cosine: with one activation scale
+    per tensor, the batch's largest activation set everyone's scale), and the query batcher
+    gives load-independent vectors."""
     texts = ["query: hi", "passage: " + "word " * 300, "query: Wie spät ist es?", "passage: ok"]
     together = e5_int8.encode(texts)
     alone = np.stack([e5_int8.encode([t])[0] for t in texts])
-    assert np.allclose((together * alone).sum(axis=1), 1.0, atol=1e-4)
+    assert np.allclose(together, alone, atol=1e-6)
     assert e5_int8.encode([]).shape == (0, 384)
 
 
@@ -216,27 +218,69 @@ def test_auto_falls_back_to_torch(
         assert "torch" in caplog.text
 
 
-@pytest.mark.integration
-def test_auto_embeds_questions_int8_and_passages_fp32(e5: Any, e5_model_dir: Path) -> None:
-    from app.embeddings.onnx_encoder import LONG_TOKENS, OnnxE5Embeddings
-    from app.embeddings.profiles import PrefixProfile
-    from app.embeddings.resolve import resolve_model
-    from tests.conftest import MODELS_DIR
+def _one_matmul(path: Path, w: np.ndarray) -> Any:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    resolved = resolve_model(str(e5_model_dir), MODELS_DIR)
-    auto = OnnxE5Embeddings(resolved, PrefixProfile("e5"), MODELS_DIR, passages_by_torch=True)
-    assert auto.spec.backend == "onnx-int8+torch" and auto.query_backend == "onnx-int8"
-    long = " ".join(PROBE)  # hundreds of tokens: torch
-    short = PROBE[1]  # a sentence: the int8 copy, and torch is not even loaded for it
-    assert (
-        len(auto.tokenizer.encode(short).ids) < LONG_TOKENS < len(auto.tokenizer.encode(long).ids)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="dense")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, w.shape[1]])],
+        [numpy_helper.from_array(w, "w")],
     )
-    vectors = auto.encode_passages([short])
-    assert auto._torch is None
-    assert 0.999 <= float(vectors[0] @ e5.encode_passages([short])[0]) < 0.99999
-    both = auto.encode_passages([long, short])
-    assert np.allclose(both[0], e5.encode_passages([long])[0], atol=1e-5)  # fp32's own vector
-    assert np.allclose(both[1], vectors[0], atol=1e-5)
-    question = "Wann wurde das Unternehmen gegründet?"
-    int8 = np.asarray(auto.embed_query(question))
-    assert 0.999 <= float(int8 @ np.asarray(e5.embed_query(question))) < 0.99999
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return model
+
+
+def test_outlier_channels_are_multiplied_apart_in_fp32(tmp_path: Path) -> None:
+    """Two of 64 input channels reach 60 while the rest stay near 1: split out, the product is
+    exact before quantisation and far closer to fp32 after it than plain dynamic int8."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from app.embeddings.onnx_export import _split_outliers
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 32)).astype(np.float32)
+    x = rng.normal(size=(8, 64)).astype(np.float32)
+    x[:, [5, 40]] *= 60
+    plain = _one_matmul(tmp_path / "plain.onnx", w)
+    node = plain.graph.node[0]
+    kept = _split_outliers(plain, [node], set(), {"x": np.abs(x).max(axis=0)})
+    assert kept == ["dense/outlier_gather", "dense/outlier_matmul"]
+    onnx.save(plain, str(tmp_path / "split.onnx"))
+
+    def run(name: str) -> np.ndarray:
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {"x": x})[0])
+
+    assert np.allclose(run("split.onnx"), x @ w, rtol=1e-4, atol=1e-3)
+    for name, exclude in (("plain", []), ("split", kept)):
+        quantize_dynamic(
+            str(tmp_path / f"{name}.onnx"),
+            str(tmp_path / f"{name}.int8.onnx"),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=exclude,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    error = {n: np.abs(run(f"{n}.int8.onnx") - x @ w).mean() for n in ("plain", "split")}
+    assert error["split"] < error["plain"] / 5
+
+
+@pytest.mark.integration
+def test_cached_vectors_follow_the_export_format(
+    e5_int8: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade that changes the quantisation must not be scored with the old copy's cached
+    vectors (`kbchat eval --cache`)."""
+    from app.embeddings import onnx_export
+    from app.evaluation_scenarios import CachedEmbeddings
+
+    before = CachedEmbeddings(e5_int8, tmp_path).path
+    monkeypatch.setattr(onnx_export, "FORMAT", onnx_export.FORMAT + 1)
+    assert CachedEmbeddings(e5_int8, tmp_path).path != before

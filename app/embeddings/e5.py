@@ -127,8 +127,13 @@ class E5Embeddings(Embeddings):
         return np.asarray(vectors, dtype=np.float32)
 
     @property
+    def vectors_version(self) -> str:
+        """Changes when the same model and backend would give other vectors (caches key on it)."""
+        return ""
+
+    @property
     def query_backend(self) -> str:
-        """What embeds questions (the int8 encoder may leave passages to torch)."""
+        """What embeds questions (a remote or routed encoder may differ from passages)."""
         return self.spec.backend
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
@@ -200,7 +205,6 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             settings.models_dir,
             batch_size=emb.batch_size,
             threads=emb.threads,
-            passages_by_torch=emb.backend == "auto",
         )
     return E5Embeddings(
         resolved, profile, device=emb.device, batch_size=emb.batch_size, threads=emb.threads
