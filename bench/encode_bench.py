@@ -2,7 +2,8 @@
 
 For fp32 torch and the int8 ONNX copy of the configured model: p50/p95 of encoding one question
 alone (XQuAD dev questions in 12 languages, after a warm-up), and texts per second for passages
-(XQuAD paragraphs) in the encoder's own batches. Threads as configured (KBCHAT_EMBEDDING_THREADS;
+(XQuAD paragraphs) in the encoder's own batches; CPU time beside wall time, the steadier
+measure on a shared machine. Threads as configured (KBCHAT_EMBEDDING_THREADS;
 unset: cores - 1). Usage:
   .venv/bin/python bench/encode_bench.py [--queries N] [--passages N] [--backends torch,onnx-int8]
 """
@@ -48,18 +49,21 @@ def main() -> None:
         load = time.perf_counter() - started
         for q in questions[:20]:
             encoder.embed_query(q)
-        times = []
+        times, cpu = [], []
         for q in questions:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             encoder.embed_query(q)
             times.append((time.perf_counter() - t0) * 1000)
-        t0 = time.perf_counter()
+            cpu.append((time.process_time() - c0) * 1000)
+        t0, c0 = time.perf_counter(), time.process_time()
         encoder.encode_passages(passages)
         rate = len(passages) / (time.perf_counter() - t0)
+        per_passage = (time.process_time() - c0) / len(passages) * 1000
         print(
             f"{backend:10s} ({type(encoder).__name__}): load {load:.2f} s; one query p50 "
-            f"{statistics.median(times):.2f} ms, p95 {np.percentile(times, 95):.2f} ms; "
-            f"passages {rate:.1f}/s",
+            f"{statistics.median(times):.2f} ms, p95 {np.percentile(times, 95):.2f} ms "
+            f"(CPU p50 {statistics.median(cpu):.2f} ms); passages {rate:.1f}/s "
+            f"(CPU {per_passage:.1f} ms each)",
             flush=True,
         )
 

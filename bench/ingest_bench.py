@@ -43,6 +43,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--backends",
+        default="",
+        help="also time `kbchat ingest` with these KBCHAT_EMBEDDING_BACKEND values, interleaved "
+        "with the rest (e.g. torch,onnx-int8: before/after in the same conditions)",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -54,6 +60,7 @@ def main() -> None:
     batch = str(settings.embedding.batch_size or 8)  # kbchat's own CPU default
     kbchat = [sys.executable, "-m", "app.cli"]
     pipeline, raw, raw_default, resync = [], [], [], []
+    by_backend: dict[str, list[float]] = {b: [] for b in args.backends.split(",") if b}
     report: dict[str, object] = {}
     again: dict[str, object] = {}
     for _ in range(args.repeat):
@@ -64,6 +71,10 @@ def main() -> None:
                 "KBCHAT_EMBEDDING_MODEL": str(model.path),
                 "HF_HUB_OFFLINE": "1",
             }
+            for backend, runs in by_backend.items():
+                with tempfile.TemporaryDirectory() as other:
+                    alt = {**env, "KBCHAT_DATA_DIR": other, "KBCHAT_EMBEDDING_BACKEND": backend}
+                    runs.append(timed([*kbchat, "ingest", str(args.folder), "--json"], alt)[0])
             seconds, out = timed([*kbchat, "ingest", str(args.folder), "--json"], env)
             pipeline.append(seconds)
             report = json.loads(out)
@@ -92,6 +103,11 @@ def main() -> None:
     print(f"folder: {args.folder}  files: {len(report['added'])}  chunks: {chunks}")  # type: ignore[arg-type]
     print(f"model: {model.model_id} ({model.source}, {model.path})  repeats: {args.repeat}")
     print(f"pipeline (kbchat ingest, whole process): {p:6.2f} s  {chunks / p:7.1f} chunks/s")
+    for backend, runs in by_backend.items():
+        b = statistics.median(runs)
+        print(
+            f"pipeline with {backend:>10} (whole process): {b:6.2f} s  {chunks / b:7.1f} chunks/s"
+        )
     d = statistics.median(raw_default)
     print(f"raw encode, same batch {batch:>3} (process): {r:6.2f} s  {chunks / r:7.1f} chunks/s")
     print(f"raw encode, default batch 32 (process): {d:6.2f} s  {chunks / d:7.1f} chunks/s")
