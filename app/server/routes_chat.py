@@ -75,6 +75,7 @@ def sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+RECHECK_S = 1.0  # a streamed turn that waited longer for its slot looks its collection up again
 KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients ignore it, proxies see traffic
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -157,8 +158,9 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
         if len(body.message) > limit:
             raise HTTPException(422, f"message is longer than {limit} characters")
         collection = caller.collection(body.collection, services.settings.collection)
-        try:
-            await run_sync(lambda: services.chain(collection))  # unknown: 404 before streaming
+        try:  # unknown: 404 before streaming; the turn then uses this chain
+            chain = await run_sync(lambda: services.chain(collection))
+            checked = time.monotonic()
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         if await foreign_session(services.conversations, caller, body.session_id):
@@ -182,6 +184,9 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
             return busy_response(request)
 
         def events() -> Iterator[Token | Completed]:
+            # the chain checked above, unless the turn waited for a slot since: then the
+            # collection is looked up again (another replica may have replaced it meanwhile)
+            fresh = time.monotonic() - checked < RECHECK_S
             return services.chat(
                 body.message,
                 session_id=body.session_id,
@@ -189,6 +194,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
                 deadline=deadline,
                 options=options,
                 assistant=assistant,
+                chain=chain if fresh else None,
             )
 
         if not body.stream:
@@ -202,7 +208,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
                         deadline=deadline,
                         options=options,
                         assistant=assistant,
-                    )
+                    )  # its own lookup: a knowledge base deleted while this waited is a 404
                 )
             except NotFound as exc:  # the knowledge base or the session went away meanwhile
                 raise HTTPException(404, str(exc)) from exc
