@@ -248,3 +248,43 @@ def test_cited_sources_come_first_with_their_numbers() -> None:
     ordered = cited_first(sources, [3, 1])
     assert [s.number for s in ordered] == [1, 3, 2, 4]
     assert cited_first(sources, []) == sources
+
+
+def test_packed_five_grams_decide_exactly_as_sets_of_strings() -> None:
+    """The numpy packing of 5-grams (cheaper per turn) must keep or drop exactly what the plain
+    Jaccard over sets of strings did, for any script, short texts and near copies included."""
+    import random
+
+    from app.chat import sources as module
+
+    def reference(found: list[Source]) -> list[int]:
+        kept: list[int] = []
+        seen, texts = set(), []
+        for s in found:
+            grams = module._shingles(s.text)
+            if (s.source, s.chunk_index, s.page) in seen or any(
+                module._same(grams, t) for t in texts
+            ):
+                continue
+            seen.add((s.source, s.chunk_index, s.page))
+            texts.append(grams)
+            kept.append(s.number)
+        return kept
+
+    rng = random.Random(12)
+    words = "the battery warranty Akku Garantie años batería 日本語 テキスト Ελλάδα ok é".split()
+    for _ in range(300):
+        texts = [" ".join(rng.choices(words, k=rng.randint(0, 60))) for _ in range(5)]
+        texts[rng.randrange(5)] = rng.choice(["", "a", "abcd", "abcde", " x "])
+        base = texts[0]
+        texts[rng.randrange(1, 5)] = base.replace("the", "teh", rng.randint(0, 3)) + " !"
+        found = [source(n, t, source=f"f{rng.randint(1, 4)}.md") for n, t in enumerate(texts, 1)]
+        assert [s.number for s in distinct_sources(found)] == list(
+            range(1, len(reference(found)) + 1)
+        )
+        assert [found[n - 1].text for n in reference(found)] == [
+            s.text for s in distinct_sources(found)
+        ]
+    many = "".join(chr(0x4E00 + i) for i in range(5000))  # too many characters to pack
+    assert module._packed_shingles([many]) is None
+    assert [s.text for s in distinct_sources([source(1, many), source(2, many + "x")])] == [many]
