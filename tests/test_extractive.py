@@ -287,3 +287,12 @@ def test_the_size_shortcut_decides_exactly_as_the_plain_jaccard() -> None:
                 assert module._same(a, b) == plain(a, b)
                 near += a != b and plain(a, b)
     assert near > 50  # near copies were among the pairs
+
+
+def test_a_source_as_a_dict_has_every_field() -> None:
+    """Sources reach JSON (SSE, /v1, the database) through `as_dict`, a shallow copy."""
+    from dataclasses import asdict
+
+    full = Source(3, "a/b.md", "B", "de", 0.81, "Text.", 4, "Intro", 2, 0.77, "https://x.test/b")
+    assert full.as_dict() == asdict(full)
+    assert list(full.as_dict()) == list(asdict(full))  # the same order in the JSON

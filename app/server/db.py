@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -245,7 +245,7 @@ class ConversationStore:
             "session_id": session_id,
             "role": "assistant",
             "content": self.stored_text(result.answer),
-            "sources": json.dumps([asdict(s) for s in result.sources], ensure_ascii=False),
+            "sources": json.dumps([s.as_dict() for s in result.sources], ensure_ascii=False),
             "language": result.language,
             "mode": result.mode,
             "error": result.error,

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -61,7 +60,7 @@ def result_body(done: Completed) -> dict[str, Any]:
         "session_id": done.session_id,
         "message_id": done.message_id,
         "answer": r.answer,
-        "sources": [asdict(s) for s in r.sources],
+        "sources": [s.as_dict() for s in r.sources],
         "cited": r.cited,
         "language": r.language,
         "mode": r.mode,
