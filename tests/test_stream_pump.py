@@ -72,3 +72,31 @@ def test_a_caller_that_stops_early_closes_the_generator() -> None:
 
     assert asyncio.run(collect(answer(), 10, stop_after=3)) == ["0", "1", "2"]
     assert closed.wait(5), "the abandoned generator was never closed"
+
+
+def test_tokens_that_arrive_together_leave_together_the_first_at_once() -> None:
+    """One SSE event per token cost ~0.25 ms of CPU each (a 100-token answer: 25 ms, more than
+    the rest of the request). Items waiting together are merged, when `merge` allows it; the
+    first never waits for company."""
+    go, done = threading.Event(), threading.Event()
+    rest = [f" t{i}" for i in range(199)]
+
+    def answer() -> Iterator[str]:
+        yield "first"
+        go.wait(5)
+        yield from rest
+        done.set()  # runs once the last item was handed over
+
+    async def run() -> list[Any]:
+        out: list[Any] = []
+        async for item in with_keepalive(answer(), 10, merge=lambda a, b: a + b):
+            out.append(item)
+            if len(out) == 1:
+                go.set()
+                assert done.wait(5)  # holds the event loop while the rest queues up
+        return out
+
+    got = asyncio.run(run())
+    assert got == ["first", "".join(rest)]
+    unmergeable = asyncio.run(collect(iter(["a", "b", "c"]), 10))
+    assert unmergeable == ["a", "b", "c"]  # without `merge`, item by item as before

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
@@ -124,16 +124,24 @@ def admit(request: Request) -> Ticket:
     return gate.admit()  # ChatsBusy when full
 
 
+def join_tokens(a: T, b: T) -> T | None:
+    """Two answer pieces that arrived together as one (what else streams stays apart)."""
+    if isinstance(a, Token) and isinstance(b, Token):
+        return cast(T, Token(a.text + b.text))
+    return None
+
+
 async def gated_events(
     ticket: Ticket, deadline: float, interval: float, start: Callable[[], Iterator[T]]
 ) -> AsyncIterator[T | None]:
     """Wait for a chat slot, then the blocking `start()` iterator's events; None for every
-    `interval` seconds of silence, for the caller to send a keep-alive. Releases the ticket."""
+    `interval` seconds of silence, for the caller to send a keep-alive. Tokens that arrived
+    together come as one (`join_tokens`). Releases the ticket."""
     try:
         async for outcome in slot_with_keepalive(ticket, deadline, interval):
             if outcome is None:
                 yield None
-        async for event in with_keepalive(start(), interval):
+        async for event in with_keepalive(start(), interval, join_tokens):
             yield event
     finally:
         ticket.release()
