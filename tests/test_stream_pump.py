@@ -6,6 +6,7 @@ widget's Stop closes the generator, so the chain drops its LLM stream) work as b
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +101,29 @@ def test_tokens_that_arrive_together_leave_together_the_first_at_once() -> None:
     assert got == ["first", "".join(rest)]
     unmergeable = asyncio.run(collect(iter(["a", "b", "c"]), 10))
     assert unmergeable == ["a", "b", "c"]  # without `merge`, item by item as before
+
+
+def test_sse_tokens_that_arrived_together_are_one_write_and_still_one_event_each() -> None:
+    from app.chat.types import Token
+    from app.server.routes_chat import _sse_events, join_tokens
+
+    run = join_tokens(join_tokens(Token("It "), Token("opened ")), Token("in 1901."))
+    assert run is not None and join_tokens(run, None) is None
+
+    async def events() -> Any:
+        yield Token("First")
+        yield run
+
+    async def writes() -> list[str]:
+        return [chunk async for chunk in _sse_events(events())]
+
+    first, burst = asyncio.run(writes())
+    assert first == 'event: token\ndata: {"text": "First"}\n\n'
+    assert burst.count("event: token\n") == 3
+    assert [
+        json.loads(line[6:])["text"] for line in burst.splitlines() if line[:6] == "data: "
+    ] == [
+        "It ",
+        "opened ",
+        "in 1901.",
+    ]

@@ -7,7 +7,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Literal, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
@@ -124,24 +125,36 @@ def admit(request: Request) -> Ticket:
     return gate.admit()  # ChatsBusy when full
 
 
-def join_tokens(a: T, b: T) -> T | None:
-    """Two answer pieces that arrived together as one (what else streams stays apart)."""
-    if isinstance(a, Token) and isinstance(b, Token):
-        return cast(T, Token(a.text + b.text))
+@dataclass(frozen=True)
+class TokenRun:
+    """Answer pieces that arrived together: written to the client at once, still one `token`
+    event each (an event per write cost ~0.25 ms of CPU: 25 ms for a 100-token answer)."""
+
+    texts: tuple[str, ...]
+
+
+def join_tokens(a: Any, b: Any) -> TokenRun | None:
+    """`with_keepalive`'s merge for the SSE stream: consecutive tokens make a run."""
+    if isinstance(a, Token | TokenRun) and isinstance(b, Token):
+        return TokenRun((*(a.texts if isinstance(a, TokenRun) else (a.text,)), b.text))
     return None
 
 
 async def gated_events(
-    ticket: Ticket, deadline: float, interval: float, start: Callable[[], Iterator[T]]
-) -> AsyncIterator[T | None]:
+    ticket: Ticket,
+    deadline: float,
+    interval: float,
+    start: Callable[[], Iterator[T]],
+    merge: Callable[[Any, Any], Any] | None = None,
+) -> AsyncIterator[Any]:
     """Wait for a chat slot, then the blocking `start()` iterator's events; None for every
-    `interval` seconds of silence, for the caller to send a keep-alive. Tokens that arrived
-    together come as one (`join_tokens`). Releases the ticket."""
+    `interval` seconds of silence, for the caller to send a keep-alive. `merge`: see
+    `with_keepalive` (None: item by item). Releases the ticket."""
     try:
         async for outcome in slot_with_keepalive(ticket, deadline, interval):
             if outcome is None:
                 yield None
-        async for event in with_keepalive(start(), interval, join_tokens):
+        async for event in with_keepalive(start(), interval, merge):
             yield event
     finally:
         ticket.release()
@@ -235,7 +248,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
 
         interval = services.settings.server.sse_keepalive
         return StreamingResponse(
-            _sse_events(gated_events(ticket, deadline, interval, events), offer),
+            _sse_events(gated_events(ticket, deadline, interval, events, join_tokens), offer),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -273,7 +286,7 @@ def chat_router(limiter: Limiter, rate: str) -> APIRouter:
 
 
 async def _sse_events(
-    events: AsyncIterator[Token | Completed | None],
+    events: AsyncIterator[Token | TokenRun | Completed | None],
     extra_done: Callable[[Completed], Awaitable[dict[str, Any]]] | None = None,
 ) -> AsyncIterator[str]:
     """`extra_done`: more fields for `done` (the handoff offer)."""
@@ -283,6 +296,8 @@ async def _sse_events(
                 yield KEEPALIVE
             elif isinstance(event, Token):
                 yield sse("token", {"text": event.text})
+            elif isinstance(event, TokenRun):
+                yield "".join(sse("token", {"text": text}) for text in event.texts)
             else:
                 body = result_body(event)
                 extra = await extra_done(event) if extra_done is not None else {}
