@@ -98,3 +98,17 @@ def test_a_session_id_the_client_makes_up_is_never_adopted(client: TestClient) -
     assert client.get(f"/api/sessions/{made_up}").status_code == 404
     response = client.post("/api/chat", json={"message": "lighthouse?", "session_id": made_up})
     assert response.json()["session_id"] not in {made_up, done["session_id"]}
+
+
+def test_a_stored_turn_keeps_every_field_of_the_answer(client: TestClient) -> None:
+    """The turn is written with Core inserts (cheaper than ORM objects): nothing may be lost."""
+    answer = client.post("/api/chat", json={"message": "When was the lighthouse built?"}).json()
+    stored = client.get(f"/api/sessions/{answer['session_id']}").json()
+    question, reply = stored["messages"]
+    assert question["content"] == "When was the lighthouse built?"
+    assert question["language"] == answer["language"] and question["grounded"] is None
+    assert reply["id"] == answer["message_id"]
+    for field in ("sources", "cited", "language", "mode", "grounded", "error"):
+        assert reply[field] == answer[field], field
+    assert reply["content"] == answer["answer"] and reply["sources"]
+    assert question["created"] and reply["created"] >= question["created"]

@@ -248,3 +248,51 @@ def test_cited_sources_come_first_with_their_numbers() -> None:
     ordered = cited_first(sources, [3, 1])
     assert [s.number for s in ordered] == [1, 3, 2, 4]
     assert cited_first(sources, []) == sources
+
+
+def test_the_size_shortcut_decides_exactly_as_the_plain_jaccard() -> None:
+    """`_same` tells most pairs apart by their sets' sizes and counts the union without building
+    it (cheaper per turn): it must keep or drop exactly what the plain Jaccard did, for any
+    script, short texts and near copies included."""
+    import random
+
+    from app.chat import sources as module
+
+    def plain(a: frozenset[str], b: frozenset[str]) -> bool:
+        return a == b or len(a & b) >= module.NEAR_IDENTICAL * len(a | b)
+
+    rng = random.Random(12)
+    words = [
+        "the",
+        "battery",
+        "warranty",
+        "Akku",
+        "Garantie",
+        "años",
+        "batería",
+        "日本語",
+        "テキスト",
+        "Ελλάδα",
+        "ok",
+        "é",
+    ]
+    near = 0
+    for _ in range(300):
+        texts = [" ".join(rng.choices(words, k=rng.randint(0, 60))) for _ in range(4)]
+        texts.append(rng.choice(["", "a", "abcd", "abcde", " x "]))
+        texts.append(texts[0].replace("the", "teh", rng.randint(0, 3)) + " !")
+        grams = [module._shingles(t) for t in texts]
+        for a in grams:
+            for b in grams:
+                assert module._same(a, b) == plain(a, b)
+                near += a != b and plain(a, b)
+    assert near > 50  # near copies were among the pairs
+
+
+def test_a_source_as_a_dict_has_every_field() -> None:
+    """Sources reach JSON (SSE, /v1, the database) through `as_dict`, a shallow copy."""
+    from dataclasses import asdict
+
+    full = Source(3, "a/b.md", "B", "de", 0.81, "Text.", 4, "Intro", 2, 0.77, "https://x.test/b")
+    assert full.as_dict() == asdict(full)
+    assert list(full.as_dict()) == list(asdict(full))  # the same order in the JSON

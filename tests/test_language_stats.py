@@ -207,3 +207,46 @@ def test_a_reference_prior_corrects_languages_with_one_chunk_each() -> None:
     corrected = raw - means.offsets(q, ["x", "y"], raw, prior)
     assert corrected[1] > corrected[0]
     assert means.offsets(q, ["z"], [0.5], prior)[0] == 0.0  # an unknown language is left alone
+
+
+class Shift:
+    """A query correction that leans the question towards axis EN (it needs stored vectors)."""
+
+    def correct(self, q: np.ndarray, language: Any, target: Any = None) -> np.ndarray:
+        moved = q + 0.3 * np.eye(DIM)[EN]
+        return moved / np.linalg.norm(moved)
+
+
+def test_reranking_with_stored_vectors_costs_one_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-ranking by the candidates' stored vectors used to look them up again after the search
+    (a second round trip to the store per question); with the collection the search brings them.
+    Same ranking, same scores either way."""
+    from chromadb.api.models.Collection import Collection
+
+    from app.chat.ranking import Ranker
+
+    client, collection, store = german_distractor_kb(tmp_path)
+    centring = CollectionMeans(client, "toykb", SPEC)
+    ranker = Ranker(Shift())  # type: ignore[arg-type]
+    through_store = Retriever(store, k=4, centring=centring, ranker=ranker).retrieve("frage", "de")
+    calls: list[str] = []
+
+    def spy(name: str) -> Any:
+        real = getattr(Collection, name)
+
+        def counted(self: Collection, *args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(self, *args, **kwargs)
+
+        return counted
+
+    for name in ("get", "query"):
+        monkeypatch.setattr(Collection, name, spy(name))
+    direct = Retriever(
+        store, k=4, centring=centring, ranker=ranker, collection=collection
+    ).retrieve("frage", "de")
+    assert calls == ["query"]
+    assert direct == through_store
+    assert direct[0].source == "en0.txt"

@@ -90,3 +90,27 @@ def test_names_no_collection_has_are_not_found(
     upload(a, "lighthouse.md", LIGHTHOUSE)
     response = a.post("/api/chat", json={"message": "hello there", "collection": name})
     assert response.status_code == 404, response.text
+
+
+def test_a_streamed_turn_looks_its_collection_up_once_in_services(
+    replicas: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route looks the collection up (to answer 404 before streaming) and the turn uses
+    that chain: no second lookup for the same turn moments later (a store request each)."""
+    from app.server.services import Services
+
+    a, _ = replicas
+    upload(a, "lighthouse.md", LIGHTHOUSE)
+    lookups: list[str] = []
+    real = Services._collection_id
+
+    def counted(self: Services, collection: str) -> Any:
+        lookups.append(collection)
+        return real(self, collection)
+
+    monkeypatch.setattr(Services, "_collection_id", counted)
+    body = {"message": "When was the lighthouse built?", "collection": "handbook", "stream": True}
+    with a.stream("POST", "/api/chat", json=body) as response:
+        text = "".join(response.iter_text())
+    assert "event: done" in text and "lighthouse.md" in text
+    assert lookups == ["handbook"]

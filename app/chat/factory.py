@@ -63,6 +63,7 @@ def build_chat_chain(
         centring=centring,
         relevance=relevance,
         ranker=build_ranker(settings, embedder),
+        collection=client.get_collection(name, embedding_function=None),  # one query a question
     )
     small_talk = None
     talk_score = settings.retrieval.small_talk_min_score

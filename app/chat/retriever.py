@@ -13,9 +13,12 @@ the raw cosine. Query correction and the lexical bonus re-score the same candida
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import itertools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from langchain_core.documents import Document
 
 from app.chat.ranking import Ranker, best_sentences
 from app.chat.types import Source
@@ -24,7 +27,7 @@ from ingestion.sentences import META_KEY as SENTENCE_KEY
 from ingestion.sentences import unpack
 
 if TYPE_CHECKING:
-    from langchain_core.documents import Document
+    from chromadb.api.models.Collection import Collection
     from langchain_core.vectorstores import VectorStore
 
     from app.chat.relevance import Relevance
@@ -64,10 +67,14 @@ class Retriever:
         centring: CollectionMeans | None = None,
         relevance: Relevance | None = None,
         ranker: Ranker | None = None,
+        collection: Collection | None = None,
     ) -> None:
         """`relevance`: a per-query cut-off (the margin over the query's background) on top of
-        `min_score`; both apply to the raw cosine."""
+        `min_score`; both apply to the raw cosine. `collection`: the store's Chroma collection,
+        searched directly when candidates are re-ranked: one query returns their stored vectors
+        too (through the store, a second lookup fetched them: about 1 ms of CPU a question)."""
         self.store = store
+        self.collection = collection
         self.k = k
         self.min_score = min_score
         self.centring = centring
@@ -84,11 +91,13 @@ class Retriever:
         floor = self.relevance.cutoff(np.asarray(vector)) if self.relevance else None
         cutoff = _highest(self.min_score, floor)
         reranks = self.centring is not None or self.ranker is not None
-        found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
-            vector, k=candidate_depth(self.k) if reranks else self.k
-        )
         if not reranks:
+            found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
+                vector, k=self.k
+            )
             return self._sources([(doc, 1.0 - float(d), None) for doc, d in found], cutoff)
+        ranker = self.ranker or Ranker()
+        found, stored = self._candidates(vector, candidate_depth(self.k), ranker.needs_vectors)
         raw = np.array([1.0 - float(d) for _, d in found])
         means = self.centring.current() if self.centring is not None else None
         if (means is None and self.ranker is None) or not found:
@@ -96,7 +105,6 @@ class Retriever:
                 [(doc, float(r), None) for (doc, _), r in zip(found, raw, strict=True)], cutoff
             )
         languages = [str(doc.metadata.get("language", "und")) for doc, _ in found]
-        ranker = self.ranker or Ranker()
         sentences = self._sentences(found, len(vector)) if ranker.sentence_weight else None
         relevance = raw if sentences is None else _with_sentences(raw, sentences, vector)
         if language is None and ranker.correction is not None:
@@ -110,7 +118,7 @@ class Retriever:
             raw=raw,
             texts=[doc.page_content for doc, _ in found],
             languages=languages,
-            vectors=self._vectors([doc for doc, _ in found]) if ranker.needs_vectors else None,
+            vectors=stored,
             means=means,
             sentences=sentences,
         )
@@ -124,6 +132,39 @@ class Retriever:
         ]
         keep.sort(key=lambda i: -centred[i])
         return self._sources([(found[i][0], float(raw[i]), float(centred[i])) for i in keep], None)
+
+    def _candidates(
+        self, vector: list[float], k: int, with_vectors: bool
+    ) -> tuple[list[tuple[Document, float]], np.ndarray | None]:
+        """The k nearest chunks with their cosine distances, and with `with_vectors` their stored
+        vectors in the same order: one query to the collection when it was given."""
+        if self.collection is None:
+            found = self.store.similarity_search_by_vector_with_relevance_scores(  # type: ignore[attr-defined]
+                vector, k=k
+            )
+            return found, self._vectors([doc for doc, _ in found]) if with_vectors else None
+        include: list[Any] = ["documents", "metadatas", "distances"]
+        queries: list[Sequence[float]] = [vector]
+        got = self.collection.query(
+            query_embeddings=queries,
+            n_results=k,
+            include=[*include, "embeddings"] if with_vectors else include,
+        )
+        rows = zip(
+            got["ids"][0],
+            got["documents"][0],  # type: ignore[index]
+            got["metadatas"][0],  # type: ignore[index]
+            got["distances"][0],  # type: ignore[index]
+            got["embeddings"][0] if with_vectors else itertools.repeat(None),  # type: ignore[index]
+            strict=False,
+        )
+        # as the LangChain store reads a result: a chunk without text is no candidate
+        kept = [row for row in rows if row[1] is not None]
+        found = [(Document(text, metadata=meta or {}, id=i), d) for i, text, meta, d, _ in kept]
+        if not with_vectors:
+            return found, None
+        stored = np.asarray([row[4] for row in kept], dtype=np.float64)
+        return found, stored.reshape(len(kept), len(vector))
 
     @staticmethod
     def _sentences(found: list[tuple[Document, float]], dimension: int) -> list[np.ndarray | None]:

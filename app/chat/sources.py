@@ -25,7 +25,16 @@ def _shingles(text: str) -> frozenset[str]:
 
 
 def _same(a: frozenset[str], b: frozenset[str]) -> bool:
-    return a == b or len(a & b) >= NEAR_IDENTICAL * len(a | b)
+    """Jaccard similarity at least NEAR_IDENTICAL. It cannot exceed the ratio of the sets'
+    sizes, so most pairs are told apart by their sizes alone; the union is counted, not built
+    (distinct_sources took ~0.5 ms of CPU a turn, half of it building unions)."""
+    if a == b:
+        return True
+    small, large = sorted((len(a), len(b)))
+    if small < NEAR_IDENTICAL * large:
+        return False
+    common = len(a & b)
+    return common >= NEAR_IDENTICAL * (len(a) + len(b) - common)
 
 
 def distinct_sources(sources: Sequence[Source]) -> list[Source]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Mode = Literal["generative", "extractive"]
@@ -43,6 +43,14 @@ class Source:
     chunk_index: int = 0
     ranking_score: float | None = None  # cosine minus the language offset, when centring ranked
     url: str | None = None  # the document's own web address (http/https), when it states one
+
+    def as_dict(self) -> dict[str, Any]:
+        """Its fields as a dict, for JSON. Every field is a plain value, so a shallow copy is
+        `dataclasses.asdict` without its deep copy (a turn turns sources into dicts twice)."""
+        return {name: getattr(self, name) for name in _SOURCE_FIELDS}
+
+
+_SOURCE_FIELDS = tuple(f.name for f in fields(Source))
 
 
 @dataclass(frozen=True)

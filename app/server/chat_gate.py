@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -79,22 +80,36 @@ async def run_sync(func: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(func)
 
 
-async def with_keepalive(events: Iterator[T], interval: float) -> AsyncIterator[T | None]:
+async def with_keepalive(
+    events: Iterator[T], interval: float, merge: Callable[[T, T], T | None] | None = None
+) -> AsyncIterator[T | None]:
     """The items of a blocking iterator, read by one worker thread from start to end; None after
     every `interval` seconds without an item, for the caller to send a keep-alive. (A worker
     thread call per item cost ~0.1 ms of CPU each: 20 ms for a 200-token answer.)
+
+    `merge(a, b)`: one item for two that arrived together (None: keep them apart). Items that
+    wait together are merged, so a fast LLM's tokens leave as a few SSE events instead of one
+    each (~0.25 ms of CPU per event); nothing ever waits for company, so the first token leaves
+    as soon as it comes.
 
     When the caller stops early (the client closed the stream: the widget's Stop), the reading
     thread closes the iterator after the item in flight (a generator cannot be closed while it
     runs), so a generator's `finally` and `with` blocks run: the chain closes its stream to the
     LLM rather than paying for the rest of an answer nobody reads."""
     loop = asyncio.get_running_loop()
-    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    pending: deque[tuple[str, Any]] = deque()  # appended by the reader, taken on the loop
+    arrived = asyncio.Event()
+    waking = [False]  # a wake-up of the event loop is on its way: the reader sends no other
     stop = threading.Event()
 
     def hand_over(kind: str, value: Any) -> None:
+        """One wake-up of the event loop per burst, not per item (each woke it: ~0.1 ms)."""
+        pending.append((kind, value))
+        if waking[0]:
+            return
+        waking[0] = True
         try:
-            loop.call_soon_threadsafe(items.put_nowait, (kind, value))
+            loop.call_soon_threadsafe(arrived.set)
         except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
             stop.set()
 
@@ -120,15 +135,26 @@ async def with_keepalive(events: Iterator[T], interval: float) -> AsyncIterator[
     reader = asyncio.ensure_future(anyio.to_thread.run_sync(read_all))
     try:
         while True:
-            try:
-                kind, value = await asyncio.wait_for(items.get(), interval)
-            except TimeoutError:
-                yield None
-                continue
+            if not pending:
+                waking[0] = False  # before looking again: an item added after it wakes us
+                if not pending:
+                    try:
+                        await asyncio.wait_for(arrived.wait(), interval)
+                    except TimeoutError:
+                        yield None
+                    arrived.clear()
+                    continue
+            kind, value = pending.popleft()
             if kind == "end":
                 return
             if kind == "error":
                 raise value
+            while merge is not None and pending and pending[0][0] == "item":
+                merged = merge(value, pending[0][1])
+                if merged is None:
+                    break
+                value = merged
+                pending.popleft()
             yield value
     finally:
         stop.set()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, func, select, text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, func, insert, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from app.chat.types import ChatResult, Turn
@@ -230,38 +230,41 @@ class ConversationStore:
 
     def add_exchange(self, session: str | TurnSession, question: str, result: ChatResult) -> int:
         """Store the question and the answer with its sources (and the session, when it is a
-        new `TurnSession`) in one transaction; returns the answer's id."""
+        new `TurnSession`) in one transaction; returns the answer's id.
+
+        Core inserts on one connection, not ORM objects: every chat turn writes here, and the
+        ORM's unit of work cost about 1 ms of CPU a turn more for the same three rows."""
         session_id = session if isinstance(session, str) else session.id
-        with self._session.begin() as db:
+        question_row = {
+            "session_id": session_id,
+            "role": "user",
+            "content": self.stored_text(question),
+            "language": result.language,
+        }
+        answer_row = {
+            "session_id": session_id,
+            "role": "assistant",
+            "content": self.stored_text(result.answer),
+            "sources": json.dumps([s.as_dict() for s in result.sources], ensure_ascii=False),
+            "language": result.language,
+            "mode": result.mode,
+            "error": result.error,
+            "grounded": result.grounded,
+            "cited": json.dumps(result.cited),
+        }
+        with self.engine.begin() as conn:
             if isinstance(session, TurnSession) and session.new:
-                db.add(
-                    ChatSession(
-                        id=session.id, collection=session.collection, assistant=session.assistant
-                    )
+                # the session row before its messages (their foreign key)
+                conn.execute(
+                    insert(ChatSession),
+                    {
+                        "id": session.id,
+                        "collection": session.collection,
+                        "assistant": session.assistant,
+                    },
                 )
-                db.flush()  # the session row before its messages (no ORM relationship orders them)
-            db.add(
-                Message(
-                    session_id=session_id,
-                    role="user",
-                    content=self.stored_text(question),
-                    language=result.language,
-                )
-            )
-            answer = Message(
-                session_id=session_id,
-                role="assistant",
-                content=self.stored_text(result.answer),
-                sources=json.dumps([asdict(s) for s in result.sources], ensure_ascii=False),
-                language=result.language,
-                mode=result.mode,
-                error=result.error,
-                grounded=result.grounded,
-                cited=json.dumps(result.cited),
-            )
-            db.add(answer)
-            db.flush()
-            return answer.id
+            conn.execute(insert(Message), question_row)
+            return int(conn.execute(insert(Message).returning(Message.id), answer_row).scalar_one())
 
     def conversation(self, session_id: str) -> dict[str, Any]:
         with self._session() as db:

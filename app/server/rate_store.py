@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,44 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_S = 5.0  # while Redis is down, one request every so often tries it again
 TIMEOUT_S = 0.5  # a Redis that takes longer to connect or answer counts as down
+SWEEP_S = 1.0  # how often expired in-memory budget entries are dropped
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """`limits`' in-memory storage, its expired entries dropped by one long-lived thread.
+
+    The library starts a fresh 10 ms timer thread whenever none is alive, so at tens of chats a
+    second nearly every chat started a thread (about 0.17 ms of CPU), on the event loop, whose
+    `Thread.start` waits for the new thread to run: a stall of milliseconds when the cores are
+    busy. Sweeping only frees memory (every decision reads the entries' own times), so once a
+    second does. The thread holds the storage weakly and ends with it."""
+
+    def __init__(self, sweep_s: float = SWEEP_S) -> None:
+        self._sweep_s = sweep_s
+        self._sweeper: threading.Thread | None = None
+        self._sweeper_lock = threading.Lock()
+        super().__init__()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the hook its methods call
+        if self._sweeper is not None:
+            return
+        with self._sweeper_lock:
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(
+                    target=_sweep, args=(weakref.ref(self), self._sweep_s), daemon=True
+                )
+                self._sweeper.name = "kbchat-rate-sweep"
+                self._sweeper.start()
+
+
+def _sweep(storage: weakref.ref[SweptMemoryStorage], every: float) -> None:
+    while True:
+        time.sleep(every)
+        alive = storage()
+        if alive is None:
+            return
+        alive._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+        del alive
 
 
 def redis_options(prefix: str) -> dict[str, Any]:
@@ -57,7 +96,7 @@ class BudgetStore:
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
-        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._local = MovingWindowRateLimiter(SweptMemoryStorage())
         self._shared: MovingWindowRateLimiter | None = None
         self._storage: Storage | None = None
         if redis_url:

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -256,7 +256,7 @@ class _Reply:
     def extra(self, result: ChatResult) -> dict[str, Any]:
         usage_body, source = usage(result, self.prompt, self.count)
         return {
-            "sources": [asdict(s) for s in result.sources],
+            "sources": [s.as_dict() for s in result.sources],
             "kbchat": {
                 "language": result.language,
                 "mode": result.mode,

@@ -119,13 +119,17 @@ class Services:
         deadline: float | None = None,
         options: AnswerOptions | None = None,
         assistant: str | None = None,
+        chain: ChatChain | None = None,
     ) -> Iterator[Token | Completed]:
         """Stream one turn; the exchange is stored once the answer ends (with its error code
         when the LLM failed). `deadline`: a `time.monotonic()` instant; None: the chain's own.
         `options`: an assistant's persona and model, for the answer step. `assistant`: whose
-        conversation this is; a session of another assistant is NotFound, like an unknown one."""
+        conversation this is; a session of another assistant is NotFound, like an unknown one.
+        `chain`: the collection's, as `chain()` returned it for this turn moments ago (the API
+        looks it up first, to answer 404 before streaming; looking it up again cost a store
+        request per turn)."""
         name = collection or self.settings.collection
-        chain = self.chain(name)
+        chain = chain or self.chain(name)
         try:  # nothing is written before the answer: the turn is stored in one transaction
             session = self.conversations.turn_session(session_id, name, assistant)
         except UnknownSession as exc:
@@ -149,6 +153,7 @@ class Services:
         deadline: float | None = None,
         options: AnswerOptions | None = None,
         assistant: str | None = None,
+        chain: ChatChain | None = None,
     ) -> Completed:
         events = self.chat(
             message,
@@ -157,6 +162,7 @@ class Services:
             deadline=deadline,
             options=options,
             assistant=assistant,
+            chain=chain,
         )
         for event in events:
             if isinstance(event, Completed):
