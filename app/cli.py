@@ -479,7 +479,8 @@ def serve(
     from app.server.app import create_app
 
     with _user_errors():
-        application = create_app(settings, embedder=embedder)
+        # the UI is built once the server listens: /api/ready need not wait for Gradio
+        application = create_app(settings, embedder=embedder, defer_ui=True)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     out.print(f"kbchat UI:        {base}/", highlight=False)
     out.print(f"API docs:         {base}/docs", highlight=False)
