@@ -109,6 +109,8 @@ def create_app(
         preload = getattr(services.embedder, "preload", None)
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
+        # the first chat's one-off embeddings, off the request path (app.chat.warmup)
+        threading.Thread(target=services.warm_up, name="kbchat-warm-up", daemon=True).start()
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         retention.start()  # KBCHAT_RETENTION_DAYS: erase expired conversations, then hourly

@@ -319,6 +319,29 @@ class Services:
         target.unlink()
         return self.sync(collection)
 
+    def warm_up(self) -> None:
+        """Embed (or read from the data dir) what the first chat would otherwise wait for: the
+        exemplars and the language statistics of every collection's languages; then build the
+        default collection's chain (app.chat.warmup). Run in a background thread at start,
+        once the model is loaded (the start's own imports come first)."""
+        from app.chat.warmup import warm_up
+        from app.language_stats import stored
+
+        deadline = time.monotonic() + 600
+        while not getattr(self.embedder, "loaded", True) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            languages: set[str] = set()
+            for name in collection_names(self.client):
+                collection = self.client.get_collection(name, embedding_function=None)
+                means = stored(collection, self.embedder.spec)
+                languages |= set(means.counts) if means is not None else set()
+            warm_up(self.settings, self.embedder, sorted(languages))
+            if self.settings.collection in collection_names(self.client):
+                self.chain(self.settings.collection)
+        except Exception:  # the first chat pays for it instead, and reports what is wrong
+            log.warning("warming up for the first chat failed", exc_info=True)
+
     def ready(self) -> dict[str, Any]:
         """Model loaded and store reachable: what a load balancer should wait for."""
         checks: dict[str, Any] = {"model": bool(getattr(self.embedder, "loaded", True))}
