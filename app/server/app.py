@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 READY_TIMEOUT_S = 2.0  # a store that takes longer to answer a heartbeat is not ready
+WARM_UP_JOIN_S = 10.0  # how long shutdown waits for the start-up warm-up to finish
 log = logging.getLogger(__name__)
 _FROM_SETTINGS: Any = object()
 
@@ -110,7 +111,8 @@ def create_app(
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
         # the first chat's one-off embeddings, off the request path (app.chat.warmup)
-        threading.Thread(target=services.warm_up, name="kbchat-warm-up", daemon=True).start()
+        warm = threading.Thread(target=services.warm_up, name="kbchat-warm-up", daemon=True)
+        warm.start()
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         retention.start()  # KBCHAT_RETENTION_DAYS: erase expired conversations, then hourly
@@ -119,6 +121,8 @@ def create_app(
         yield
         if deferred is not None:
             await deferred.stop()
+        # before the store closes under it (a warm-up still embedding is given a few seconds)
+        await anyio.to_thread.run_sync(warm.join, WARM_UP_JOIN_S)
         retention.stop()
         webhooks.close()
         notifier.close()
