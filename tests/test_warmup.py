@@ -51,6 +51,14 @@ def test_after_warm_up_a_new_process_embeds_no_exemplar_and_no_prepared_language
     assert later.encoded == 0
 
 
+def test_warm_up_loads_the_language_identifier(tmp_path: Path) -> None:
+    from ingestion.language import _identifier
+
+    _identifier.cache_clear()
+    warm_up(load_settings(data_dir=tmp_path), FakeEmbedder())  # even without batch encoding
+    assert _identifier.cache_info().currsize == 1
+
+
 def test_the_common_languages_are_the_small_talk_languages(tmp_path: Path) -> None:
     languages = common_languages(load_settings(data_dir=tmp_path))
     assert {"en", "de", "zh", "ar", "hi"} <= set(languages) and len(languages) >= 20

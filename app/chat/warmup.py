@@ -1,12 +1,14 @@
-"""What a process's first chat would otherwise embed, done before it: the small-talk and handoff
-exemplars' vectors, the relevance reference, and the query-correction statistics of the
-languages likely to be asked in. Each is read from the data dir when an earlier process made it
-(app.embeddings.vector_cache, app.query_correction), so after `kbchat model prepare` or an
+"""What a process's first chat would otherwise embed or load, done before it: the small-talk and
+handoff exemplars' vectors, the relevance reference, the query-correction statistics of the
+languages likely to be asked in, and the language identifier's model (0.5 CPU seconds of the
+first HTTP chat, measured). The vectors are read from the data dir when an earlier process made
+them (app.embeddings.vector_cache, app.query_correction), so after `kbchat model prepare` or an
 ingest this costs milliseconds; without, it costs the embedding the first chat would have paid.
 
-`kbchat model prepare` runs it for COMMON_LANGUAGES, an ingest for the collection's languages,
-and `kbchat serve` in a background thread once the model is loaded, for the languages of every
-collection (never on the request path, never delaying /api/ready).
+`kbchat model prepare` runs it for `common_languages` (an ingest already prepares the statistics
+of the collection's languages, app.ingest), and `kbchat serve` in a background thread once the
+model is loaded, for the languages of every collection (never on the request path, never
+delaying /api/ready).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def common_languages(settings: Settings) -> list[str]:
 def warm_up(settings: Settings, embedder: Any, languages: Iterable[str] = ()) -> None:
     """Embed (or read) what a first chat needs; an encoder that cannot batch-encode (a test
     fake) has nothing to prepare."""
+    from ingestion.language import detect_language
+
+    detect_language("Wie lange dauert das Laden des Akkus?")  # loads the language model once
     if not callable(getattr(embedder, "encode", None)):
         return
     from app.chat.factory import build_relevance, build_small_talk
