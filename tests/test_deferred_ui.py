@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,10 +21,10 @@ from app.server.ui_deferred import DeferredUI
 from tests.fakes import FakeEmbedder
 
 
-def _app_with(ui: DeferredUI) -> FastAPI:
+def _app_with(ui: DeferredUI, after: Any = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ui.start()
+        await ui.start(after)
         yield
         await ui.stop()
 
@@ -69,6 +70,31 @@ def test_a_request_before_the_ui_is_built_waits_for_it() -> None:
         assert answers[0].text == "ui page /some/page"
         assert ui.state == "ready" and events == ["ui started"]
     assert events == ["ui started", "ui stopped"]  # the UI's lifespan ends with the app's
+
+
+def test_the_build_waits_for_what_it_is_told_to_come_after() -> None:
+    """The server's warm-up (what a first chat needs) runs before the UI's CPU-heavy build."""
+    warmed = threading.Event()
+    built: list[bool] = []
+
+    async def page(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("ui")(scope, receive, send)
+
+    @asynccontextmanager
+    async def nothing() -> AsyncIterator[None]:
+        yield
+
+    def build() -> Any:
+        built.append(warmed.is_set())
+        return page, nothing
+
+    ui = DeferredUI(build)
+    with TestClient(_app_with(ui, after=lambda: warmed.wait(30))) as client:
+        time.sleep(0.3)
+        assert ui.state == "waiting" and built == []
+        warmed.set()
+        assert client.get("/").text == "ui"
+        assert built == [True]
 
 
 def test_a_ui_that_fails_to_build_answers_503_and_the_api_keeps_serving() -> None:

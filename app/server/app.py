@@ -117,7 +117,7 @@ def create_app(
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         retention.start()  # KBCHAT_RETENTION_DAYS: erase expired conversations, then hourly
         if deferred is not None:
-            await deferred.start()
+            await deferred.start(after=warm.join)  # the first chat's needs before the UI
         yield
         if deferred is not None:
             await deferred.stop()

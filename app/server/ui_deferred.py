@@ -42,10 +42,12 @@ class DeferredUI:
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Start the build (from the app's lifespan, on its event loop); returns at once."""
+    async def start(self, after: Callable[[], object] | None = None) -> None:
+        """Start the build (from the app's lifespan, on its event loop); returns at once.
+        `after`: a blocking call to wait for first (in a worker thread): the start-up warm-up,
+        which a first chat needs and the UI's 2-3 CPU seconds would otherwise slow down."""
         self._done, self._stop = asyncio.Event(), asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="kbchat-ui-build")
+        self._task = asyncio.create_task(self._run(after), name="kbchat-ui-build")
 
     async def stop(self) -> None:
         """Leave the UI's lifespan (from the app's lifespan, at shutdown)."""
@@ -57,10 +59,14 @@ class DeferredUI:
             log.info("the web UI is still being built; shutting down after it")
         await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _run(self, after: Callable[[], object] | None) -> None:
         assert self._done is not None and self._stop is not None
-        self.state = "building"
         try:
+            if after is not None:
+                await anyio.to_thread.run_sync(after)
+            if self._stop.is_set():  # shut down before the build began: nothing to build
+                return
+            self.state = "building"
             app, lifespan = await anyio.to_thread.run_sync(self._build)
             async with lifespan():
                 self._app, self.state = app, "ready"
