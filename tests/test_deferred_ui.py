@@ -97,6 +97,17 @@ def test_the_build_waits_for_what_it_is_told_to_come_after() -> None:
         assert built == [True]
 
 
+def test_a_shutdown_before_the_build_began_does_not_wait_for_it() -> None:
+    never = threading.Event()
+    built: list[bool] = []
+    ui = DeferredUI(lambda: built.append(True))  # type: ignore[arg-type,func-returns-value]
+    started = time.monotonic()
+    with TestClient(_app_with(ui, after=lambda: never.wait(30))):
+        pass
+    assert time.monotonic() - started < 10 and built == []
+    never.set()
+
+
 def test_a_ui_that_fails_to_build_answers_503_and_the_api_keeps_serving() -> None:
     def build() -> Any:
         raise RuntimeError("secret path /etc/kbchat broke")

@@ -111,7 +111,10 @@ def create_app(
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
         # the first chat's one-off embeddings, off the request path (app.chat.warmup)
-        warm = threading.Thread(target=services.warm_up, name="kbchat-warm-up", daemon=True)
+        stop_warm = threading.Event()
+        warm = threading.Thread(
+            target=services.warm_up, args=(stop_warm,), name="kbchat-warm-up", daemon=True
+        )
         warm.start()
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
@@ -119,6 +122,7 @@ def create_app(
         if deferred is not None:
             await deferred.start(after=warm.join)  # the first chat's needs before the UI
         yield
+        stop_warm.set()  # first: the UI's build waits for the warm-up
         if deferred is not None:
             await deferred.stop()
         # before the store closes under it (a warm-up still embedding is given a few seconds)

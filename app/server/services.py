@@ -319,17 +319,19 @@ class Services:
         target.unlink()
         return self.sync(collection)
 
-    def warm_up(self) -> None:
+    def warm_up(self, stop: threading.Event | None = None) -> None:
         """Embed (or read from the data dir) what the first chat would otherwise wait for: the
         exemplars and the language statistics of every collection's languages; then build the
         default collection's chain (app.chat.warmup). Run in a background thread at start,
-        once the model is loaded (the start's own imports come first)."""
+        once the model is loaded (the start's own imports come first); `stop` ends the wait for
+        it (a shutdown while a model that failed to load is awaited)."""
         from app.chat.warmup import warm_up
         from app.language_stats import stored
 
-        deadline = time.monotonic() + 600
-        while not getattr(self.embedder, "loaded", True) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop = stop or threading.Event()
+        while not getattr(self.embedder, "loaded", True):
+            if stop.wait(0.05):
+                return
         try:
             languages: set[str] = set()
             for name in collection_names(self.client):

@@ -54,7 +54,9 @@ class DeferredUI:
         if self._task is None or self._stop is None:
             return
         self._stop.set()
-        if self.state == "building":
+        if self.state == "waiting":  # still waiting for `after`: nothing built, nothing to wait for
+            self._task.cancel()
+        elif self.state == "building":
             # the worker thread cannot be interrupted: let the build end, then shut it down
             log.info("the web UI is still being built; shutting down after it")
         await asyncio.gather(self._task, return_exceptions=True)
@@ -63,7 +65,7 @@ class DeferredUI:
         assert self._done is not None and self._stop is not None
         try:
             if after is not None:
-                await anyio.to_thread.run_sync(after)
+                await anyio.to_thread.run_sync(after, abandon_on_cancel=True)
             if self._stop.is_set():  # shut down before the build began: nothing to build
                 return
             self.state = "building"
