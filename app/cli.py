@@ -479,7 +479,8 @@ def serve(
     from app.server.app import create_app
 
     with _user_errors():
-        application = create_app(settings, embedder=embedder)
+        # the UI is built once the server listens: /api/ready need not wait for Gradio
+        application = create_app(settings, embedder=embedder, defer_ui=True)
     base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     out.print(f"kbchat UI:        {base}/", highlight=False)
     out.print(f"API docs:         {base}/docs", highlight=False)
@@ -537,10 +538,20 @@ def _remote_info(embedder: Any) -> dict[str, Any]:
 @model_app.command("prepare")
 def model_prepare() -> None:
     """Make the model available offline now (download, or materialise the bundled one, and its
-    int8 copy when that is the encoder)."""
+    int8 copy when that is the encoder), and embed what a first chat would: the exemplars and
+    the language statistics of the common languages (app.chat.warmup)."""
+    from app.chat.warmup import common_languages, warm_up
+
     with _user_errors():
         info = _model_info()
     out.print(f"model ready: {info['model_id']} at {info['path']} ({info['source']})")
+    settings = _settings()
+    languages = common_languages(settings)
+    with _user_errors():  # what a first chat would embed (exemplars, language statistics)
+        from app.embeddings.e5 import build_embeddings
+
+        warm_up(settings, build_embeddings(settings), languages)
+    out.print(f"first-chat vectors ready: exemplars, {len(languages)} languages", highlight=False)
 
 
 @model_app.command("info")

@@ -465,6 +465,12 @@ class Settings(BaseSettings):
         return self.data_dir / "collections"
 
     @property
+    def vector_cache_dir(self) -> Path:
+        """Vectors of the exemplar and reference texts, kept between processes
+        (app.embeddings.vector_cache)."""
+        return self.data_dir / "vector_cache"
+
+    @property
     def manifests_dir(self) -> Path:
         location = f"{self.chroma.host}_{self.chroma.port}" if self.chroma.host else "embedded"
         return self.data_dir / "manifests" / re.sub(r"[^A-Za-z0-9._-]", "_", location)

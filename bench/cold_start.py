@@ -3,8 +3,9 @@
 Over a temporary data dir holding the example knowledge base (the checkout's materialised model
 linked in), each repeat:
   * starts `kbchat serve` on a free loopback port and polls every 20 ms: seconds until
-    /api/health answers (imports, app factory, uvicorn listening) and until /api/ready answers
-    200 (the model loaded: the first request does not pay for it);
+    /api/health answers (imports, app factory, uvicorn listening), until /api/ready answers
+    200 (the model loaded: the first request does not pay for it) and until the web UI's page
+    does (the UI is built after the server listens);
   * runs `kbchat search` and `kbchat ask --json` (LLM: the loopback stub) end to end;
 and, in a fresh interpreter, runs the steps of a start one after the other (no overlap), so the
 total can be read step by step, `import torch, sentence_transformers` (the torch backend's share)
@@ -87,8 +88,9 @@ def _wait(url: str, proc: subprocess.Popen[bytes], started: float) -> Timing:
             time.sleep(0.02)
 
 
-def time_serve(env: dict[str, str]) -> tuple[Timing, Timing]:
-    """When /api/health, then /api/ready, first answered 200 in one `kbchat serve`."""
+def time_serve(env: dict[str, str]) -> tuple[Timing, Timing, Timing]:
+    """When /api/health, then /api/ready, then the web UI's page (built after the server
+    listens: app/server/ui_deferred.py) first answered 200 in one `kbchat serve`."""
     from tests.live_server import free_port
 
     port = free_port()
@@ -104,10 +106,11 @@ def time_serve(env: dict[str, str]) -> tuple[Timing, Timing]:
     try:
         health = _wait(f"{base}/api/health", proc, started)
         ready = _wait(f"{base}/api/ready", proc, started)
+        ui = _wait(f"{base}/", proc, started)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return health, ready
+    return health, ready, ui
 
 
 def _children_cpu() -> float:
@@ -164,9 +167,10 @@ def main() -> None:
         results: dict[str, list[Timing]] = {}
         heavy: list[str] = []
         for _ in range(args.repeats):
-            health, ready = time_serve(env)
+            health, ready, ui = time_serve(env)
             results.setdefault("serve: /api/health 200", []).append(health)
             results.setdefault("serve: /api/ready 200", []).append(ready)
+            results.setdefault("serve: / (web UI) 200", []).append(ui)
             results.setdefault("kbchat search", []).append(
                 time_command(env, "search", "Wie lange dauert das Laden des Akkus?")
             )

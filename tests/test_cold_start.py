@@ -116,8 +116,8 @@ def test_search_and_ask_import_nothing_of_the_server_or_the_ui(kb: dict[str, str
 def test_serve_starts_without_torch_when_the_encoder_needs_none(
     kb: dict[str, str], tmp_path: Path
 ) -> None:
-    """The whole start, up to /api/ready, with the UI: torch may come only with a local torch
-    encoder, never from the server, the store, the chain or the UI."""
+    """The whole start, up to /api/ready and the UI's first page: torch may come only with a
+    local torch encoder, never from the server, the store, the chain or the UI."""
     port = free_port()
     log = tmp_path / "importtime.txt"
     with log.open("w") as err:
@@ -139,6 +139,9 @@ def test_serve_starts_without_torch_when_the_encoder_needs_none(
                 assert server.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, "kbchat serve did not become ready"
                 time.sleep(0.1)
+            # the UI is built after the start: a page asked for now waits for it, never a 404
+            page = httpx.get(f"http://127.0.0.1:{port}/", timeout=600)
+            assert page.status_code == 200 and "gradio" in page.text.lower()
         finally:
             server.terminate()
             server.wait(timeout=60)

@@ -52,10 +52,7 @@ def build_chat_chain(
         )
     means = CollectionMeans(client, name, embedder.spec)
     centring = means if settings.retrieval.language_centring else None
-    min_margin = settings.retrieval.min_margin
-    if min_margin is None:
-        min_margin = default_min_margin(embedder.spec.model_id)
-    relevance = None if min_margin is None else Relevance(embedder, min_margin)
+    relevance = build_relevance(settings, embedder)
     retriever = Retriever(
         store,
         k=settings.retrieval.k,
@@ -65,13 +62,7 @@ def build_chat_chain(
         ranker=build_ranker(settings, embedder),
         collection=client.get_collection(name, embedding_function=None),  # one query a question
     )
-    small_talk = None
-    talk_score = settings.retrieval.small_talk_min_score
-    if talk_score is None:
-        talk_score = default_small_talk_score(embedder.spec.model_id)
-    if settings.retrieval.small_talk and talk_score is not None:
-        exemplars = load_exemplars(settings.prompts_dir / "small_talk.json")
-        small_talk = SmallTalk(embedder, exemplars, min_score=talk_score)
+    small_talk = build_small_talk(settings, embedder)
     translation = None
     if settings.llm.translate_query:
         translation = kb_translation(means, prompts, settings.llm.translate_languages)
@@ -87,3 +78,24 @@ def build_chat_chain(
         small_talk=small_talk,
         translation=translation,
     )
+
+
+def build_relevance(settings: Settings, embedder: E5Embeddings) -> Relevance | None:
+    """The per-query cut-off's margin part, when one is set or calibrated for the model."""
+    min_margin = settings.retrieval.min_margin
+    if min_margin is None:
+        min_margin = default_min_margin(embedder.spec.model_id)
+    if min_margin is None:
+        return None
+    return Relevance(embedder, min_margin, cache_dir=settings.vector_cache_dir)
+
+
+def build_small_talk(settings: Settings, embedder: E5Embeddings) -> SmallTalk | None:
+    """Small-talk detection, when it is on and calibrated (or configured) for the model."""
+    talk_score = settings.retrieval.small_talk_min_score
+    if talk_score is None:
+        talk_score = default_small_talk_score(embedder.spec.model_id)
+    if not settings.retrieval.small_talk or talk_score is None:
+        return None
+    exemplars = load_exemplars(settings.prompts_dir / "small_talk.json")
+    return SmallTalk(embedder, exemplars, min_score=talk_score, cache_dir=settings.vector_cache_dir)

@@ -54,12 +54,25 @@ def load_reference_sentences(path: Path = REFERENCE_FILE) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def reference_vector(embedder: E5Embeddings, sentences: list[str]) -> np.ndarray:
-    """Mean passage-form vector of the sentences (not normalised: q·r is the mean cosine)."""
+def reference_vector(
+    embedder: E5Embeddings, sentences: list[str], cache_dir: Path | None = None
+) -> np.ndarray:
+    """Mean passage-form vector of the sentences (not normalised: q·r is the mean cosine).
+    `cache_dir`: where their vectors are kept between processes (app.embeddings.vector_cache)."""
+    from app.embeddings.vector_cache import cached_vectors
+
     known = _REFERENCE.setdefault(embedder, {})
     key = tuple(sentences)
     if key not in known:
-        known[key] = embedder.encode_passages(list(sentences)).mean(axis=0)
+        vectors = cached_vectors(
+            embedder.encode_passages,
+            sentences,
+            spec=embedder.spec,
+            form=embedder.profile.passage("{text}"),
+            cache_dir=cache_dir,
+            name="relevance",
+        )
+        known[key] = vectors.mean(axis=0)
     return known[key]
 
 
@@ -67,15 +80,23 @@ class Relevance:
     """The margin part of the cut-off; the retriever combines it with the fixed `min_score`."""
 
     def __init__(
-        self, embedder: E5Embeddings, min_margin: float, sentences: list[str] | None = None
+        self,
+        embedder: E5Embeddings,
+        min_margin: float,
+        sentences: list[str] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.embedder = embedder
+        self.cache_dir = cache_dir
         self.min_margin = min_margin
         self.sentences = sentences if sentences is not None else load_reference_sentences()
 
     def background(self, query_vector: np.ndarray) -> float:
         """q·r: the query's mean similarity to generic text."""
-        return float(np.asarray(query_vector) @ reference_vector(self.embedder, self.sentences))
+        return float(
+            np.asarray(query_vector)
+            @ reference_vector(self.embedder, self.sentences, self.cache_dir)
+        )
 
     def cutoff(self, query_vector: np.ndarray) -> float:
         """The lowest raw cosine a passage needs for this query."""

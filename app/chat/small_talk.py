@@ -93,13 +93,17 @@ class SmallTalk:
         *,
         min_score: float,
         max_chars: int = MAX_CHARS,
+        cache_dir: Path | None = None,
     ) -> None:
+        """`cache_dir`: where the exemplars' vectors are kept between processes
+        (app.embeddings.vector_cache); None embeds them in every process."""
         if not exemplars:
             raise ValueError("small-talk detection needs at least one exemplar")
         self.embedder = embedder
         self.exemplars = exemplars
         self.min_score = min_score
         self.max_chars = max_chars
+        self.cache_dir = cache_dir
         self._vectors: np.ndarray | None = None
 
     @property
@@ -108,8 +112,17 @@ class SmallTalk:
             texts = tuple(e.text for e in self.exemplars)
             known = _VECTORS.setdefault(self.embedder, {})
             if texts not in known:
+                from app.embeddings.vector_cache import cached_vectors
+
                 query = self.embedder.profile.query
-                known[texts] = self.embedder.encode([query(t) for t in texts])
+                known[texts] = cached_vectors(
+                    lambda rows: self.embedder.encode([query(t) for t in rows]),
+                    texts,
+                    spec=self.embedder.spec,
+                    form=query("{text}"),
+                    cache_dir=self.cache_dir,
+                    name="-".join(sorted({e.kind for e in self.exemplars})),
+                )
             self._vectors = known[texts]
         return self._vectors
 

@@ -55,10 +55,12 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
     from app.embeddings.e5 import E5Embeddings
+    from app.server.ui_deferred import DeferredUI
     from app.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
 READY_TIMEOUT_S = 2.0  # a store that takes longer to answer a heartbeat is not ready
+WARM_UP_JOIN_S = 10.0  # how long shutdown waits for the start-up warm-up to finish
 log = logging.getLogger(__name__)
 _FROM_SETTINGS: Any = object()
 
@@ -71,7 +73,10 @@ def create_app(
     llm: BaseChatModel | None = _FROM_SETTINGS,
     conversations: ConversationStore | None = None,
     with_ui: bool = True,
+    defer_ui: bool = False,
 ) -> FastAPI:
+    """`defer_ui`: build the UI after the server listens (app.server.ui_deferred), so readiness
+    does not wait for Gradio; `kbchat serve` does, tests mostly build it at once."""
     from app.server.access import make_limiter
     from app.store import make_client
 
@@ -105,10 +110,23 @@ def create_app(
         preload = getattr(services.embedder, "preload", None)
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
+        # the first chat's one-off embeddings, off the request path (app.chat.warmup)
+        stop_warm = threading.Event()
+        warm = threading.Thread(
+            target=services.warm_up, args=(stop_warm,), name="kbchat-warm-up", daemon=True
+        )
+        warm.start()
         if settings.ingest.resync_on_start:  # finish syncs and uploads a kill interrupted
             threading.Thread(target=services.recover, name="kbchat-recover", daemon=True).start()
         retention.start()  # KBCHAT_RETENTION_DAYS: erase expired conversations, then hourly
+        if deferred is not None:
+            await deferred.start(after=warm.join)  # the first chat's needs before the UI
         yield
+        stop_warm.set()  # first: the UI's build waits for the warm-up
+        if deferred is not None:
+            await deferred.stop()
+        # before the store closes under it (a warm-up still embedding is given a few seconds)
+        await anyio.to_thread.run_sync(warm.join, WARM_UP_JOIN_S)
         retention.stop()
         webhooks.close()
         notifier.close()
@@ -184,17 +202,35 @@ def create_app(
     if settings.metrics != "off":
         app.include_router(metrics_router(settings.metrics))
     _add_basic_routes(app, settings)
-    if with_ui:
-        from app.server.ui import mount_ui
-        from app.server.ui_console import ConsoleParts
+    deferred: DeferredUI | None = None
+    app.state.deferred_ui = None
+    if with_ui and defer_ui:
+        from app.server.ui_deferred import DeferredUI
 
-        parts = ConsoleParts(
-            conversations=app.state.conversation_admin,
-            insights=app.state.insights,
-            handoffs=app.state.handoffs,
-        )
-        app = mount_ui(app, services, throttles, assistants, parts)
+        deferred = app.state.deferred_ui = DeferredUI(lambda: _ui_app(app, services, throttles))
+        app.mount("/", deferred)
+    elif with_ui:
+        from app.server.ui import mount_ui
+
+        app = mount_ui(app, services, throttles, assistants, _console_parts(app))
     return app
+
+
+def _console_parts(app: FastAPI) -> Any:
+    from app.server.ui_console import ConsoleParts
+
+    return ConsoleParts(
+        conversations=app.state.conversation_admin,
+        insights=app.state.insights,
+        handoffs=app.state.handoffs,
+    )
+
+
+def _ui_app(app: FastAPI, services: Services, throttles: Throttles) -> Any:
+    """The UI for DeferredUI to build (imports Gradio: in its worker thread, not at start)."""
+    from app.server.ui import ui_app
+
+    return ui_app(services, throttles, app.state.assistants, _console_parts(app))
 
 
 def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
@@ -222,6 +258,7 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
                     _checks,
                     services,
                     request.app.state.throttles,
+                    request.app.state.deferred_ui,
                     limiter=ready_threads,
                     abandon_on_cancel=True,
                 )
@@ -251,11 +288,15 @@ def _add_basic_routes(app: FastAPI, settings: Settings) -> None:
         return HTMLResponse(page.replace("{{WIDGET_KEY}}", widget_keys(settings)[0].key))
 
 
-def _checks(services: Services, throttles: Throttles) -> dict[str, Any]:
+def _checks(
+    services: Services, throttles: Throttles, deferred: DeferredUI | None = None
+) -> dict[str, Any]:
     """The services' checks, and `redis` when one is configured. Redis down leaves the replica
     ready: the rate limits then count in memory (app.server.rate_store), so a load balancer
     keeps sending traffic; `redis: false` is for the operator (and kbchat_rate_limit_shared)."""
     checks: dict[str, Any] = services.ready()
+    if deferred is not None:  # the UI built after the start: reported, not required
+        checks["ui"] = deferred.state == "ready"
     redis = throttles.store.ping()
     if redis is not None:
         checks["redis"] = redis

@@ -44,8 +44,9 @@ class LazyPhrases:
             if not self._built:
                 from app.server.handoff_phrase import HandoffPhrases
 
+                settings = self.services.settings
                 phrases = HandoffPhrases.for_model(
-                    self.services.embedder, self.services.settings.prompts_dir
+                    self.services.embedder, settings.prompts_dir, settings.vector_cache_dir
                 )
                 self._detect = phrases.asks_for_person if phrases is not None else None
                 self._built = True

@@ -27,15 +27,30 @@ CALIBRATED_HANDOFF_SCORE: dict[str, float] = {
 class HandoffPhrases:
     """`asks_for_person(text)`: the matching exemplar, or None. Vectors are made on first use."""
 
-    def __init__(self, embedder: E5Embeddings, prompts_dir: Path, min_score: float) -> None:
+    def __init__(
+        self,
+        embedder: E5Embeddings,
+        prompts_dir: Path,
+        min_score: float,
+        cache_dir: Path | None = None,
+    ) -> None:
         exemplars = load_exemplars(prompts_dir / "handoff_phrases.json", ("handoff",))
-        self._match = SmallTalk(embedder, exemplars, min_score=min_score, max_chars=MAX_CHARS)
+        self._match = SmallTalk(
+            embedder, exemplars, min_score=min_score, max_chars=MAX_CHARS, cache_dir=cache_dir
+        )
 
     @classmethod
-    def for_model(cls, embedder: E5Embeddings, prompts_dir: Path) -> HandoffPhrases | None:
+    def for_model(
+        cls, embedder: E5Embeddings, prompts_dir: Path, cache_dir: Path | None = None
+    ) -> HandoffPhrases | None:
+        """`cache_dir`: where the exemplars' vectors are kept (app.embeddings.vector_cache)."""
         model_id = getattr(getattr(embedder, "spec", None), "model_id", None)
         score = CALIBRATED_HANDOFF_SCORE.get(model_id or "")
-        return None if score is None else cls(embedder, prompts_dir, score)
+        return None if score is None else cls(embedder, prompts_dir, score, cache_dir)
+
+    def prepare(self) -> None:
+        """Embed (or read) the exemplars' vectors now, off the request path."""
+        _ = self._match.vectors
 
     def asks_for_person(self, text: str) -> SmallTalkMatch | None:
         return self._match.match(text)

@@ -325,6 +325,31 @@ class Services:
         target.unlink()
         return self.sync(collection)
 
+    def warm_up(self, stop: threading.Event | None = None) -> None:
+        """Embed (or read from the data dir) what the first chat would otherwise wait for: the
+        exemplars and the language statistics of every collection's languages; then build the
+        default collection's chain (app.chat.warmup). Run in a background thread at start,
+        once the model is loaded (the start's own imports come first); `stop` ends the wait for
+        it (a shutdown while a model that failed to load is awaited)."""
+        from app.chat.warmup import warm_up
+        from app.language_stats import stored
+
+        stop = stop or threading.Event()
+        while not getattr(self.embedder, "loaded", True):
+            if stop.wait(0.05):
+                return
+        try:
+            languages: set[str] = set()
+            for name in collection_names(self.client):
+                collection = self.client.get_collection(name, embedding_function=None)
+                means = stored(collection, self.embedder.spec)
+                languages |= set(means.counts) if means is not None else set()
+            warm_up(self.settings, self.embedder, sorted(languages))
+            if self.settings.collection in collection_names(self.client):
+                self.chain(self.settings.collection)
+        except Exception:  # the first chat pays for it instead, and reports what is wrong
+            log.warning("warming up for the first chat failed", exc_info=True)
+
     def ready(self) -> dict[str, Any]:
         """Model loaded and store reachable: what a load balancer should wait for."""
         checks: dict[str, Any] = {"model": bool(getattr(self.embedder, "loaded", True))}

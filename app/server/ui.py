@@ -19,6 +19,8 @@ console's uploads, checked by `ui_files.read_upload`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -33,11 +35,12 @@ from app.server.ui_sources import CARDS_CSS
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
     from app.server.assistants import Assistants
     from app.server.services import Services
 
-__all__ = ["as_text", "build_ui", "check_admin_key", "mount_ui"]
+__all__ = ["as_text", "build_ui", "check_admin_key", "mount_ui", "ui_app"]
 
 
 def build_ui(
@@ -91,3 +94,18 @@ def mount_ui(
         raise RuntimeError("expected exactly one Gradio app mounted at /")
     mounts[0].app = LocalFilesOnly(mounts[0].app)  # inside the app's body limits
     return mounted
+
+
+def ui_app(
+    services: Services,
+    throttles: Throttles | None = None,
+    assistants: Assistants | None = None,
+    parts: ConsoleParts | None = None,
+) -> tuple[ASGIApp, Callable[[], AbstractAsyncContextManager[object]]]:
+    """The UI as `mount_ui` mounts it (the same checks and limits), for mounting later
+    (app.server.ui_deferred): its ASGI app, and the lifespan that starts Gradio's queue."""
+    from fastapi import FastAPI
+
+    shell = mount_ui(FastAPI(openapi_url=None), services, throttles, assistants, parts)
+    mount = next(r for r in shell.routes if isinstance(r, Mount) and r.path == "")
+    return mount.app, lambda: shell.router.lifespan_context(shell)
