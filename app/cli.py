@@ -536,7 +536,16 @@ def _remote_info(embedder: Any) -> dict[str, Any]:
 
 
 @model_app.command("prepare")
-def model_prepare() -> None:
+def model_prepare(
+    model_only: Annotated[
+        bool,
+        typer.Option(
+            "--model-only",
+            help="Only the model and its int8 copy, not the first-chat vectors (they live in "
+            "the data dir: an image preparing the model elsewhere makes them separately).",
+        ),
+    ] = False,
+) -> None:
     """Make the model available offline now (download, or materialise the bundled one, and its
     int8 copy when that is the encoder), and embed what a first chat would: the exemplars and
     the language statistics of the common languages (app.chat.warmup)."""
@@ -545,6 +554,8 @@ def model_prepare() -> None:
     with _user_errors():
         info = _model_info()
     out.print(f"model ready: {info['model_id']} at {info['path']} ({info['source']})")
+    if model_only:
+        return
     settings = _settings()
     languages = common_languages(settings)
     with _user_errors():  # what a first chat would embed (exemplars, language statistics)

