@@ -177,7 +177,7 @@ def main() -> None:
         ingested(env, data_dir)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        with kbchat_serve(env, port, command) as server:
+        with kbchat_serve(env, port, command, settled=True) as server:
             run_level(base, 4, 20, server.pid)  # warm up
             print(
                 f"{'clients':>7} {'req/s':>7} {'TTFT p50':>9} {'TTFT p95':>9} "

@@ -51,10 +51,12 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def kbchat_serve(
-    env: dict[str, str], port: int, command: list[str] | None = None
+    env: dict[str, str], port: int, command: list[str] | None = None, *, settled: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`kbchat serve` on 127.0.0.1:port, yielded once /api/ready answers 200. `command`: what
-    runs instead of `python -m app.cli serve` (given `--port PORT` after it)."""
+    runs instead of `python -m app.cli serve` (given `--port PORT` after it). `settled`: also
+    wait until the web UI, built in the background after ready, is up (it and the start-up
+    warm-up take seconds of CPU that a throughput measurement must not share)."""
     command = command or [sys.executable, "-m", "app.cli", "serve"]
     server = subprocess.Popen(
         [*command, "--port", str(port)],
@@ -67,7 +69,8 @@ def kbchat_serve(
         deadline = time.monotonic() + 180
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=2).is_success:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=2)
+                if answer.is_success and (not settled or answer.json().get("ui", True)):
                     break
             except httpx.HTTPError:
                 pass

@@ -16,6 +16,7 @@ prefix scheme still must match exactly.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +47,8 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = encoder_threads(threads)
         self.workers = max(1, usable_cores() // options.intra_op_num_threads)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
@@ -67,11 +70,17 @@ class OnnxRunner:
         if not ids:
             return np.zeros((0, 0), np.float32)
         if self.workers > 1 and len(ids) > 1:
-            with ThreadPoolExecutor(min(self.workers, len(ids))) as pool:
-                rows = list(pool.map(self._forward, ids))
+            rows = list(self._pool().map(self._forward, ids))
         else:
             rows = [self._forward(row) for row in ids]
         return np.stack(rows)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Made once: a server's query batches come many times a second."""
+        with self._pool_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="kbchat-onnx")
+            return self._executor
 
     def _ids(self, encoding: Any) -> list[int]:
         """Truncated as sentence-transformers does: the text's tokens first, then the specials
