@@ -469,7 +469,7 @@ def serve(
 
     with _user_errors():
         embedder = build_embeddings(settings)
-    if embedder.query_backend == "onnx-int8":
+    if embedder.spec.backend == "onnx-int8":
         # the int8 copy loads in native code, so it overlaps the imports below (about 1 s off
         # the start); torch's import is Python and would fight them for the GIL (measured: no
         # gain on a quiet machine, slower on a busy one), so torch loads in the lifespan
@@ -498,10 +498,11 @@ def serve(
     )
 
 
-def _model_info() -> dict[str, Any]:
+def _model_info(embedder: Any = None) -> dict[str, Any]:
     from app.embeddings.e5 import build_embeddings
 
-    embedder = build_embeddings(_settings())  # resolves the model; loads no weights
+    if embedder is None:
+        embedder = build_embeddings(_settings())  # resolves the model; loads no weights
     resolved, profile = embedder.resolved, embedder.profile
     return {
         "model_id": resolved.model_id,
@@ -513,8 +514,8 @@ def _model_info() -> dict[str, Any]:
         "passage_form": profile.passage("{text}"),
         "dimension": resolved.dimension,
         "max_tokens": resolved.max_tokens,
-        "backend": embedder.spec.backend,  # what stored passage vectors are made by
-        "query_backend": embedder.query_backend,  # onnx-int8: the copy is made by now
+        "backend": embedder.spec.backend,  # onnx-int8: the copy is made by now
+        "query_backend": embedder.spec.backend,  # kept for scripts: one encoder embeds both
         **_remote_info(embedder),
     }
 
@@ -550,18 +551,18 @@ def model_prepare(
     int8 copy when that is the encoder), and embed what a first chat would: the exemplars and
     the language statistics of the common languages (app.chat.warmup)."""
     from app.chat.warmup import common_languages, warm_up
+    from app.embeddings.e5 import build_embeddings
 
+    settings = _settings()
     with _user_errors():
-        info = _model_info()
+        embedder = build_embeddings(settings)  # resolves (and for onnx-int8 makes) the model
+        info = _model_info(embedder)
     out.print(f"model ready: {info['model_id']} at {info['path']} ({info['source']})")
     if model_only:
         return
-    settings = _settings()
     languages = common_languages(settings)
     with _user_errors():  # what a first chat would embed (exemplars, language statistics)
-        from app.embeddings.e5 import build_embeddings
-
-        warm_up(settings, build_embeddings(settings), languages)
+        warm_up(settings, embedder, languages)
     out.print(f"first-chat vectors ready: exemplars, {len(languages)} languages", highlight=False)
 
 

@@ -46,8 +46,8 @@ class EmbeddingSettings(BaseModel):
         "auto",
         description="Encoder: onnx-int8 (an int8 copy on onnxruntime, made once per model into"
         " the data dir; vectors within 0.999 cosine of fp32) or torch (fp32"
-        " sentence-transformers); auto: on a CPU questions by onnx-int8 (2.4x faster, no torch"
-        " import) and passages by torch (faster for long inputs), on a GPU torch.",
+        " sentence-transformers); auto: onnx-int8 on a CPU (faster for questions and passages,"
+        " no torch import), torch on a GPU.",
     )
     batch_size: int | None = Field(
         None,

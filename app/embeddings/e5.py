@@ -131,11 +131,6 @@ class E5Embeddings(Embeddings):
         """Changes when the same model and backend would give other vectors (caches key on it)."""
         return ""
 
-    @property
-    def query_backend(self) -> str:
-        """What embeds questions (a remote or routed encoder may differ from passages)."""
-        return self.spec.backend
-
     def encode_passages(self, texts: list[str]) -> np.ndarray:
         return self.encode([self.profile.passage(t) for t in texts])
 

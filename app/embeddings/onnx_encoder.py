@@ -2,8 +2,9 @@
 passages alike (docs/performance.md).
 
 Serving with it imports neither torch nor transformers: the tokenizer is the `tokenizers` file
-saved at export (app/embeddings/onnx_export.py), pooling is a mean over the attention mask in
-numpy, vectors are L2-normalised as sentence-transformers does.
+saved at export (app/embeddings/onnx_export.py), pooling is a mean over the text's tokens in
+numpy (one text per run: no padding to mask), vectors are L2-normalised as sentence-transformers
+does.
 
 Mixing rule (measured, docs/performance.md): int8 and fp32 vectors of the same model, weights and
 prefix scheme are interchangeable: cosine between them ≥ 0.99 on every probe sentence, and
@@ -38,9 +39,7 @@ BACKEND = "onnx-int8"
 class OnnxRunner:
     """One onnxruntime session and its tokenizer; `encode` takes prefixed texts."""
 
-    def __init__(
-        self, folder: Path, max_tokens: int, *, pad_id: int, threads: int | None = None
-    ) -> None:
+    def __init__(self, folder: Path, max_tokens: int, *, threads: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -55,7 +54,6 @@ class OnnxRunner:
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         self.feeds = {i.name for i in self.session.get_inputs()}
-        self.pad_id = pad_id
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()  # counting and chunking see every token
@@ -117,9 +115,7 @@ class OnnxE5Embeddings(E5Embeddings):
         from app.embeddings.onnx_export import prepare_onnx
 
         folder, self.info = prepare_onnx(self.models_dir, self.resolved)
-        return OnnxRunner(
-            folder, self.max_tokens, pad_id=int(self.info.get("pad_id", 1)), threads=self.threads
-        )
+        return OnnxRunner(folder, self.max_tokens, threads=self.threads)
 
     @property
     def tokenizer(self) -> Tokenizer:

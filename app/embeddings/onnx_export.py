@@ -6,8 +6,8 @@ activation scale per tensor: the fastest integer kernels on a CPU), with the two
 loses precision handled apart (see _quantise). Measured on XQuAD dev (docs/performance.md): plain
 dynamic int8 lost 1.7 points of recall@1 on the mixed-language knowledge base, because a few
 activation channels reach 30-70 while the rest stay under 5; with those channels multiplied in
-fp32 beside the int8 product and the query/key/value projections in fp32, the loss is 0.4 point
-(English corpus 0.0) at about 1.6 times the speed of the block-wise MatMulNBits copy it replaced
+fp32 beside the int8 product and the query/key/value projections in fp32, the loss is 0.24 point
+(English corpus +0.06) at about 1.6 times the speed of the block-wise MatMulNBits copy it replaced
 (which lost 0.06 point but ran no faster than fp32 on this CPU). One activation scale per tensor
 means a vector would depend on the texts batched with it, so the encoder runs one text at a
 time. The folder also
@@ -103,12 +103,11 @@ def prepare_onnx(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str
     image next to the model) is used as it is."""
     from filelock import FileLock
 
-    for place in (models_dir, model.path.parent):
-        found = onnx_dir(place, model)
+    folder = onnx_dir(models_dir, model)
+    for found in (folder, onnx_dir(model.path.parent, model)):
         info = read_info(found)
         if info is not None:
             return found, info
-    folder = onnx_dir(models_dir, model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):  # replicas starting together make it once
         info = read_info(folder)
@@ -129,15 +128,13 @@ def prepare_onnx(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str
 
 def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
     try:
-        import onnx  # noqa: F401  (quantisation needs them; say so before torch's long export)
-        import onnx_ir  # noqa: F401
+        import onnx  # noqa: F401  (quantisation needs it; say so before torch's long export)
         import torch
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise OnnxExportError(
-            f"making the int8 encoder needs {exc.name}: `pip install onnx onnx-ir` (kbchat "
-            "installs them), "
-            "or set KBCHAT_EMBEDDING_BACKEND=torch"
+            f"making the int8 encoder needs {exc.name}: `pip install onnx` (kbchat installs "
+            "it), or set KBCHAT_EMBEDDING_BACKEND=torch"
         ) from exc
 
     tokenizer = AutoTokenizer.from_pretrained(str(model.path), local_files_only=True)
@@ -177,9 +174,7 @@ def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
     fp32.unlink()
     from app.embeddings.onnx_encoder import OnnxRunner
 
-    quantised = OnnxRunner(work, model.max_tokens, pad_id=_pad_id(tokenizer)).encode(
-        list(CHECK_SENTENCES)
-    )
+    quantised = OnnxRunner(work, model.max_tokens).encode(list(CHECK_SENTENCES))
     cosines = (quantised * reference).sum(axis=1)
     info = {
         "format": FORMAT,
