@@ -96,12 +96,13 @@ def main() -> None:
 
 def best_sentence(st: object, profile: object, files: list[Path], language: str, q: np.ndarray):  # type: ignore[no-untyped-def]
     """Each question's best sentence cosine in each passage (the passage's own without any)."""
-    from ingestion.sentences import sentence_texts
+    from ingestion.sentences import sentence_texts, token_counter
 
+    tokens = token_counter(st.tokenizer.backend_tokenizer)  # type: ignore[attr-defined]
     best = np.empty((len(q), len(files)))
     for j, f in enumerate(files):
         text = f.read_text(encoding="utf-8")
-        sentences = sentence_texts(text, language) or [text]
+        sentences = sentence_texts(text, language, tokens) or [text]
         vectors = st.encode(  # type: ignore[attr-defined]
             [profile.passage(s) for s in sentences],  # type: ignore[attr-defined]
             batch_size=16,

@@ -17,17 +17,26 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sentencex
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 META_KEY = "kbchat_sentences"
 MAX_SENTENCES = 48  # per chunk: a 512-token chunk rarely has more; the rest go unembedded
-MIN_SENTENCE_CHARS = 80
+MIN_SENTENCE_TOKENS = 18
 """A shorter sentence (a list item, a "**Type:** Li-ion" line) is joined with the ones after it:
 alone it says too little to be matched, and a short line about a neighbouring topic outranked
-whole answers. Measured on examples/kb (59 questions, 7 languages): 37 ranked first with single
-sentences, 40/41/37 with 60/80/120 characters; XQuAD dev: docs/language_centring.md."""
+whole answers. Counted in the model's own tokens, not characters: 80 characters were chosen on
+examples/kb (37 ranked first with single sentences, 40/41/37 with 60/80/120 characters) and are
+about 18 tokens of English, but 54 of Chinese (1.5 characters a token) and 26 of Arabic, so a
+Chinese chunk got half the sentence vectors of the same text in English (XQuAD dev: 2.1 against
+4.3 a paragraph). In tokens: same-language recall@1 zh 0.929 -> 0.945, ar 0.899 -> 0.904, mixed
+knowledge base 0.767 -> 0.772, English corpus 0.877 -> 0.875 (docs/language_centring.md)."""
 SENTENCE_CHARS = 300  # a longer "sentence" (a run-on list, a table row) is cut into pieces
 MIN_LETTERS = 3  # pieces with fewer (a bullet mark, a page number) are no answer on their own
 # Thai and Lao end sentences with a space, not a mark, so no punctuation rule finds them: there
@@ -37,6 +46,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 _HEADING = re.compile(r"^#{1,6}\s")  # a Markdown heading line: it names a topic, answers nothing
 _BULLET = re.compile(r"^(?:[-*+•]|\d{1,3}[.)])\s+")
 _SPACES = re.compile(r"\s+")
+_MARKUP = re.compile(r"[*_`|#>~]+")
 _CLAUSE = re.compile(r"(?<=[,;:，、；：])")
 
 
@@ -92,19 +102,31 @@ def _cut(text: str, limit: int) -> list[str]:
     return [text[i : i + limit] for i in range(0, len(text), limit)]
 
 
-def sentence_texts(text: str, language: str) -> list[str]:
-    """The sentences of a chunk that get a vector of their own, short ones joined with the next;
-    none when that leaves one piece (the chunk's own vector already says it)."""
+def sentence_texts(text: str, language: str, tokens: Callable[[str], int]) -> list[str]:
+    """The sentences of a chunk that get a vector of their own, short ones (fewer than
+    MIN_SENTENCE_TOKENS by `tokens`, the model's token count) joined with the next; none when
+    that leaves one piece (the chunk's own vector already says it)."""
     pieces: list[str] = []
-    current = ""
+    current, count = "", 0
     for sentence in split_sentences(text, language):
         current = f"{current} {sentence}" if current else sentence
-        if len(current) >= MIN_SENTENCE_CHARS:
+        count += tokens(sentence)
+        if count >= MIN_SENTENCE_TOKENS:
             pieces.append(current)
-            current = ""
+            current, count = "", 0
     if current:  # a short tail joins the piece before it
         pieces = [*pieces[:-1], f"{pieces[-1]} {current}"] if pieces else [current]
     return pieces[:MAX_SENTENCES] if len(pieces) > 1 else []
+
+
+def token_counter(tokenizer: Tokenizer) -> Callable[[str], int]:
+    """How many of the model's tokens a text's words take: Markdown marks (`**Type:**`) say
+    nothing, so they are not counted; special tokens neither."""
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(_MARKUP.sub("", text), add_special_tokens=False).ids)
+
+    return count
 
 
 def pack(vectors: np.ndarray) -> str:

@@ -38,7 +38,7 @@ from ingestion.loaders import (
 )
 from ingestion.manifest import Entry, Manifest
 from ingestion.sentences import META_KEY as SENTENCE_KEY
-from ingestion.sentences import pack, sentence_texts
+from ingestion.sentences import pack, sentence_texts, token_counter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -435,7 +435,8 @@ class FolderSync:
         self, texts: list[str], languages: list[str], metas: list[Mapping[str, Any]]
     ) -> int:
         """Embed the chunks' sentences in one pass; each chunk's go into its metadata."""
-        split = [sentence_texts(t, lang) for t, lang in zip(texts, languages, strict=True)]
+        tokens = token_counter(self.embedder.tokenizer)
+        split = [sentence_texts(t, lang, tokens) for t, lang in zip(texts, languages, strict=True)]
         flat = [s for sentences in split for s in sentences]
         if not flat:
             return 0

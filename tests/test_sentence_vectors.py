@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 
 from app.chat.ranking import Ranker
-from ingestion.sentences import MAX_SENTENCES, MIN_SENTENCE_CHARS, pack, sentence_texts, unpack
+from ingestion.sentences import (
+    MAX_SENTENCES,
+    MIN_SENTENCE_TOKENS,
+    pack,
+    sentence_texts,
+    token_counter,
+    unpack,
+)
+from tests.fakes import real_tokenizer
+
+
+def _tokens(text: str) -> int:
+    return token_counter(real_tokenizer())(text)
 
 
 def _unit(*values: float) -> np.ndarray:
@@ -47,22 +59,44 @@ def test_unpack_refuses_anything_else(value: object) -> None:
 
 def test_only_chunks_of_several_sentences_get_sentence_vectors() -> None:
     long = "This sentence is long enough to stand on its own as a piece of the chunk, surely."
-    assert len(long) >= MIN_SENTENCE_CHARS
-    assert sentence_texts(long, "en") == []  # one piece: the chunk's own vector says it
-    assert sentence_texts(f"{long} {long}", "en") == [long, long]
+    assert _tokens(long) >= MIN_SENTENCE_TOKENS
+    assert sentence_texts(long, "en", _tokens) == []  # one piece: the chunk's own vector says it
+    assert sentence_texts(f"{long} {long}", "en", _tokens) == [long, long]
     many = " ".join([long] * (MAX_SENTENCES + 10))
-    assert len(sentence_texts(many, "en")) == MAX_SENTENCES
+    assert len(sentence_texts(many, "en", _tokens)) == MAX_SENTENCES
 
 
 def test_short_lines_join_the_next_ones() -> None:
-    lines = "- **Type:** Lithium-ion\n- **Capacity:** 5.2 Ah\n- **Warranty:** 2 years\n"
+    lines = "- **Type:** Lithium-ion\n- **Capacity:** 5.2 Ah\n"
     first = "This sentence is long enough to stand on its own as a piece of the chunk, surely."
     second = "And so is this one, which talks about something else entirely, at some length."
-    pieces = sentence_texts(f"{lines}{first} {second} Short tail.", "en")
+    pieces = sentence_texts(f"{lines}{first} {second} Short tail.", "en", _tokens)
     assert pieces == [
-        f"**Type:** Lithium-ion **Capacity:** 5.2 Ah **Warranty:** 2 years {first}",
+        f"**Type:** Lithium-ion **Capacity:** 5.2 Ah {first}",
         f"{second} Short tail.",  # a short tail joins the piece before it
     ]
+
+
+def test_short_is_counted_in_tokens_so_every_script_gets_its_sentences() -> None:
+    # The same four sentences (XQuAD dev's kind of text) in English and in Chinese. Counted in
+    # characters (80), the Chinese chunk was one piece (no sentence vectors) while the English
+    # one had four: Chinese says in 25 characters what English says in 70.
+    english = (
+        "The Normans were descended from Norse raiders and pirates from Denmark and Norway. "
+        "Their leader Rollo agreed to swear fealty to King Charles III of West Francia. "
+        "Over the following generations they gradually adopted the Frankish language and the "
+        "faith. Their distinct cultural and ethnic identity emerged in the first half of the "
+        "tenth century."
+    )
+    chinese = (
+        "诺曼人是来自丹麦和挪威的北欧海盗和掠夺者的后裔。"
+        "他们的首领罗洛同意向西法兰克国王查理三世宣誓效忠。"
+        "在随后的几代人中，他们逐渐接受了法兰克人的语言和基督教信仰。"
+        "他们独特的文化和民族认同最终形成于公元十世纪的上半叶。"
+    )
+    assert len(chinese) < 4 * 80  # every Chinese sentence is under 80 characters
+    assert len(sentence_texts(english, "en", _tokens)) == 4
+    assert len(sentence_texts(chinese, "zh", _tokens)) == 4
 
 
 def test_the_answering_sentence_lifts_its_chunk() -> None:

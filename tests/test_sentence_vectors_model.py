@@ -42,7 +42,7 @@ def test_sentences_are_kept_with_their_chunk_and_rank_it(tmp_path: Path, e5: Any
     from app.search import search
     from app.settings import load_settings
     from app.store import make_client
-    from ingestion.sentences import META_KEY, sentence_texts, unpack
+    from ingestion.sentences import META_KEY, sentence_texts, token_counter, unpack
 
     kb = tmp_path / "kb"
     kb.mkdir()
@@ -52,8 +52,9 @@ def test_sentences_are_kept_with_their_chunk_and_rank_it(tmp_path: Path, e5: Any
     client = make_client(settings)
     report = ingest_folder(settings, kb, "visits", embedder=e5, client=client)
 
-    sentences = sentence_texts(HANDBOOK, "en")
-    assert report.sentences_embedded == len(sentences) + len(sentence_texts(PARKING, "en"))
+    tokens = token_counter(e5.tokenizer)
+    sentences = sentence_texts(HANDBOOK, "en", tokens)
+    assert report.sentences_embedded == len(sentences) + len(sentence_texts(PARKING, "en", tokens))
     stored = unpack(_chunk(client, "visits", "visitors.txt")[META_KEY], e5.spec.dimension)
     assert stored is not None and stored.shape == (len(sentences), e5.spec.dimension)
     fresh = e5.encode_passages(sentences)
@@ -73,7 +74,7 @@ def test_sentences_are_kept_with_their_chunk_and_rank_it(tmp_path: Path, e5: Any
     (kb / "visitors.txt").write_text(shorter)
     ingest_folder(settings, kb, "visits", embedder=e5, client=client)
     again = unpack(_chunk(client, "visits", "visitors.txt")[META_KEY], e5.spec.dimension)
-    assert again is not None and len(again) == len(sentence_texts(shorter, "en"))
+    assert again is not None and len(again) == len(sentence_texts(shorter, "en", tokens))
 
     # Switched off at ingestion: no sentence vectors, and ranking falls back to the chunk's own.
     off = load_settings(data_dir=tmp_path / "data", chunk={"sentence_vectors": False})
