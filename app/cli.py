@@ -469,7 +469,7 @@ def serve(
 
     with _user_errors():
         embedder = build_embeddings(settings)
-    if embedder.spec.backend == "onnx-int8":
+    if embedder.spec.backend in ("ct2-int8", "onnx-int8"):
         # the int8 copy loads in native code, so it overlaps the imports below (about 1 s off
         # the start); torch's import is Python and would fight them for the GIL (measured: no
         # gain on a quiet machine, slower on a busy one), so torch loads in the lifespan
@@ -514,7 +514,7 @@ def _model_info(embedder: Any = None) -> dict[str, Any]:
         "passage_form": profile.passage("{text}"),
         "dimension": resolved.dimension,
         "max_tokens": resolved.max_tokens,
-        "backend": embedder.spec.backend,  # onnx-int8: the copy is made by now
+        "backend": embedder.spec.backend,  # an int8 backend: its copy is made by now
         "query_backend": embedder.spec.backend,  # kept for scripts: one encoder embeds both
         **_remote_info(embedder),
     }
@@ -555,7 +555,7 @@ def model_prepare(
 
     settings = _settings()
     with _user_errors():
-        embedder = build_embeddings(settings)  # resolves (and for onnx-int8 makes) the model
+        embedder = build_embeddings(settings)  # resolves (and for int8 makes) the model
         info = _model_info(embedder)
     out.print(f"model ready: {info['model_id']} at {info['path']} ({info['source']})")
     if model_only:

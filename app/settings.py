@@ -42,12 +42,12 @@ class EmbeddingSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where to run the model; auto picks cuda, then mps, then cpu."
     )
-    backend: Literal["auto", "torch", "onnx-int8"] = Field(
+    backend: Literal["auto", "torch", "ct2-int8", "onnx-int8"] = Field(
         "auto",
-        description="Encoder: onnx-int8 (an int8 copy on onnxruntime, made once per model into"
-        " the data dir; vectors within 0.999 cosine of fp32) or torch (fp32"
-        " sentence-transformers); auto: onnx-int8 on a CPU (faster for questions and passages,"
-        " no torch import), torch on a GPU.",
+        description="Encoder: ct2-int8 (an int8 copy on CTranslate2, made once per model into"
+        " the data dir; vectors within 0.998 cosine of fp32), onnx-int8 (an int8 copy on"
+        " onnxruntime; 0.999, half as fast) or torch (fp32 sentence-transformers); auto: ct2-int8"
+        " on a CPU (no torch import), onnx-int8 without ctranslate2, torch on a GPU.",
     )
     batch_size: int | None = Field(
         None,

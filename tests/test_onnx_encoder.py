@@ -20,19 +20,29 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    ("backend", "device", "gpu", "expected"),
+    ("backend", "device", "gpu", "ct2", "expected"),
     [
-        ("auto", "auto", False, "onnx-int8"),
-        ("auto", "cpu", True, "onnx-int8"),
-        ("auto", "cuda", False, "torch"),
-        ("auto", "mps", False, "torch"),
-        ("auto", "auto", True, "torch"),
-        ("torch", "cpu", False, "torch"),
-        ("onnx-int8", "cuda", True, "onnx-int8"),
+        ("auto", "auto", False, True, "ct2-int8"),
+        ("auto", "cpu", True, True, "ct2-int8"),
+        ("auto", "auto", False, False, "onnx-int8"),  # ctranslate2 not installed
+        ("auto", "cpu", True, False, "onnx-int8"),
+        ("auto", "cuda", False, True, "torch"),
+        ("auto", "mps", False, True, "torch"),
+        ("auto", "auto", True, True, "torch"),
+        ("torch", "cpu", False, True, "torch"),
+        ("onnx-int8", "cuda", True, True, "onnx-int8"),
+        ("ct2-int8", "cpu", False, False, "ct2-int8"),  # asked for: its error is the user's
     ],
 )
-def test_backend_choice(backend: str, device: str, gpu: bool, expected: str) -> None:
-    assert choose_backend(backend, device, nvidia=gpu) == expected
+def test_backend_choice(backend: str, device: str, gpu: bool, ct2: bool, expected: str) -> None:
+    assert choose_backend(backend, device, nvidia=gpu, ct2=ct2) == expected
+
+
+def test_auto_finds_ctranslate2_by_itself() -> None:
+    from importlib.util import find_spec
+
+    installed = find_spec("ctranslate2") is not None
+    assert choose_backend("auto", "cpu", nvidia=False) == ("ct2-int8" if installed else "onnx-int8")
 
 
 def test_pooling_other_than_mean_is_refused(tmp_path: Path) -> None:
@@ -149,7 +159,7 @@ def test_a_collection_is_shared_by_both_backends(tmp_path: Path, e5: Any, e5_int
 
 @pytest.mark.integration
 def test_serving_path_imports_no_torch(e5_model_dir: Path, tmp_path: Path) -> None:
-    """What `kbchat serve` and `kbchat search` pay for: onnxruntime and tokenizers only."""
+    """What `kbchat serve` and `kbchat search` pay for: the int8 engine and tokenizers only."""
     code = (
         "import sys\n"
         "from app.settings import load_settings\n"
@@ -170,17 +180,20 @@ def test_serving_path_imports_no_torch(e5_model_dir: Path, tmp_path: Path) -> No
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["OnnxE5Embeddings", "[]"]
+    assert out.stdout.split() == ["Ct2E5Embeddings", "[]"]  # the default on a CPU
 
 
 @pytest.mark.parametrize(
     ("backend", "outcome", "expected"),
     [
-        ("auto", {"min_cosine_vs_fp32": 0.998}, "OnnxE5Embeddings"),
+        ("auto", {"min_cosine_vs_fp32": 0.998}, "Ct2E5Embeddings"),
         ("auto", {"min_cosine_vs_fp32": 0.95}, "E5Embeddings"),  # misses the bar: fp32
         ("auto", "fails", "E5Embeddings"),  # an export error is a warning, not a dead server
+        ("onnx-int8", {"min_cosine_vs_fp32": 0.995}, "OnnxE5Embeddings"),
         ("onnx-int8", {"min_cosine_vs_fp32": 0.95}, "OnnxE5Embeddings"),  # asked for: used
         ("onnx-int8", "fails", "error"),
+        ("ct2-int8", {"min_cosine_vs_fp32": 0.95}, "Ct2E5Embeddings"),
+        ("ct2-int8", "fails", "error"),
         ("torch", "fails", "E5Embeddings"),  # never even tried
     ],
 )
@@ -202,7 +215,10 @@ def test_auto_falls_back_to_torch(
             raise export.OnnxExportError("exporting x failed; set KBCHAT_EMBEDDING_BACKEND=torch")
         return tmp_path, {"format": export.FORMAT, **outcome}
 
+    import app.embeddings.ct2_export as ct2_export
+
     monkeypatch.setattr(export, "prepare_onnx", fake_prepare)
+    monkeypatch.setattr(ct2_export, "prepare_ct2", fake_prepare)
     model = tmp_path / "model"
     model.mkdir()
     settings = load_settings(

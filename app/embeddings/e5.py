@@ -189,12 +189,15 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             timeout=emb.remote_timeout,
             retries=emb.remote_retries,
         )
-    if choose_backend(emb.backend, emb.device) == "onnx-int8" and _int8_usable(
-        settings.models_dir, resolved, asked=emb.backend == "onnx-int8"
+    backend = choose_backend(emb.backend, emb.device)
+    if backend in INT8_BACKENDS and _int8_usable(
+        backend, settings.models_dir, resolved, asked=emb.backend == backend
     ):
+        from app.embeddings.ct2_encoder import Ct2E5Embeddings
         from app.embeddings.onnx_encoder import OnnxE5Embeddings
 
-        return OnnxE5Embeddings(
+        kind = Ct2E5Embeddings if backend == "ct2-int8" else OnnxE5Embeddings
+        return kind(
             resolved,
             profile,
             settings.models_dir,
@@ -206,7 +209,10 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
     )
 
 
-def _int8_usable(models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:
+INT8_BACKENDS = ("ct2-int8", "onnx-int8")
+
+
+def _int8_usable(backend: str, models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:
     """Make (once) and check the int8 copy. Chosen by `auto`, a copy that cannot be made or
     misses the quality bar falls back to torch with a warning; asked for, it is used anyway
     (with the warning) or its error is the user's to see."""
@@ -216,7 +222,12 @@ def _int8_usable(models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> b
 
     log = logging.getLogger(__name__)
     try:
-        _, info = prepare_onnx(models_dir, resolved)
+        if backend == "ct2-int8":
+            from app.embeddings.ct2_export import prepare_ct2
+
+            _, info = prepare_ct2(models_dir, resolved)
+        else:
+            _, info = prepare_onnx(models_dir, resolved)
     except OnnxExportError as exc:
         if asked:
             raise
@@ -229,19 +240,27 @@ def _int8_usable(models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> b
             resolved.model_id,
             cosine,
             MIN_COSINE,
-            "" if not asked else "; used because KBCHAT_EMBEDDING_BACKEND=onnx-int8",
+            "" if not asked else f"; used because KBCHAT_EMBEDDING_BACKEND={backend}",
         )
         return asked
     return True
 
 
-def choose_backend(backend: str, device: str, *, nvidia: bool | None = None) -> str:
-    """auto: torch where a GPU is asked for or present (an NVIDIA driver), else int8 on CPU;
-    decided without importing torch, which is what the int8 path saves."""
+def choose_backend(
+    backend: str, device: str, *, nvidia: bool | None = None, ct2: bool | None = None
+) -> str:
+    """auto: torch where a GPU is asked for or present (an NVIDIA driver), else int8 on CPU:
+    CTranslate2's where it is installed (twice as fast as the ONNX copy for a question, within
+    the quality bar: docs/performance.md), else the ONNX copy; decided without importing torch,
+    which is what the int8 path saves."""
     if backend != "auto":
         return backend
     if nvidia is None:
         nvidia = Path("/proc/driver/nvidia").exists()
     if device in {"cuda", "mps"} or (device == "auto" and nvidia):
         return "torch"
-    return "onnx-int8"
+    if ct2 is None:
+        from importlib.util import find_spec
+
+        ct2 = find_spec("ctranslate2") is not None
+    return "ct2-int8" if ct2 else "onnx-int8"

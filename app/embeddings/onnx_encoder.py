@@ -36,34 +36,27 @@ log = logging.getLogger(__name__)
 BACKEND = "onnx-int8"
 
 
-class OnnxRunner:
-    """One onnxruntime session and its tokenizer; `encode` takes prefixed texts."""
+class Int8Runner:
+    """What the int8 engines share: the tokenizer saved with the copy, truncation as
+    sentence-transformers does it, one text per run on a pool of threads, mean pooling; the
+    engine itself is `_hidden` (token vectors of one text)."""
 
-    def __init__(self, folder: Path, max_tokens: int, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
+    def __init__(self, folder: Path, max_tokens: int, workers: int) -> None:
         from tokenizers import Tokenizer
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = encoder_threads(threads)
-        self.workers = max(1, usable_cores() // options.intra_op_num_threads)
+        self.workers = max(1, workers)
         self._executor: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        self.feeds = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()  # counting and chunking see every token
         self.max_content = max_tokens - self.tokenizer.num_special_tokens_to_add(False)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """One text per run: the copy quantises activations with one scale per tensor, so a
-        batch would make a vector depend on its company, and on this CPU one-text runs are also
-        the fastest (no padding; 22 passages/s against 15 in batches of 8). Several texts run
-        on `workers` threads at once (onnxruntime runs concurrently and releases the GIL)."""
+        """One text per run: no padding, and a vector never depends on its company (the ONNX
+        copy quantises activations with one scale per tensor); on this CPU one-text runs are
+        also the fastest (22 passages/s against 15 in batches of 8). Several texts run on
+        `workers` threads at once (both engines run concurrently and release the GIL)."""
         ids = [self._ids(e) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
         if not ids:
             return np.zeros((0, 0), np.float32)
@@ -77,7 +70,7 @@ class OnnxRunner:
         """Made once: a server's query batches come many times a second."""
         with self._pool_lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="kbchat-onnx")
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="kbchat-int8")
             return self._executor
 
     def _ids(self, encoding: Any) -> list[int]:
@@ -88,11 +81,34 @@ class OnnxRunner:
         return list(self.tokenizer.post_process(encoding, None, add_special_tokens=True).ids)
 
     def _forward(self, row: list[int]) -> np.ndarray:
+        pooled = self._hidden(row).mean(axis=0)  # every token is real: no padding
+        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+
+    def _hidden(self, row: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxRunner(Int8Runner):
+    """One onnxruntime session of the ONNX copy; `encode` takes prefixed texts."""
+
+    def __init__(self, folder: Path, max_tokens: int, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = encoder_threads(threads)
+        super().__init__(folder, max_tokens, usable_cores() // options.intra_op_num_threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.feeds = {i.name for i in self.session.get_inputs()}
+
+    def _hidden(self, row: list[int]) -> np.ndarray:
         input_ids = np.array([row], np.int64)
         feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
         hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.feeds})[0]
-        pooled = hidden[0].mean(axis=0)  # every token is real: no padding
-        return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        return np.asarray(hidden[0])
 
 
 class OnnxE5Embeddings(E5Embeddings):
@@ -111,7 +127,7 @@ class OnnxE5Embeddings(E5Embeddings):
         self.models_dir = models_dir
         self.info: dict[str, Any] = {}
 
-    def _load(self) -> OnnxRunner:
+    def _load(self) -> Int8Runner:
         from app.embeddings.onnx_export import prepare_onnx
 
         folder, self.info = prepare_onnx(self.models_dir, self.resolved)
@@ -119,7 +135,7 @@ class OnnxE5Embeddings(E5Embeddings):
 
     @property
     def tokenizer(self) -> Tokenizer:
-        runner: OnnxRunner = self.model
+        runner: Int8Runner = self.model
         return runner.tokenizer
 
     @cached_property
@@ -146,5 +162,5 @@ class OnnxE5Embeddings(E5Embeddings):
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.spec.dimension), np.float32)
-        runner: OnnxRunner = self.model
+        runner: Int8Runner = self.model
         return runner.encode(list(texts))

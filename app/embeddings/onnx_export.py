@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,19 @@ class OnnxExportError(RuntimeError):
 
 def onnx_dir(models_dir: Path, model: ResolvedModel) -> Path:
     """One folder per model files and export format: a changed model gets a new copy."""
-    digest = hashlib.sha256(f"{FORMAT}|{model.model_id}|{model.weights}".encode())
+    return copy_dir(models_dir, model, "onnx-int8", FORMAT)
+
+
+def copy_dir(models_dir: Path, model: ResolvedModel, kind: str, version: object) -> Path:
+    """`models_dir/kind/<model>-<digest of the model's files and the copy's format>`."""
+    digest = hashlib.sha256(f"{version}|{model.model_id}|{model.weights}".encode())
     for path in sorted(p for p in model.path.rglob("*") if p.is_file()):
         digest.update(f"|{path.relative_to(model.path)}:{path.stat().st_size}".encode())
     config = model.path / "config.json"
     if config.is_file():
         digest.update(config.read_bytes())
     slug = "".join(c if c.isalnum() or c in "-." else "-" for c in model.model_id)[-80:]
-    return models_dir / "onnx-int8" / f"{slug}-{digest.hexdigest()[:12]}"
+    return models_dir / kind / f"{slug}-{digest.hexdigest()[:12]}"
 
 
 def read_info(folder: Path) -> dict[str, Any] | None:
@@ -101,23 +107,41 @@ def prepare_onnx(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str
     """The int8 folder for this model, made now into the data dir if missing (tens of seconds,
     once). A copy made beside a local model folder (`<its parent>/onnx-int8/`, e.g. baked into an
     image next to the model) is used as it is."""
+    return prepare_copy(
+        (onnx_dir(models_dir, model), onnx_dir(model.path.parent, model)),
+        model,
+        read_info,
+        _export,
+    )
+
+
+def prepare_copy(
+    places: tuple[Path, Path],
+    model: ResolvedModel,
+    read: Callable[[Path], dict[str, Any] | None],
+    make: Callable[[ResolvedModel, Path], dict[str, Any]],
+) -> tuple[Path, dict[str, Any]]:
+    """The first of `places` (the data dir's, then one beside the model) that `read` accepts,
+    else made by `make` into the first, once: under a file lock (replicas starting together),
+    in a temporary folder renamed into place (a killed export leaves no half copy)."""
     from filelock import FileLock
 
-    folder = onnx_dir(models_dir, model)
-    for found in (folder, onnx_dir(model.path.parent, model)):
-        info = read_info(found)
+    folder = places[0]
+    for found in places:
+        info = read(found)
         if info is not None:
             return found, info
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):  # replicas starting together make it once
-        info = read_info(folder)
+    with FileLock(str(folder) + ".lock"):
+        info = read(folder)
         if info is not None:
             return folder, info
         check_pooling(model)
-        log.info("making the int8 ONNX copy of %s in %s (once)", model.model_id, folder)
+        kind = folder.parent.name
+        log.info("making the %s copy of %s in %s (once)", kind, model.model_id, folder)
         work = Path(tempfile.mkdtemp(prefix=".making-", dir=folder.parent))
         try:
-            info = _export(model, work)
+            info = make(model, work)
             if folder.exists():
                 shutil.rmtree(folder)
             work.rename(folder)
@@ -170,7 +194,7 @@ def _export(model: ResolvedModel, work: Path) -> dict[str, Any]:
             f"exporting {model.model_id} to int8 ONNX failed ({type(exc).__name__}: {exc}); "
             "set KBCHAT_EMBEDDING_BACKEND=torch"
         ) from exc
-    reference = _torch_vectors(model)
+    reference = torch_vectors(model)
     fp32.unlink()
     from app.embeddings.onnx_encoder import OnnxRunner
 
@@ -318,7 +342,7 @@ def _pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
-def _torch_vectors(model: ResolvedModel) -> np.ndarray:
+def torch_vectors(model: ResolvedModel) -> np.ndarray:
     """What the torch backend gives for the check sentences: the reference int8 must match."""
     from sentence_transformers import SentenceTransformer
 
