@@ -1,11 +1,12 @@
 """Query encoding latency and passage throughput of each encoder backend, in one process.
 
-For fp32 torch and the int8 ONNX copy of the configured model: p50/p95 of encoding one question
-alone (XQuAD dev questions in 12 languages, after a warm-up), and texts per second for passages
-(XQuAD paragraphs) in the encoder's own batches; CPU time beside wall time, the steadier
-measure on a shared machine. Threads as configured (KBCHAT_EMBEDDING_THREADS;
-unset: cores - 1). Usage:
-  .venv/bin/python bench/encode_bench.py [--queries N] [--passages N] [--backends torch,onnx-int8]
+For fp32 torch and the int8 copies (ONNX, CTranslate2) of the configured model: p50/p95 of
+encoding one question alone (XQuAD dev questions in 12 languages, after a warm-up), and texts
+per second for passages (XQuAD paragraphs) in the encoder's own batches; CPU time beside wall
+time, the steadier measure on a shared machine. Threads as configured
+(KBCHAT_EMBEDDING_THREADS; unset: cores - 1). Usage:
+  .venv/bin/python bench/encode_bench.py [--queries N] [--passages N]
+      [--backends torch,onnx-int8,ct2-int8]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--passages", type=int, default=96)
-    parser.add_argument("--backends", default="torch,onnx-int8")
+    parser.add_argument("--backends", default="torch,onnx-int8,ct2-int8")
     args = parser.parse_args()
 
     from app.embeddings.e5 import build_embeddings
