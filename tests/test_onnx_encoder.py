@@ -300,3 +300,33 @@ def test_cached_vectors_follow_the_export_format(
     before = CachedEmbeddings(e5_int8, tmp_path).path
     monkeypatch.setattr(onnx_export, "FORMAT", onnx_export.FORMAT + 1)
     assert CachedEmbeddings(e5_int8, tmp_path).path != before
+
+
+def test_auto_tries_the_onnx_copy_when_ctranslate2_cannot_convert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import app.embeddings.ct2_export as ct2_export
+    import app.embeddings.onnx_export as export
+    from app.embeddings.e5 import build_embeddings
+    from app.embeddings.resolve import ResolvedModel
+    from app.settings import load_settings
+
+    def ct2_fails(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str, Any]]:
+        raise export.OnnxExportError("converting x to CTranslate2 int8 failed")
+
+    def onnx_works(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str, Any]]:
+        return tmp_path, {"format": export.FORMAT, "min_cosine_vs_fp32": 0.9997}
+
+    monkeypatch.setattr(ct2_export, "prepare_ct2", ct2_fails)
+    monkeypatch.setattr(export, "prepare_onnx", onnx_works)
+    model = tmp_path / "model"
+    model.mkdir()
+    embedding = {"model": str(model), "device": "cpu"}
+    auto = load_settings(data_dir=tmp_path / "data", embedding=embedding)
+    assert type(build_embeddings(auto)).__name__ == "OnnxE5Embeddings"
+    assert "CTranslate2" in caplog.text
+    asked = load_settings(
+        data_dir=tmp_path / "data", embedding={**embedding, "backend": "ct2-int8"}
+    )
+    with pytest.raises(export.OnnxExportError, match="CTranslate2"):
+        build_embeddings(asked)  # asked for by name: no quiet substitute

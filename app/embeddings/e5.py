@@ -190,26 +190,27 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
             retries=emb.remote_retries,
         )
     backend = choose_backend(emb.backend, emb.device)
-    if backend in INT8_BACKENDS and _int8_usable(
-        backend, settings.models_dir, resolved, asked=emb.backend == backend
-    ):
-        from app.embeddings.ct2_encoder import Ct2E5Embeddings
-        from app.embeddings.onnx_encoder import OnnxE5Embeddings
+    # auto tries the next int8 copy when one cannot be made (a model CTranslate2 cannot convert)
+    tried = INT8_BACKENDS[INT8_BACKENDS.index(backend) :] if backend in INT8_BACKENDS else ()
+    for candidate in tried if emb.backend == "auto" else tried[:1]:
+        if _int8_usable(candidate, settings.models_dir, resolved, asked=emb.backend == candidate):
+            from app.embeddings.ct2_encoder import Ct2E5Embeddings
+            from app.embeddings.onnx_encoder import OnnxE5Embeddings
 
-        kind = Ct2E5Embeddings if backend == "ct2-int8" else OnnxE5Embeddings
-        return kind(
-            resolved,
-            profile,
-            settings.models_dir,
-            batch_size=emb.batch_size,
-            threads=emb.threads,
-        )
+            kind = Ct2E5Embeddings if candidate == "ct2-int8" else OnnxE5Embeddings
+            return kind(
+                resolved,
+                profile,
+                settings.models_dir,
+                batch_size=emb.batch_size,
+                threads=emb.threads,
+            )
     return E5Embeddings(
         resolved, profile, device=emb.device, batch_size=emb.batch_size, threads=emb.threads
     )
 
 
-INT8_BACKENDS = ("ct2-int8", "onnx-int8")
+INT8_BACKENDS = ("ct2-int8", "onnx-int8")  # auto's order of preference on a CPU
 
 
 def _int8_usable(backend: str, models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:
@@ -231,7 +232,7 @@ def _int8_usable(backend: str, models_dir: Path, resolved: ResolvedModel, *, ask
     except OnnxExportError as exc:
         if asked:
             raise
-        log.warning("%s; using the torch encoder", exc)
+        log.warning("%s; falling back to the next encoder (torch last)", exc)
         return False
     cosine = float(info.get("min_cosine_vs_fp32", 0.0))
     if cosine < MIN_COSINE:
