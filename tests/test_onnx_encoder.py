@@ -88,10 +88,12 @@ def test_the_copy_records_its_quality_and_is_made_once(e5_int8: Any) -> None:
 
 
 @pytest.mark.integration
-def test_tokens_are_the_models_own(e5_int8: Any) -> None:
+@pytest.mark.parametrize("encoder", ["e5_int8", "e5_ct2"])
+def test_tokens_are_the_models_own(encoder: str, request: pytest.FixtureRequest) -> None:
+    int8 = request.getfixturevalue(encoder)
     expected = json.loads((DATA / "probe_xlmr_ids.json").read_text(encoding="utf-8"))["ids"]
     for text in PROBE:
-        assert e5_int8.tokenizer.encode(text).ids == expected[text], text
+        assert int8.tokenizer.encode(text).ids == expected[text], text
 
 
 @pytest.mark.integration
@@ -119,16 +121,20 @@ def test_long_text_is_truncated_as_torch_does(e5: Any, e5_int8: Any) -> None:
 
 
 @pytest.mark.integration
-def test_batches_keep_order_and_do_not_depend_on_company(e5_int8: Any) -> None:
+@pytest.mark.parametrize("encoder", ["e5_int8", "e5_ct2"])
+def test_batches_keep_order_and_do_not_depend_on_company(
+    encoder: str, request: pytest.FixtureRequest
+) -> None:
     """One text per run (several on parallel threads), so a text's vector is the same whatever
     shares its call (a batched run moved it by up to 0.004 cosine: with one activation scale
     per tensor, the batch's largest activation set everyone's scale), and the query batcher
     gives load-independent vectors."""
     texts = ["query: hi", "passage: " + "word " * 300, "query: Wie spät ist es?", "passage: ok"]
-    together = e5_int8.encode(texts)
-    alone = np.stack([e5_int8.encode([t])[0] for t in texts])
+    int8 = request.getfixturevalue(encoder)
+    together = int8.encode(texts)
+    alone = np.stack([int8.encode([t])[0] for t in texts])
     assert np.allclose(together, alone, atol=1e-6)
-    assert e5_int8.encode([]).shape == (0, 384)
+    assert int8.encode([]).shape == (0, 384)
 
 
 @pytest.mark.integration

@@ -23,6 +23,7 @@ from app.embeddings.onnx_export import (
     OnnxExportError,
     copy_dir,
     prepare_copy,
+    read_record,
     torch_vectors,
 )
 from app.embeddings.resolve import ResolvedModel
@@ -45,15 +46,7 @@ def prepare_ct2(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str,
 
 
 def read_info(folder: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        return None
-    if not (folder / "model.bin").is_file() or not (folder / "tokenizer.json").is_file():
-        return None
-    return info
+    return read_record(folder, INFO_FILE, FORMAT, ("model.bin", "tokenizer.json"))
 
 
 def engine_version() -> str:

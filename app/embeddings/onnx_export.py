@@ -77,13 +77,21 @@ def copy_dir(models_dir: Path, model: ResolvedModel, kind: str, version: object)
 
 
 def read_info(folder: Path) -> dict[str, Any] | None:
+    return read_record(folder, INFO_FILE, FORMAT, ("model.onnx", "tokenizer.json"))
+
+
+def read_record(
+    folder: Path, name: str, version: int, files: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """A finished copy's record: written last, so a copy without one (or of another format, or
+    missing one of its `files`) is not used."""
     try:
-        info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+        info = json.loads((folder / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") != version:
         return None
-    if not (folder / "model.onnx").is_file() or not (folder / "tokenizer.json").is_file():
+    if not all((folder / f).is_file() for f in files):
         return None
     return info
 
