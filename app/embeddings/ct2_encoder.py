@@ -9,14 +9,14 @@ recall within 0.5 point); the collection records the backends that wrote it.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from app.embeddings.e5 import EmbeddingSpec, encoder_threads, usable_cores
+from app.embeddings.e5 import encoder_threads, usable_cores
 from app.embeddings.onnx_encoder import Int8Runner, OnnxE5Embeddings
+from app.embeddings.resolve import ResolvedModel
 
 BACKEND = "ct2-int8"
 
@@ -45,15 +45,17 @@ class Ct2Runner(Int8Runner):
 class Ct2E5Embeddings(OnnxE5Embeddings):
     """The E5Embeddings interface on the CTranslate2 copy; it is made on first use if missing."""
 
-    def _load(self) -> Ct2Runner:
+    backend = BACKEND
+
+    @staticmethod
+    def prepare(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str, Any]]:
+        """The copy this encoder runs, made once if missing (app/embeddings/ct2_export.py)."""
         from app.embeddings.ct2_export import prepare_ct2
 
-        folder, self.info = prepare_ct2(self.models_dir, self.resolved)
-        return Ct2Runner(folder, self.max_tokens, threads=self.threads)
+        return prepare_ct2(models_dir, model)
 
-    @cached_property
-    def spec(self) -> EmbeddingSpec:
-        return replace(super().spec, backend=BACKEND)
+    def _runner(self, folder: Path) -> Int8Runner:
+        return Ct2Runner(folder, self.max_tokens, threads=self.threads)
 
     @property
     def vectors_version(self) -> str:

@@ -193,11 +193,8 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
     # auto tries the next int8 copy when one cannot be made (a model CTranslate2 cannot convert)
     tried = INT8_BACKENDS[INT8_BACKENDS.index(backend) :] if backend in INT8_BACKENDS else ()
     for candidate in tried if emb.backend == "auto" else tried[:1]:
-        if _int8_usable(candidate, settings.models_dir, resolved, asked=emb.backend == candidate):
-            from app.embeddings.ct2_encoder import Ct2E5Embeddings
-            from app.embeddings.onnx_encoder import OnnxE5Embeddings
-
-            kind = Ct2E5Embeddings if candidate == "ct2-int8" else OnnxE5Embeddings
+        kind = _int8_encoder(candidate)
+        if _int8_usable(kind, settings.models_dir, resolved, asked=emb.backend == candidate):
             return kind(
                 resolved,
                 profile,
@@ -213,22 +210,25 @@ def build_embeddings(settings: Settings) -> E5Embeddings:
 INT8_BACKENDS = ("ct2-int8", "onnx-int8")  # auto's order of preference on a CPU
 
 
-def _int8_usable(backend: str, models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:
-    """Make (once) and check the int8 copy. Chosen by `auto`, a copy that cannot be made or
-    misses the quality bar falls back to torch with a warning; asked for, it is used anyway
-    (with the warning) or its error is the user's to see."""
+def _int8_encoder(backend: str) -> Any:
+    """The encoder class of an int8 backend (imported here: they import this module)."""
+    from app.embeddings.ct2_encoder import Ct2E5Embeddings
+    from app.embeddings.onnx_encoder import OnnxE5Embeddings
+
+    return {kind.backend: kind for kind in (Ct2E5Embeddings, OnnxE5Embeddings)}[backend]
+
+
+def _int8_usable(kind: Any, models_dir: Path, resolved: ResolvedModel, *, asked: bool) -> bool:
+    """Make (once) and check the int8 copy `kind` runs. Chosen by `auto`, a copy that cannot be
+    made or misses the quality bar falls back with a warning; asked for, it is used anyway (with
+    the warning) or its error is the user's to see."""
     import logging
 
-    from app.embeddings.onnx_export import MIN_COSINE, OnnxExportError, prepare_onnx
+    from app.embeddings.onnx_export import MIN_COSINE, OnnxExportError
 
     log = logging.getLogger(__name__)
     try:
-        if backend == "ct2-int8":
-            from app.embeddings.ct2_export import prepare_ct2
-
-            _, info = prepare_ct2(models_dir, resolved)
-        else:
-            _, info = prepare_onnx(models_dir, resolved)
+        _, info = kind.prepare(models_dir, resolved)
     except OnnxExportError as exc:
         if asked:
             raise
@@ -241,7 +241,7 @@ def _int8_usable(backend: str, models_dir: Path, resolved: ResolvedModel, *, ask
             resolved.model_id,
             cosine,
             MIN_COSINE,
-            "" if not asked else f"; used because KBCHAT_EMBEDDING_BACKEND={backend}",
+            "" if not asked else f"; used because KBCHAT_EMBEDDING_BACKEND={kind.backend}",
         )
         return asked
     return True

@@ -127,11 +127,21 @@ class OnnxE5Embeddings(E5Embeddings):
         self.models_dir = models_dir
         self.info: dict[str, Any] = {}
 
-    def _load(self) -> Int8Runner:
+    backend = BACKEND  # recorded in the spec (`kbchat_backend`) and chosen by this name
+
+    @staticmethod
+    def prepare(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str, Any]]:
+        """The copy this encoder runs, made once if missing (app/embeddings/onnx_export.py)."""
         from app.embeddings.onnx_export import prepare_onnx
 
-        folder, self.info = prepare_onnx(self.models_dir, self.resolved)
+        return prepare_onnx(models_dir, model)
+
+    def _runner(self, folder: Path) -> Int8Runner:
         return OnnxRunner(folder, self.max_tokens, threads=self.threads)
+
+    def _load(self) -> Int8Runner:
+        folder, self.info = self.prepare(self.models_dir, self.resolved)
+        return self._runner(folder)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -150,7 +160,7 @@ class OnnxE5Embeddings(E5Embeddings):
             self.profile.scheme,
             dim,
             self.max_tokens,
-            backend=BACKEND,
+            backend=self.backend,
         )
 
     @property
