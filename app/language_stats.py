@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -170,12 +171,18 @@ def compute_for_collection(
     return LanguageMeans.compute(np.vstack(vectors), languages, _spec_of(spec), shrink=shrink)
 
 
+_RECORDED: dict[str, int] = {}
+"""How many times this process recorded each collection's means: a CollectionMeans reads its
+collection again after a sync in its own process at once, after one elsewhere within max_age."""
+
+
 def refresh(collection: Collection, spec: EmbeddingSpec) -> LanguageMeans | None:
     """Recompute the means and record them in the collection's metadata."""
     from app.store import update_metadata
 
     means = compute_for_collection(collection, spec)
     update_metadata(collection, **{META_KEY: means.to_json() if means else ""})
+    _RECORDED[collection.name] = _RECORDED.get(collection.name, 0) + 1
     return means
 
 
@@ -192,21 +199,39 @@ def stored(collection: Collection, spec: EmbeddingSpec) -> LanguageMeans | None:
 
 
 class CollectionMeans:
-    """The current means of one collection, re-read from its metadata at each use.
+    """The current means of one collection, re-read from its metadata at most every `max_age`
+    seconds.
 
-    A long-lived chain (the server) sees the means a later sync recorded; decoding happens only
-    when they changed. A collection that has none yet (made before this feature) gets them now.
+    A long-lived chain (the server) sees the means a later sync recorded (within `max_age`);
+    decoding happens only when they changed. A collection that has none yet (made before this
+    feature) gets them now. Looking the collection up is a store request that holds the GIL
+    (about 1 ms under load, a sixth of a busy server's GIL time at two lookups a question:
+    docs/performance.md); means a second old rank as well as new ones.
     """
 
-    def __init__(self, client: ClientAPI, name: str, spec: EmbeddingSpec) -> None:
+    def __init__(
+        self,
+        client: ClientAPI,
+        name: str,
+        spec: EmbeddingSpec,
+        *,
+        max_age: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client, self.name, self.spec = client, name, spec
+        self.max_age, self.clock = max_age, clock
         self._cached: tuple[str, LanguageMeans | None] = ("", None)  # one attribute: thread-safe
+        self._looked: tuple[float, int, Collection | None] = (0.0, 0, None)  # when, _RECORDED
 
     def current(self) -> LanguageMeans | None:
-        collection = self.client.get_collection(self.name, embedding_function=None)
+        now, recorded = self.clock(), _RECORDED.get(self.name, 0)
+        when, seen, collection = self._looked
+        if collection is None or now - when >= self.max_age or recorded != seen:
+            collection = self.client.get_collection(self.name, embedding_function=None)
+            self._looked = (now, recorded, collection)
         text = (collection.metadata or {}).get(META_KEY)
         if text is None:
-            return refresh(collection, self.spec)
+            return refresh(collection, self.spec)  # which makes the next call look again
         if text != self._cached[0]:
             means = stored(collection, self.spec)
             if means is None and text:  # made with another configuration

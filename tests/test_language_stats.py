@@ -183,6 +183,51 @@ def test_means_are_computed_lazily_and_followed_after_a_change(tmp_path: Path) -
     assert later is not None and later.counts == {"de": 6, "en": 6, "fr": 1}
 
 
+def test_means_are_looked_up_at_most_every_max_age_and_at_once_after_a_local_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy server asks for the means at every question: the collection is looked up in the
+    store once per max_age, a change recorded elsewhere is followed after max_age, and one
+    recorded in this process (a sync here) at the next question."""
+    from app.store import update_metadata
+
+    client, collection, _ = german_distractor_kb(tmp_path)
+    now = [100.0]
+    centring = CollectionMeans(client, "toykb", SPEC, max_age=1.0, clock=lambda: now[0])
+    first = centring.current()
+    assert first is not None and first.counts == {"de": 6, "en": 6}
+    lookups: list[str] = []
+    real = client.get_collection
+
+    def counted(name: str, **kwargs: Any) -> Any:
+        lookups.append(name)
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(client, "get_collection", counted)
+    for _ in range(5):
+        assert centring.current() is not None
+    assert len(lookups) <= 1  # the first call after refresh looks again, then no more
+    looked = len(lookups)
+    collection.add(
+        ids=["fr"],
+        embeddings=[unit((FR, 1), (30, 1)).tolist()],
+        metadatas=[{"source": "fr.txt", "language": "fr"}],
+        documents=["fr"],
+    )
+    # another process's sync: what it records reaches the store without this process knowing
+    update_metadata(collection, **{META_KEY: ""})
+    now[0] += 0.5
+    held = centring.current()  # within max_age: the means as read before
+    assert held is not None and held.counts == first.counts and len(lookups) == looked
+    now[0] += 0.6
+    assert centring.current() is None  # after max_age: what the store holds now ("": none)
+    assert len(lookups) == looked + 1
+    refresh(collection, SPEC)  # a sync in this process
+    later = centring.current()
+    assert later is not None and later.counts == {"de": 6, "en": 6, "fr": 1}
+    assert len(lookups) == looked + 2
+
+
 def test_compute_for_an_empty_collection_is_none(tmp_path: Path) -> None:
     import chromadb
 
