@@ -44,6 +44,38 @@ def test_another_engine_version_makes_its_own_copy(monkeypatch: pytest.MonkeyPat
     assert before.parent == Path("/m/ct2-int8")
 
 
+def test_avx512_kernels_where_the_cpu_has_them_unless_the_user_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CTranslate2 runs its own kernels with AVX2 on an AVX-512 CPU unless told (AVX-512 is about
+    a tenth faster here); a choice in the environment is the user's and is kept; a CPU without
+    the instructions keeps the engine's choice (forcing them would fail at load)."""
+    import app.embeddings.ct2_encoder as ct2
+
+    monkeypatch.delenv(ct2.ISA_VARIABLE, raising=False)
+    monkeypatch.setattr(ct2, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512bw"}))
+    assert ct2.cpu_isa() == "AVX512"
+    assert ct2.os.environ[ct2.ISA_VARIABLE] == "AVX512"  # what CTranslate2 reads at its load
+    monkeypatch.setenv(ct2.ISA_VARIABLE, "AVX2")
+    assert ct2.cpu_isa() == "AVX2"
+    monkeypatch.delenv(ct2.ISA_VARIABLE)
+    monkeypatch.setattr(ct2, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert ct2.cpu_isa() == "default"
+    assert ct2.ISA_VARIABLE not in ct2.os.environ
+
+
+def test_cpu_flags_are_read_from_the_first_processor(tmp_path: Path) -> None:
+    from app.embeddings.ct2_encoder import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: x\nflags\t\t: fpu avx2 avx512f avx512bw\n\n"
+        "processor\t: 1\nflags\t\t: fpu\n"
+    )
+    assert cpu_flags(str(info)) == {"fpu", "avx2", "avx512f", "avx512bw"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()  # not Linux: no flags
+
+
 @pytest.mark.integration
 def test_the_copy_records_its_quality_and_is_made_once(e5_ct2: Any) -> None:
     from app.embeddings.ct2_export import ct2_dir, prepare_ct2
