@@ -57,7 +57,11 @@ class Int8Runner:
         copy quantises activations with one scale per tensor); on this CPU one-text runs are
         also the fastest (22 passages/s against 15 in batches of 8). Several texts run on
         `workers` threads at once (both engines run concurrently and release the GIL)."""
-        ids = [self._ids(e) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        if len(texts) == 1:  # a question: encode_batch's thread pool costs more than it saves
+            encodings = [self.tokenizer.encode(texts[0], add_special_tokens=False)]
+        else:
+            encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        ids = [self._ids(e) for e in encodings]
         if not ids:
             return np.zeros((0, 0), np.float32)
         if self.workers > 1 and len(ids) > 1:
