@@ -172,3 +172,46 @@ def test_the_ui_sends_no_telemetry_and_checks_no_version(
     blocks = build_ui(services)
     assert calls == []  # the usage report is sent from Blocks() itself (in its own thread)
     assert blocks.analytics_enabled is False  # what gates the version-check thread
+
+
+PRELOAD_THEN_EXIT = """
+import sys, threading, time
+from pathlib import Path
+from app.embeddings.e5 import E5Embeddings
+from app.embeddings.profiles import PrefixProfile
+from app.embeddings.resolve import ResolvedModel
+
+marker = Path(sys.argv[1])
+started = threading.Event()
+
+
+class SlowLoad(E5Embeddings):
+    def _load(self):
+        started.set()
+        time.sleep(0.5)  # a model still loading in native code when the process ends
+        marker.write_text("loaded")
+        return object()
+
+
+model = ResolvedModel("x/model", Path("."), "local", "local")
+SlowLoad(model, PrefixProfile("e5")).preload()
+started.wait(10)
+sys.exit(2)  # a start-up error (an unreachable Chroma server) while the model loads
+"""
+
+
+def test_a_process_that_fails_while_the_model_loads_waits_for_the_load(tmp_path: Path) -> None:
+    """The model loads in a background thread while start-up goes on; when start-up fails, the
+    process ends with its own exit code after the load, never killing the loader half way
+    (native loaders aborted the process at exit: "terminate called without an active
+    exception", which a user sees instead of the clear error)."""
+    marker = tmp_path / "loaded"
+    proc = subprocess.run(
+        [sys.executable, "-c", PRELOAD_THEN_EXIT, str(marker)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert marker.read_text() == "loaded"

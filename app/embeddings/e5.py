@@ -92,8 +92,11 @@ class E5Embeddings(Embeddings):
         return st
 
     def preload(self) -> None:
-        """Load the model in the background while the caller does other start-up work."""
-        threading.Thread(target=lambda: self.model, name="e5-preload", daemon=True).start()
+        """Load the model in the background while the caller does other start-up work. Not a
+        daemon thread: a process that ends while the load runs (a start-up error) waits for it,
+        since native code killed half way through loading aborted the process at exit
+        ("terminate called without an active exception")."""
+        threading.Thread(target=lambda: self.model, name="e5-preload").start()
 
     @property
     def tokenizer(self) -> Tokenizer:
