@@ -260,7 +260,7 @@ class ServerSettings(BaseModel):
     max_message_chars: int = Field(4000, ge=1, description="Longest chat message accepted.")
     max_body_kb: int = Field(256, ge=1, description="Largest JSON request body accepted (KiB).")
     max_concurrent_chats: int = Field(
-        8, ge=1, description="API chats (/api/chat, /v1) talking to the LLM at the same time."
+        32, ge=1, description="API chats (/api/chat, /v1) talking to the LLM at the same time."
     )
     max_queued_chats: int = Field(
         32, ge=0, description="API chats waiting for a slot; beyond this: 503 with Retry-After."

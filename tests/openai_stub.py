@@ -84,6 +84,7 @@ def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # handler threads never hold up interpreter exit or server_close()
+    request_queue_size = 128  # the listen backlog (socketserver's 5 refused bursts of chats)
     stub: OpenAIStub
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -257,6 +257,50 @@ def test_hung_llm_keeps_the_server_up(
     assert len(stub.requests) <= running + queued  # the LLM never saw more than was admitted
 
 
+def test_chat_slots_held_by_a_hung_llm_leave_threads_for_the_rest(
+    kb_dir: Path, tmp_path: Path, e5: Any, stub: OpenAIStub
+) -> None:
+    """Each running API chat holds a worker thread while it waits for the LLM. With more chat
+    slots than anyio's default pool (40 threads), all taken by a hung LLM, a route that runs in
+    a worker thread (the collection list) still answers at once, and the chats end by their
+    deadline."""
+    running = 48
+    settings = settings_for(
+        kb_dir,
+        tmp_path,
+        stub,
+        llm={"deadline": 4.0, "timeout": 60, "max_retries": 0},
+        server={"rate_limit": "1000/minute", "max_concurrent_chats": running},
+    )
+    app = make_app(settings, e5)
+    with live_server(app) as url:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            assert http.get("/api/ready").status_code == 200
+            # a first answer: the chain's one-off work is done before the LLM hangs
+            assert http.post("/api/chat", json={"message": QUESTION}).status_code == 200
+        stub.mode, stub.hang_seconds = "hang", 60
+        stub.requests.clear()
+        limits = httpx.Limits(max_connections=running, max_keepalive_connections=running)
+        with (
+            httpx.Client(base_url=url, timeout=30, limits=limits) as http,
+            ThreadPoolExecutor(running) as pool,
+        ):
+            chats = [
+                pool.submit(http.post, "/api/chat", json={"message": f"{QUESTION} ({n})"})
+                for n in range(running)
+            ]
+            waited = time.monotonic() + 15
+            while len(stub.requests) < running and time.monotonic() < waited:
+                time.sleep(0.05)
+            assert len(stub.requests) >= running  # every slot waits on the LLM, in a thread
+            with httpx.Client(base_url=url, timeout=10) as other:
+                started = time.monotonic()
+                assert other.get("/api/collections").status_code == 200
+                assert time.monotonic() - started < 1.0
+            answers = [chat.result() for chat in chats]
+    assert all(a.status_code == 200 and "llm_timeout" in a.text for a in answers)
+
+
 def test_old_database_gains_the_error_column(tmp_path: Path) -> None:
     """A conversations DB made by kbchat 0.1.0 (create_all, before answers stored their error
     state, no Alembic) is adopted by the migrations and keeps working."""

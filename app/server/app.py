@@ -62,6 +62,7 @@ STATIC = Path(__file__).parent / "static"
 READY_TIMEOUT_S = 2.0  # a store that takes longer to answer a heartbeat is not ready
 WARM_UP_JOIN_S = 10.0  # how long shutdown waits for the start-up warm-up to finish
 log = logging.getLogger(__name__)
+SPARE_THREADS = 40  # worker threads beyond the chat slots: anyio's own default pool size
 _FROM_SETTINGS: Any = object()
 
 
@@ -107,6 +108,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # each running API chat holds a worker thread (the chain is blocking code): with every
+        # chat slot taken by a slow LLM, the rest of the server still has its own threads
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(
+            threads.total_tokens, settings.server.max_concurrent_chats + SPARE_THREADS
+        )
         preload = getattr(services.embedder, "preload", None)
         if preload is not None:
             preload()  # load the model once, in the background; /api/ready says when
