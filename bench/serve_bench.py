@@ -8,7 +8,8 @@ the machine's cores with the server), and the mean number of questions per encod
 server's query batcher (from /metrics); then the server's RSS after 100 requests and after
 --soak requests (default 10,000). `--embedder instant` answers query encodings from a table
 (bench/instant_serve.py): what the rest of the request path allows when the encoder is free.
-`--data-dir` keeps the ingested knowledge base between runs. All traffic stays on 127.0.0.1;
+`--reply-words` and `--piece-delay` make the stub answer at a model's pace. `--data-dir` keeps
+the ingested knowledge base between runs. All traffic stays on 127.0.0.1;
 request loops are bounded. Usage:
   .venv/bin/python bench/serve_bench.py [--requests 160] [--soak 10000] [--embedder instant]
 """
@@ -154,6 +155,13 @@ def main() -> None:
         default=0,
         help="the LLM stub's answer in words, one streamed piece each (0: 'Answer [1].')",
     )
+    parser.add_argument(
+        "--piece-delay",
+        type=float,
+        default=0.0,
+        help="seconds the LLM stub waits before each answer piece after the first (a real "
+        "model's pace: with --reply-words 40 and 0.05, two seconds an answer)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from tests.live_server import free_port
@@ -165,6 +173,7 @@ def main() -> None:
         command = [sys.executable, str(REPO / "bench" / "instant_serve.py")]
     reply = "Answer [1]." if args.reply_words <= 0 else " ".join(["word"] * args.reply_words)
     with tempfile.TemporaryDirectory() as tmp, OpenAIStub(reply=reply) as stub:
+        stub.piece_delay = args.piece_delay
         data_dir = args.data_dir or tmp
         os.makedirs(data_dir, exist_ok=True)
         env = bench_env(
