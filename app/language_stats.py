@@ -205,8 +205,8 @@ class CollectionMeans:
     A long-lived chain (the server) sees the means a later sync recorded (within `max_age`);
     decoding happens only when they changed. A collection that has none yet (made before this
     feature) gets them now. Looking the collection up is a store request that holds the GIL
-    (about 1 ms under load, a sixth of a busy server's GIL time at two lookups a question:
-    docs/performance.md); means a second old rank as well as new ones.
+    (about 1 ms under load: a tenth of a busy server's GIL time, docs/performance.md); means a
+    second old rank as well as new ones.
     """
 
     def __init__(

@@ -77,6 +77,12 @@ class Ct2E5Embeddings(OnnxE5Embeddings):
 
     backend = BACKEND
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # now, on the thread that builds the encoder: setting a variable while another thread
+        # reads the environment (the model's background load) is not safe in C
+        cpu_isa()
+
     @staticmethod
     def prepare(models_dir: Path, model: ResolvedModel) -> tuple[Path, dict[str, Any]]:
         """The copy this encoder runs, made once if missing (app/embeddings/ct2_export.py)."""
