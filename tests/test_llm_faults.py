@@ -180,6 +180,16 @@ def test_upstream_details_never_reach_the_client(
     assert "stub failure" not in session and "Error" not in session
 
 
+def answer_once_then_hang(url: str, stub: OpenAIStub) -> None:
+    """A first answer, so the chain's one-off work (built on the first chat) is not timed with
+    the hung chats; then the LLM hangs and its record starts empty."""
+    with httpx.Client(base_url=url, timeout=60) as http:
+        assert http.get("/api/ready").status_code == 200
+        assert http.post("/api/chat", json={"message": QUESTION}).status_code == 200
+    stub.mode, stub.hang_seconds = "hang", 60
+    stub.requests.clear()
+
+
 def test_hung_llm_keeps_the_server_up(
     kb_dir: Path, tmp_path: Path, e5: Any, stub: OpenAIStub
 ) -> None:
@@ -224,12 +234,7 @@ def test_hung_llm_keeps_the_server_up(
 
     app = make_app(settings, e5)
     with live_server(app) as url:
-        with httpx.Client(base_url=url, timeout=60) as http:  # warm: the chain is built once
-            assert http.get("/api/ready").status_code == 200
-            # and a first answer, so the chain's one-off work is not timed with the hung chats
-            assert http.post("/api/chat", json={"message": QUESTION}).status_code == 200
-        stub.mode, stub.hang_seconds = "hang", 60
-        stub.requests.clear()
+        answer_once_then_hang(url, stub)
         watcher = threading.Thread(target=poll_health, args=(url,), daemon=True)
         watcher.start()
         limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
@@ -277,12 +282,7 @@ def test_chat_slots_held_by_a_hung_llm_leave_threads_for_the_rest(
     )
     app = make_app(settings, e5)
     with live_server(app) as url:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            assert http.get("/api/ready").status_code == 200
-            # a first answer: the chain's one-off work is done before the LLM hangs
-            assert http.post("/api/chat", json={"message": QUESTION}).status_code == 200
-        stub.mode, stub.hang_seconds = "hang", 60
-        stub.requests.clear()
+        answer_once_then_hang(url, stub)
         limits = httpx.Limits(max_connections=running, max_keepalive_connections=running)
         with (
             httpx.Client(base_url=url, timeout=30, limits=limits) as http,
